@@ -1,0 +1,22 @@
+"""admission-host: a pluggable Kubernetes mutating admission webhook host.
+
+The public face for plugin authors; plugins import only from here (and ``framework.testing``)::
+
+    from framework import hookimpl, Mutator, Watch, Controller, Denied
+"""
+
+from framework.admission.patch import make_patch
+from framework.admission.review import AdmissionRequest
+from framework.hookspecs import hookimpl, hookspec
+from framework.kube.client import ApiError, KubeClient, object_path
+from framework.kube.labels import InvalidSelector, LabelSelector
+from framework.kube.store import Store
+from framework.types import FAIL, IGNORE, Controller, Denied, Mutator, Watch
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AdmissionRequest", "ApiError", "Controller", "Denied", "FAIL", "IGNORE", "InvalidSelector",
+    "KubeClient", "LabelSelector", "Mutator", "Store", "Watch", "hookimpl", "hookspec", "make_patch",
+    "object_path",
+]

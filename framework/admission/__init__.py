@@ -1,0 +1,1 @@
+"""AdmissionReview in and out, the mutator pipeline, and the one JSONPatch it answers with."""

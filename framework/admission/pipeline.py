@@ -1,0 +1,114 @@
+"""Run the matching mutators on one working copy and answer with one JSONPatch."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Dict, Iterable, List, Optional, Tuple
+
+import orjson
+
+from framework.admission import review
+from framework.admission.patch import clone, make_patch
+from framework.admission.review import AdmissionRequest
+from framework.metrics import Metrics
+from framework.types import FAIL, Denied, Mutator
+
+log = logging.getLogger("admission_host.admission")
+
+
+class Outcome:
+    __slots__ = ("patch", "denied", "mutators")
+
+    def __init__(self, patch: Optional[List[dict]] = None, denied: Optional[tuple] = None,
+                 mutators: Tuple[Mutator, ...] = ()):
+        self.patch = patch or []
+        self.denied = denied
+        self.mutators = mutators
+
+
+class Pipeline:
+    """Mutators in a deterministic order (``order``, then name), composed into one patch."""
+
+    def __init__(self, mutators: Iterable[Mutator], metrics: Optional[Metrics] = None):
+        self.mutators: Tuple[Mutator, ...] = tuple(sorted(mutators, key=lambda m: (m.order, m.name)))
+        names = [m.name for m in self.mutators]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate mutator name(s): {', '.join(dupes)}")
+        self.metrics = metrics or Metrics()
+        self._routes: Dict[tuple, Tuple[Mutator, ...]] = {}
+
+    def route(self, group: str, resource: str, operation: str) -> Tuple[Mutator, ...]:
+        key = (group, resource, operation)
+        found = self._routes.get(key)
+        if found is None:
+            found = self._routes[key] = tuple(m for m in self.mutators if m.wants(group, resource, operation))
+        return found
+
+    def handle(self, body: bytes) -> bytes:
+        """One webhook call: AdmissionReview bytes in, AdmissionReview bytes out.
+
+        Raises :class:`review.ReviewError` for a broken call. Any other failure is the host's own
+        bug: the request is admitted unchanged with a warning, never blocked.
+        """
+        start = time.perf_counter()
+        api_version, raw = review.parse(body)
+        req = AdmissionRequest(raw)
+        resource, operation = req.resource_path, req.operation
+        try:
+            outcome = self.run(req)
+            if outcome.denied:
+                status = "denied"
+                answer = review.response(api_version, req.uid, warnings=req.warnings, denied=outcome.denied,
+                                         audit_annotations=req.audit_annotations)
+            else:
+                status = "patched" if outcome.patch else "unchanged"
+                answer = review.response(api_version, req.uid, patch=outcome.patch, warnings=req.warnings,
+                                         audit_annotations=req.audit_annotations)
+                if outcome.patch:
+                    log.info("patched %s %s %s/%s by %s: %s", operation, resource, req.namespace, req.name,
+                             ",".join(m.name for m in outcome.mutators),
+                             " ".join(f"{op['op']} {op['path']}" for op in outcome.patch))
+        except Exception:
+            log.exception("internal error on %r; admitting it unchanged", req)
+            status = "error"
+            answer = review.response(api_version, req.uid,
+                                     warnings=["admission-host: internal error, request admitted unchanged"])
+        self.metrics.admission(resource, operation, status, time.perf_counter() - start)
+        return answer
+
+    def run(self, req: AdmissionRequest) -> Outcome:
+        """Run the mutators that want ``req`` on a copy of ``req.object``; ``req`` keeps the result."""
+        mutators = self.route(req.group, req.resource_path, req.operation)
+        if not mutators or not isinstance(req.object, dict):
+            return Outcome()
+        original = req.object
+        req.object = clone(original)
+        ran = []
+        for i, mutator in enumerate(mutators):
+            # Rolling back a failed Ignore mutator needs the state before it; the first one's is
+            # the original itself, later ones pay one cheap serialisation.
+            snapshot = orjson.dumps(req.object) if i else None
+            warnings_before, audit_before = len(req.warnings), dict(req.audit_annotations)
+            started = time.perf_counter()
+            try:
+                mutator.mutate(req)
+            except Denied as exc:
+                self.metrics.mutator(mutator.plugin, mutator.name, "denied", time.perf_counter() - started)
+                return Outcome(denied=(exc.code, f"{mutator.plugin or mutator.name}: {exc.message}"))
+            except Exception as exc:
+                self.metrics.mutator(mutator.plugin, mutator.name, "error", time.perf_counter() - started)
+                who = f"plugin {mutator.plugin!r} mutator {mutator.name!r}" if mutator.plugin else f"mutator {mutator.name!r}"
+                if mutator.failure_policy == FAIL:
+                    log.exception("%s failed on %r; denying (failure policy Fail)", who, req)
+                    return Outcome(denied=(500, f"{who} failed: {exc!r}"))
+                log.exception("%s failed on %r; its changes are dropped (failure policy Ignore)", who, req)
+                req.object = orjson.loads(snapshot) if snapshot is not None else clone(original)
+                del req.warnings[warnings_before:]
+                req.audit_annotations = audit_before
+                req.warn(f"{who} failed and was skipped: {exc}")
+                continue
+            self.metrics.mutator(mutator.plugin, mutator.name, "ok", time.perf_counter() - started)
+            ran.append(mutator)
+        return Outcome(patch=make_patch(original, req.object), mutators=tuple(ran))

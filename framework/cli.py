@@ -1,0 +1,204 @@
+"""``admission-host serve | mutate | plugins``."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import sys
+import uuid
+from typing import Iterable, List, Optional
+
+import jsonpatch
+import orjson
+import yaml
+
+from framework import logs
+from framework.config import Config, ConfigError, load_file
+from framework.plugins import PluginError
+
+
+def _plugins_arg(value: str) -> List[str]:
+    return [p.strip() for p in value.split(",") if p.strip()]
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML config file (plugins: {NAME: {...options...}})")
+    parser.add_argument("--plugins", type=_plugins_arg,
+                        help="comma-separated plugins to enable (default: all installed)")
+    parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING, ERROR (default INFO)")
+    parser.add_argument("--log-format", choices=("text", "json"), default=None)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="admission-host", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="serve the mutating admission webhook over HTTPS")
+    _common(serve)
+    serve.add_argument("--bind-address", default=None, help="address to listen on (default 0.0.0.0)")
+    serve.add_argument("--port", type=int, default=None, help="port to listen on (default 8443)")
+    serve.add_argument("--tls-cert-file", help="PEM certificate (chain); re-read when it changes")
+    serve.add_argument("--tls-private-key-file", help="PEM private key; re-read when it changes")
+    serve.add_argument("--insecure-http", action="store_true",
+                       help="serve plain HTTP (only behind a TLS-terminating proxy)")
+    serve.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, else the usual discovery)")
+    serve.add_argument("--context", help="kubeconfig context")
+    serve.add_argument("--threads", type=int, default=None, help="worker threads (default 8)")
+    serve.add_argument("--max-body-bytes", type=int, default=None, help="largest accepted body (default 7 MiB)")
+    serve.add_argument("--no-leader-elect", action="store_true",
+                       help="run controllers without electing a leader (a single replica)")
+    serve.add_argument("--lease-namespace", help="namespace of the leader Lease (default: the pod's)")
+    serve.add_argument("--lease-name", help="name of the leader Lease (default admission-host)")
+    serve.add_argument("--shutdown-grace-seconds", type=float, default=None,
+                       help="how long SIGTERM waits for requests in flight (default 15)")
+
+    mutate = sub.add_parser("mutate", help="run the admission pipeline offline on one request")
+    _common(mutate)
+    mutate.add_argument("review", metavar="REVIEW_FILE",
+                        help="an AdmissionReview (v1 or v1beta1) or a bare object (Pod, Binding), JSON or YAML; - for stdin")
+    mutate.add_argument("--objects", nargs="+", action="extend", default=[], metavar="FILE",
+                        help="YAML/JSON files (multi-document) whose objects fill the caches")
+    mutate.add_argument("--output", "-o", choices=("response", "object"), default="response",
+                        help="the AdmissionReview response (default) or the object with the patch applied")
+    mutate.add_argument("--dry-run", action="store_true", help="mark the request dryRun")
+
+    plugins = sub.add_parser("plugins", help="list installed plugins and what they declare")
+    _common(plugins)
+    return parser
+
+
+def make_config(args) -> Config:
+    config = load_file(args.config)
+    if args.plugins is not None:
+        config.enabled_plugins = args.plugins
+    for attr in ("bind_address", "port", "tls_cert_file", "tls_private_key_file", "kubeconfig", "context",
+                 "threads", "max_body_bytes", "lease_namespace", "lease_name", "shutdown_grace_seconds",
+                 "log_level", "log_format"):
+        value = getattr(args, attr, None)
+        if value is not None:
+            setattr(config, attr, value)
+    if getattr(args, "insecure_http", False):
+        config.insecure_http = True
+    if getattr(args, "no_leader_elect", False):
+        config.leader_election = False
+    return config
+
+
+def read_documents(path: str) -> List[dict]:
+    """Every object in a YAML/JSON file (multi-document; ``List`` kinds are unpacked)."""
+    text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()
+    out = []
+    for doc in yaml.safe_load_all(text):
+        if doc is None:
+            continue
+        if not isinstance(doc, dict):
+            raise ValueError(f"{path}: expected objects, found a {type(doc).__name__}")
+        if doc.get("kind", "").endswith("List") and isinstance(doc.get("items"), list):
+            out.extend(doc["items"])
+        else:
+            out.append(doc)
+    return out
+
+
+def as_review(obj: dict, dry_run: bool = False) -> dict:
+    """Wrap a bare object as the AdmissionReview the API server would send for its creation."""
+    if obj.get("kind") == "AdmissionReview":
+        return obj
+    kind = obj.get("kind") or ""
+    api_version = obj.get("apiVersion") or "v1"
+    group, _, version = api_version.rpartition("/")
+    meta = obj.get("metadata") or {}
+    if kind == "Binding":
+        resource, sub_resource, resource_group = "pods", "binding", ""
+        version = "v1"
+    else:
+        resource, sub_resource, resource_group = kind.lower() + ("es" if kind.endswith("s") else "s"), "", group
+    request = {
+        "uid": str(uuid.uuid4()), "kind": {"group": group, "version": version, "kind": kind},
+        "resource": {"group": resource_group, "version": version, "resource": resource},
+        "requestKind": {"group": group, "version": version, "kind": kind},
+        "requestResource": {"group": resource_group, "version": version, "resource": resource},
+        "name": meta.get("name", ""), "namespace": meta.get("namespace", "default"),
+        "operation": "CREATE", "userInfo": {"username": "admission-host-mutate"},
+        "object": obj, "oldObject": None, "dryRun": dry_run,
+        "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"},
+    }
+    if sub_resource:
+        request["subResource"] = sub_resource
+    if kind == "Pod" and not meta.get("namespace"):
+        obj.setdefault("metadata", {})["namespace"] = "default"
+    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request}
+
+
+def cmd_mutate(args, config: Config) -> int:
+    from framework.host import Host
+
+    docs = read_documents(args.review)
+    if len(docs) != 1:
+        raise ValueError(f"{args.review}: expected exactly one object, found {len(docs)}")
+    review = as_review(docs[0], args.dry_run)
+    host = Host(config)
+    objects = [o for path in args.objects for o in read_documents(path)]
+    host.load_objects(objects)
+    host.start()
+    answer = orjson.loads(host.pipeline.handle(orjson.dumps(review)))
+    response = answer["response"]
+    if args.output == "response":
+        sys.stdout.write(orjson.dumps(answer, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        for warning in response.get("warnings") or ():
+            print(f"warning: {warning}", file=sys.stderr)
+        if not response.get("allowed"):
+            print(f"denied: {response.get('status', {}).get('message')}", file=sys.stderr)
+            return 1
+        obj = review["request"]["object"]
+        if response.get("patch"):
+            obj = jsonpatch.apply_patch(obj, orjson.loads(base64.b64decode(response["patch"])))
+        sys.stdout.write(orjson.dumps(obj, option=orjson.OPT_INDENT_2).decode() + "\n")
+    host.stop()
+    return 0
+
+
+def cmd_serve(args, config: Config) -> int:
+    from framework.host import Host
+    from framework.kube.client import KubeClient
+    from framework.web.serve import Server
+
+    kube = KubeClient.from_kubeconfig(config.kubeconfig, config.context)
+    host = Host(config, kube)
+    server = Server(host, config)
+    server.install_signal_handlers()
+    server.run()
+    return 0
+
+
+def cmd_plugins(args, config: Config) -> int:
+    from framework.host import Host
+    from framework.plugins import describe
+
+    host = Host(config)
+    out = {"plugins": describe(host.pluginmanager),
+           "mutators": [m.name for m in host.pipeline.mutators],
+           "watches": [w.name for w in host.watches.values()],
+           "controllers": [c.name for c in host.controllers]}
+    sys.stdout.write(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode() + "\n")
+    return 0
+
+
+def main(argv: Optional[Iterable[str]] = None) -> int:
+    from kubernetes.config import ConfigException
+
+    args = build_parser().parse_args(argv)
+    try:
+        config = make_config(args)
+        # Offline commands print results on stdout; keep their logs to warnings unless asked.
+        default_level = "INFO" if args.command == "serve" else "WARNING"
+        logs.setup(args.log_level or config.log_level or default_level, config.log_format)
+        return {"serve": cmd_serve, "mutate": cmd_mutate, "plugins": cmd_plugins}[args.command](args, config)
+    except (ConfigError, PluginError, ValueError, OSError, yaml.YAMLError, ConfigException) as exc:
+        print(f"admission-host: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""Settings: the YAML config file, overridden by command-line flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import uuid
+from typing import Any, Dict, List, Optional
+
+import yaml
+
+DEFAULT_MAX_BODY = 7 * 1024 * 1024
+SA_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _default_namespace() -> str:
+    if os.environ.get("POD_NAMESPACE"):
+        return os.environ["POD_NAMESPACE"]
+    try:
+        with open(SA_NAMESPACE_FILE, encoding="utf-8") as f:
+            return f.read().strip() or "default"
+    except OSError:
+        return "default"
+
+
+@dataclasses.dataclass
+class Config:
+    # Plugins: None enables every installed plugin.
+    enabled_plugins: Optional[List[str]] = None
+    plugin_options: Dict[str, Dict[str, Any]] = dataclasses.field(default_factory=dict)
+    # API server access: None means in-cluster, else the usual kubeconfig discovery.
+    kubeconfig: Optional[str] = None
+    context: Optional[str] = None
+    # Serving.
+    bind_address: str = "0.0.0.0"
+    port: int = 8443
+    tls_cert_file: Optional[str] = None
+    tls_private_key_file: Optional[str] = None
+    insecure_http: bool = False
+    threads: int = 8
+    max_body_bytes: int = DEFAULT_MAX_BODY
+    cert_reload_interval: float = 5.0
+    shutdown_grace_seconds: float = 15.0
+    # Controllers run on the replica holding this Lease.
+    leader_election: bool = True
+    lease_namespace: str = dataclasses.field(default_factory=_default_namespace)
+    lease_name: str = "admission-host"
+    identity: str = dataclasses.field(default_factory=lambda: f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}")
+    watch_timeout_seconds: int = 300
+    log_level: Optional[str] = None
+    log_format: str = "text"
+
+    def options_for(self, plugin: str) -> Dict[str, Any]:
+        return dict(self.plugin_options.get(plugin) or {})
+
+
+FILE_KEYS = {
+    "enabledPlugins": "enabled_plugins",
+    "plugins": "plugin_options",
+    "bindAddress": "bind_address",
+    "port": "port",
+    "threads": "threads",
+    "maxBodyBytes": "max_body_bytes",
+    "leaderElection": None,
+    "logLevel": "log_level",
+    "logFormat": "log_format",
+}
+
+
+def load_file(path: Optional[str], config: Optional[Config] = None) -> Config:
+    """Read the YAML config file into ``config`` (a new one if not given)."""
+    config = config or Config()
+    if not path:
+        return config
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: expected a mapping at the top level")
+    unknown = sorted(set(data) - set(FILE_KEYS))
+    if unknown:
+        raise ConfigError(f"config file {path}: unknown key(s) {', '.join(unknown)}; "
+                          f"known: {', '.join(sorted(FILE_KEYS))}")
+    plugins = data.get("plugins") or {}
+    if not isinstance(plugins, dict) or not all(isinstance(v, dict) or v is None for v in plugins.values()):
+        raise ConfigError(f"config file {path}: 'plugins' must map plugin names to option mappings")
+    enabled = data.get("enabledPlugins")
+    if enabled is not None and (not isinstance(enabled, list) or not all(isinstance(n, str) for n in enabled)):
+        raise ConfigError(f"config file {path}: 'enabledPlugins' must be a list of plugin names")
+    for key, attr in FILE_KEYS.items():
+        if attr and key in data and data[key] is not None:
+            setattr(config, attr, data[key])
+    config.plugin_options = {k: v or {} for k, v in plugins.items()}
+    election = data.get("leaderElection") or {}
+    if not isinstance(election, dict):
+        raise ConfigError(f"config file {path}: 'leaderElection' must be a mapping")
+    config.leader_election = bool(election.get("enabled", config.leader_election))
+    config.lease_namespace = election.get("namespace", config.lease_namespace)
+    config.lease_name = election.get("name", config.lease_name)
+    return config

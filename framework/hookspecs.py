@@ -1,0 +1,59 @@
+"""Every hook the host calls, in the order of the host's life.
+
+Declaration hooks (``startup``, ``watches``, ``mutators``, ``controllers``) are called once per
+plugin with that plugin's own ``options`` (its section ``plugins: {NAME: ...}`` of the config
+file), so an error can be blamed on the plugin that raised it.
+"""
+
+import pluggy
+
+PROJECT = "admission_host"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec(historic=True)
+def admission_host_addhooks(pluginmanager):
+    """Add a plugin's own hookspecs: ``pluginmanager.add_hookspecs(module)``.
+
+    Historic: plugins registered later still receive it. Returns nothing.
+    """
+
+
+@hookspec
+def admission_host_startup(host, options):
+    """Validate ``options`` and prepare; raise to stop the host from starting.
+
+    Called once per plugin before any watch starts. ``host`` is the running
+    :class:`framework.host.Host` (``host.store(name)``, ``host.kube``, ``host.config``,
+    ``host.pluginmanager``). Returns nothing.
+    """
+
+
+@hookspec
+def admission_host_watches(host, options):
+    """Return the :class:`framework.Watch` caches this plugin needs (an iterable, may be empty)."""
+
+
+@hookspec
+def admission_host_mutators(host, options):
+    """Return the :class:`framework.Mutator` list of this plugin (an iterable, may be empty)."""
+
+
+@hookspec
+def admission_host_controllers(host, options):
+    """Return the :class:`framework.Controller` loops to run on the elected leader only."""
+
+
+@hookspec
+def admission_host_ready(host):
+    """Return ``None`` when this plugin is ready to serve, else a short reason string.
+
+    Called on every ``GET /readyz`` (after all watches have synced); keep it cheap.
+    """
+
+
+@hookspec
+def admission_host_shutdown(host):
+    """Release what ``startup`` acquired. Called once, after serving has stopped. Returns nothing."""

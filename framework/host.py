@@ -1,0 +1,251 @@
+"""Wires plugins, caches, the admission pipeline and leader-only controllers together."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from typing import Dict, Iterable, List, Optional
+
+import pluggy
+
+from framework.admission.pipeline import Pipeline
+from framework.config import Config
+from framework.kube.client import KubeClient
+from framework.kube.labels import match_fields
+from framework.kube.leader import LeaderElector
+from framework.kube.reflector import Reflector
+from framework.kube.store import Store
+from framework.metrics import Metrics
+from framework.plugins import PluginError, get_plugin_manager, installed_plugins
+from framework.types import Controller, Mutator, Watch
+
+log = logging.getLogger("admission_host")
+
+
+class Host:
+    """One admission host. ``kube=None`` runs offline: caches are filled with :meth:`load_objects`
+    and controllers do not run.
+
+    Life: ``Host(...)`` loads plugins and calls their declaration hooks; :meth:`start` starts the
+    watches and leader election; :meth:`stop` undoes it. Plugins reach caches with :meth:`store`.
+    """
+
+    def __init__(self, config: Optional[Config] = None, kube: Optional[KubeClient] = None, *,
+                 pluginmanager: Optional[pluggy.PluginManager] = None, extra_plugins: Iterable = ()):
+        self.config = config or Config()
+        self.kube = kube
+        self.metrics = Metrics()
+        self.pluginmanager = pluginmanager or get_plugin_manager(self.config.enabled_plugins, extra_plugins)
+        self.stores: Dict[str, Store] = {}
+        self.watches: Dict[str, Watch] = {}
+        self.reflectors: List[Reflector] = []
+        self.controllers: List[Controller] = []
+        self.elector: Optional[LeaderElector] = None
+        self._controller_stop: Optional[threading.Event] = None
+        self._controller_threads: List[threading.Thread] = []
+        self._started = self._stopped = False
+        self._check_options()
+        self.pluginmanager.hook.admission_host_addhooks.call_historic(kwargs={"pluginmanager": self.pluginmanager})
+        for _ in self._each("admission_host_startup"):
+            pass
+        for plugin, watches in self._each("admission_host_watches"):
+            for watch in watches or ():
+                self._add_watch(_own(watch, Watch, plugin, "admission_host_watches"))
+        mutators = [_own(m, Mutator, plugin, "admission_host_mutators")
+                    for plugin, ms in self._each("admission_host_mutators") for m in ms or ()]
+        try:
+            self.pipeline = Pipeline(mutators, self.metrics)
+        except ValueError as exc:
+            raise PluginError(str(exc)) from exc
+        self.controllers = [_own(c, Controller, plugin, "admission_host_controllers")
+                            for plugin, cs in self._each("admission_host_controllers") for c in cs or ()]
+
+    # -- plugins ---------------------------------------------------------------------------------
+    def _check_options(self) -> None:
+        loaded = {name for name, _ in self.pluginmanager.list_name_plugin()}
+        for name in self.config.plugin_options:
+            if name in loaded:
+                continue
+            if name in installed_plugins():
+                log.warning("config has options for plugin %r, which is not enabled", name)
+            else:
+                raise PluginError(f"config has options for unknown plugin {name!r}")
+
+    def _each(self, hook_name: str):
+        """Call a declaration hook plugin by plugin (registration order), with its own options."""
+        pm = self.pluginmanager
+        caller = getattr(pm.hook, hook_name)
+        for impl in reversed(caller.get_hookimpls()):
+            name = pm.get_name(impl.plugin)
+            available = {"host": self, "options": self.config.options_for(name)}
+            try:
+                yield name, impl.function(**{arg: available[arg] for arg in impl.argnames})
+            except PluginError:
+                raise
+            except Exception as exc:
+                raise PluginError(f"plugin {name!r} failed in {hook_name}: {exc!r}") from exc
+
+    def _add_watch(self, watch: Watch) -> None:
+        if watch.name in self.watches:
+            other = self.watches[watch.name].plugin
+            raise PluginError(f"watch {watch.name!r} is declared by both {other!r} and {watch.plugin!r}")
+        self.watches[watch.name] = watch
+        self.stores[watch.name] = Store(watch.name, watch.indexers)
+
+    def store(self, name: str) -> Store:
+        """The cache of the watch called ``name``."""
+        return self.stores[name]
+
+    # -- offline caches --------------------------------------------------------------------------
+    def load_objects(self, objects: Iterable[dict]) -> List[dict]:
+        """Fill caches from objects instead of the API server; returns the objects no watch took."""
+        by_kind: Dict[tuple, List[Watch]] = {}
+        for watch in self.watches.values():
+            by_kind.setdefault((watch.group, watch.kind), []).append(watch)
+        filled: Dict[str, List[dict]] = {name: [] for name in self.watches}
+        unused = []
+        for obj in objects:
+            api_version = obj.get("apiVersion") or ""
+            group = api_version.rpartition("/")[0]
+            taken = False
+            for watch in by_kind.get((group, obj.get("kind")), ()):
+                meta = obj.get("metadata") or {}
+                if watch.namespace and meta.get("namespace") != watch.namespace:
+                    continue
+                if watch.label_selector and not _match_label_string(watch.label_selector, meta.get("labels")):
+                    continue
+                if not match_fields(watch.field_selector, obj):
+                    continue
+                kept = watch.transform(obj) if watch.transform else obj
+                if kept is not None:
+                    filled[watch.name].append(kept)
+                taken = True
+            if not taken:
+                unused.append(obj)
+        for name, objs in filled.items():
+            self.stores[name].replace(objs)
+        return unused
+
+    # -- running ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start watches and (through leader election) controllers. Offline: mark caches synced."""
+        if self._started:
+            return
+        self._started = True
+        if self.kube is None:
+            for store in self.stores.values():
+                if not store.has_synced():
+                    store.replace([])
+        else:
+            for name, watch in self.watches.items():
+                reflector = Reflector(self.kube, watch, self.stores[name], metrics=self.metrics,
+                                      watch_timeout=self.config.watch_timeout_seconds)
+                reflector.start()
+                self.reflectors.append(reflector)
+        if not self.controllers or self.kube is None:
+            return  # controllers act on the API server: offline there is none
+        if self.config.leader_election:
+            self.elector = LeaderElector(self.kube, self.config.lease_namespace, self.config.lease_name,
+                                         self.config.identity, on_started=self._start_controllers,
+                                         on_stopped=self._stop_controllers)
+            self.elector.start()
+        else:
+            self._start_controllers()
+
+    def _start_controllers(self) -> None:
+        self.metrics.leader.set(1)
+        self._controller_stop = stop = threading.Event()
+        self._controller_threads = []
+        for controller in self.controllers:
+            thread = threading.Thread(target=self._run_controller, args=(controller, stop),
+                                      name=f"controller-{controller.name}", daemon=True)
+            thread.start()
+            self._controller_threads.append(thread)
+
+    def _run_controller(self, controller: Controller, stop: threading.Event) -> None:
+        # Wait for the caches first: a controller acting on a half-filled cache makes wrong calls.
+        for store in self.stores.values():
+            while not stop.is_set() and not store.wait_synced(1.0):
+                pass
+        while not stop.is_set():
+            try:
+                controller.run(stop)
+                return
+            except Exception:
+                log.exception("controller %s (plugin %s) failed; restarting it in 5s", controller.name,
+                              controller.plugin)
+                stop.wait(5)
+
+    def _stop_controllers(self) -> None:
+        self.metrics.leader.set(0)
+        if self._controller_stop is not None:
+            self._controller_stop.set()
+        for thread in self._controller_threads:
+            thread.join(timeout=5)
+        self._controller_threads = []
+
+    def is_leader(self) -> bool:
+        return bool(self._controller_threads) and not (self._controller_stop and self._controller_stop.is_set())
+
+    def readiness(self) -> List[str]:
+        """Why this host is not ready yet (an empty list when it is)."""
+        reasons = [f"watch {name} has not synced" for name, s in self.stores.items() if not s.has_synced()]
+        if reasons:
+            return reasons
+        for name, reason in self._ready_results():
+            if reason:
+                reasons.append(f"plugin {name}: {reason}")
+        return reasons
+
+    def _ready_results(self):
+        pm = self.pluginmanager
+        for impl in pm.hook.admission_host_ready.get_hookimpls():
+            try:
+                yield pm.get_name(impl.plugin), impl.function(host=self)
+            except Exception as exc:
+                yield pm.get_name(impl.plugin), f"readiness check failed: {exc!r}"
+
+    def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        if self.elector is not None:
+            self.elector.stop(release=True)
+        self._stop_controllers()
+        for reflector in self.reflectors:
+            reflector.stop()
+        try:
+            self.pluginmanager.hook.admission_host_shutdown(host=self)
+        except Exception:
+            log.exception("a plugin failed in admission_host_shutdown")
+
+
+def _own(item, cls, plugin: str, hook: str):
+    if not isinstance(item, cls):
+        raise PluginError(f"plugin {plugin!r}: {hook} returned {item!r}, expected {cls.__name__} objects")
+    if item.plugin:
+        return item
+    return dataclasses.replace(item, plugin=plugin)
+
+
+def _match_label_string(selector: str, labels) -> bool:
+    """Equality-based label selector strings (``a=b,c!=d,e``) for offline caches."""
+    labels = labels or {}
+    for term in selector.split(","):
+        term = term.strip()
+        if "!=" in term:
+            key, value = term.split("!=", 1)
+            if labels.get(key.strip()) == value.strip():
+                return False
+        elif "=" in term:
+            key, value = term.replace("==", "=").split("=", 1)
+            if labels.get(key.strip()) != value.strip():
+                return False
+        elif term.startswith("!"):
+            if term[1:].strip() in labels:
+                return False
+        elif term and term not in labels:
+            return False
+    return True
+

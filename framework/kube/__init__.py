@@ -1,0 +1,1 @@
+"""Talking to the API server with raw dicts: client, list+watch caches, label selectors, leases."""

@@ -1,0 +1,168 @@
+"""A small raw-dict client over the kubernetes package's configuration loading.
+
+The kubernetes package finds and refreshes credentials (kubeconfig, in-cluster token rotation,
+exec plugins); requests go straight through urllib3 and come back as dicts parsed by orjson, so
+no generated model objects are built (they cost memory and time on large lists and watches).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Dict, Iterator, Optional
+from urllib.parse import quote, urlencode
+
+import orjson
+import urllib3
+
+log = logging.getLogger(__name__)
+
+MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
+
+
+class ApiError(Exception):
+    """A non-2xx answer (``status``) or a transport failure (``status`` 0)."""
+
+    def __init__(self, status: int, message: str, body: Any = None):
+        super().__init__(f"{status}: {message}" if status else message)
+        self.status = status
+        self.message = message
+        self.body = body
+
+    @property
+    def reason(self) -> str:
+        return (self.body or {}).get("reason", "") if isinstance(self.body, dict) else ""
+
+
+def load_configuration(kubeconfig: Optional[str] = None, context: Optional[str] = None):
+    """In-cluster config when running in a pod and no kubeconfig is given, else kubeconfig discovery."""
+    from kubernetes import client, config
+
+    cfg = client.Configuration()
+    if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
+        config.load_incluster_config(client_configuration=cfg)
+    else:
+        config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=cfg)
+    return cfg
+
+
+class KubeClient:
+    def __init__(self, configuration, user_agent: str = "admission-host"):
+        self.configuration = configuration
+        self.host = configuration.host.rstrip("/")
+        self.user_agent = user_agent
+        tls = {}
+        if self.host.startswith("https"):
+            tls = {"cert_reqs": "CERT_REQUIRED" if configuration.verify_ssl else "CERT_NONE",
+                   "ca_certs": configuration.ssl_ca_cert, "cert_file": configuration.cert_file,
+                   "key_file": configuration.key_file}
+            if configuration.tls_server_name:
+                tls["server_hostname"] = configuration.tls_server_name
+        # Watches hold connections for minutes; give them room beside request traffic.
+        self.pool = urllib3.PoolManager(num_pools=2, maxsize=16, retries=False, **tls)
+
+    @classmethod
+    def from_kubeconfig(cls, kubeconfig: Optional[str] = None, context: Optional[str] = None) -> "KubeClient":
+        return cls(load_configuration(kubeconfig, context))
+
+    def _headers(self, content_type: Optional[str]) -> Dict[str, str]:
+        headers = {"Accept": "application/json", "User-Agent": self.user_agent}
+        if content_type:
+            headers["Content-Type"] = content_type
+        for auth in self.configuration.auth_settings().values():
+            if auth.get("in") == "header" and auth.get("value"):
+                headers[auth["key"]] = auth["value"]
+        if self.configuration.username and self.configuration.password:
+            headers["Authorization"] = self.configuration.get_basic_auth_token()
+        return headers
+
+    def url(self, path: str, query: Optional[dict] = None) -> str:
+        q = {k: v for k, v in (query or {}).items() if v is not None}
+        return self.host + path + ("?" + urlencode(q) if q else "")
+
+    def request(self, method: str, path: str, *, query: Optional[dict] = None, body: Any = None,
+                content_type: Optional[str] = None, timeout: float = 30.0) -> Any:
+        """Send one request; return the parsed JSON answer or raise :class:`ApiError`."""
+        data = None
+        if body is not None:
+            data = body if isinstance(body, bytes) else orjson.dumps(body)
+            content_type = content_type or "application/json"
+        try:
+            resp = self.pool.request(method, self.url(path, query), body=data,
+                                     headers=self._headers(content_type),
+                                     timeout=urllib3.Timeout(connect=5.0, read=timeout))
+        except urllib3.exceptions.HTTPError as exc:
+            raise ApiError(0, f"{method} {path}: {exc}") from exc
+        return self._decode(method, path, resp.status, resp.data)
+
+    @staticmethod
+    def _decode(method: str, path: str, status: int, data: bytes) -> Any:
+        try:
+            parsed = orjson.loads(data) if data else None
+        except orjson.JSONDecodeError:
+            parsed = data.decode("utf-8", "replace")
+        if 200 <= status < 300:
+            return parsed
+        message = parsed.get("message", "") if isinstance(parsed, dict) else str(parsed)[:500]
+        raise ApiError(status, f"{method} {path}: {message}", parsed)
+
+    def get(self, path: str, **query) -> Any:
+        return self.request("GET", path, query=query)
+
+    def post(self, path: str, body: Any, **query) -> Any:
+        return self.request("POST", path, body=body, query=query)
+
+    def patch(self, path: str, body: Any, content_type: str = MERGE_PATCH, **query) -> Any:
+        return self.request("PATCH", path, body=body, content_type=content_type, query=query)
+
+    def put(self, path: str, body: Any, **query) -> Any:
+        return self.request("PUT", path, body=body, query=query)
+
+    def delete(self, path: str, **query) -> Any:
+        return self.request("DELETE", path, query=query)
+
+    def stream(self, path: str, query: dict, timeout: float) -> Iterator[dict]:
+        """A watch: yield each event as a dict until the server closes the stream.
+
+        ``timeout`` bounds the wait for the next bytes, so a dead connection is noticed.
+        """
+        try:
+            resp = self.pool.request("GET", self.url(path, query), headers=self._headers(None),
+                                     preload_content=False,
+                                     timeout=urllib3.Timeout(connect=5.0, read=timeout))
+        except urllib3.exceptions.HTTPError as exc:
+            raise ApiError(0, f"watch {path}: {exc}") from exc
+        try:
+            if resp.status != 200:
+                self._decode("GET", path, resp.status, resp.read())
+            buffer = b""
+            for chunk in resp.stream(65536, decode_content=True):
+                buffer += chunk
+                while True:
+                    line, sep, rest = buffer.partition(b"\n")
+                    if not sep:
+                        break
+                    buffer = rest
+                    if line.strip():
+                        yield orjson.loads(line)
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise ApiError(0, f"watch {path}: {exc}") from exc
+        finally:
+            # Close before releasing: a half-read stream must never go back into the pool.
+            resp.close()
+            resp.release_conn()
+
+
+def object_path(api_version: str, plural: str, name: str = "", namespace: str = "", subresource: str = "") -> str:
+    """``/api/v1/namespaces/ns/pods/name/status`` and the like."""
+    base = f"/apis/{api_version}" if "/" in api_version else f"/api/{api_version}"
+    if namespace:
+        base += f"/namespaces/{quote(namespace)}"
+    base += f"/{plural}"
+    if name:
+        base += f"/{quote(name)}"
+    if subresource:
+        base += f"/{subresource}"
+    return base

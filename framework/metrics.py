@@ -1,0 +1,62 @@
+"""Prometheus metrics of one host (own registry, so several hosts can live in one process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 1.0, 5.0)
+
+
+class Metrics:
+    def __init__(self):
+        self.registry = r = CollectorRegistry()
+        self.admissions = Counter(
+            "admission_host_admissions", "Admission requests answered, by outcome "
+            "(patched, unchanged, denied, error).", ["resource", "operation", "outcome"], registry=r)
+        self.admission_seconds = Histogram(
+            "admission_host_admission_duration_seconds", "Time spent answering an admission request.",
+            ["resource", "operation"], buckets=LATENCY_BUCKETS, registry=r)
+        self.mutator_calls = Counter(
+            "admission_host_mutator_calls", "Mutator runs, by outcome (ok, error, denied).",
+            ["plugin", "mutator", "outcome"], registry=r)
+        self.mutator_seconds = Histogram(
+            "admission_host_mutator_duration_seconds", "Time spent in one mutator.",
+            ["plugin", "mutator"], buckets=LATENCY_BUCKETS, registry=r)
+        self.bad_requests = Counter(
+            "admission_host_bad_requests", "Webhook calls rejected before admission, by HTTP status.",
+            ["status"], registry=r)
+        self.cache_objects = Gauge(
+            "admission_host_cache_objects", "Objects held in a watch cache.", ["watch"], registry=r)
+        self.watch_restarts = Counter(
+            "admission_host_watch_restarts", "Watch restarts, by reason (expired, error, closed).",
+            ["watch", "reason"], registry=r)
+        self.watch_last_sync = Gauge(
+            "admission_host_watch_last_sync_timestamp_seconds",
+            "When a watch cache last completed a full list.", ["watch"], registry=r)
+        self.leader = Gauge("admission_host_leader", "1 while this replica holds the leader lease.",
+                            registry=r)
+        self.certificate_expiry = Gauge(
+            "admission_host_certificate_expiry_timestamp_seconds",
+            "notAfter of the serving certificate in use.", registry=r)
+        self._admission_children = {}
+        self._mutator_children = {}
+
+    def admission(self, resource: str, operation: str, outcome: str, seconds: float) -> None:
+        key = (resource, operation, outcome)
+        children = self._admission_children.get(key)
+        if children is None:
+            children = self._admission_children[key] = (
+                self.admissions.labels(resource, operation, outcome),
+                self.admission_seconds.labels(resource, operation))
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def mutator(self, plugin: str, name: str, outcome: str, seconds: float) -> None:
+        key = (plugin, name, outcome)
+        children = self._mutator_children.get(key)
+        if children is None:
+            children = self._mutator_children[key] = (
+                self.mutator_calls.labels(plugin, name, outcome),
+                self.mutator_seconds.labels(plugin, name))
+        children[0].inc()
+        children[1].observe(seconds)

@@ -1,0 +1,81 @@
+"""The plugin manager: hookspecs, entry points, the enable list, validation."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+from typing import Iterable, Optional
+
+import pluggy
+
+from framework import hookspecs
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = hookspecs.PROJECT
+
+
+class PluginError(Exception):
+    """A plugin is unknown or broken; the message names it."""
+
+
+def installed_plugins() -> dict:
+    """Entry points of the group ``admission_host``, by name."""
+    eps = importlib.metadata.entry_points()
+    selected = eps.select(group=ENTRY_POINT_GROUP) if hasattr(eps, "select") else eps.get(ENTRY_POINT_GROUP, [])
+    return {ep.name: ep for ep in selected}
+
+
+def get_plugin_manager(enabled: Optional[Iterable[str]] = None, extra: Iterable = ()) -> pluggy.PluginManager:
+    """Build a plugin manager with the host's hookspecs and the enabled plugins.
+
+    ``enabled`` lists entry-point names (``None``: every installed plugin); ``extra`` are plugin
+    objects registered directly (tests, embedding), named by their ``__name__`` if they have one.
+    """
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    pm.distributions = {}  # plugin name -> (distribution, version), reported by GET /plugins
+    available = installed_plugins()
+    names = sorted(available) if enabled is None else list(dict.fromkeys(enabled))
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        raise PluginError(f"unknown plugin(s): {', '.join(unknown)}; installed: {', '.join(sorted(available)) or 'none'}")
+    for name in names:
+        ep = available[name]
+        try:
+            plugin = ep.load()
+        except Exception as exc:
+            raise PluginError(f"plugin {name!r} ({ep.value}) failed to load: {exc!r}") from exc
+        _register(pm, plugin, name, ep.dist)
+    for plugin in extra:
+        _register(pm, plugin, getattr(plugin, "__name__", None) or repr(plugin), None)
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(f"plugin {exc.plugin!r} implements an unknown hook: {exc}") from exc
+    return pm
+
+
+def _register(pm: pluggy.PluginManager, plugin, name: str, dist) -> None:
+    try:
+        pm.register(plugin, name=name)
+    except (ValueError, pluggy.PluginValidationError) as exc:
+        raise PluginError(f"plugin {name!r} cannot be registered: {exc}") from exc
+    if dist is not None:
+        pm.distributions[name] = (dist.metadata["Name"], dist.version)
+
+
+def describe(pm: pluggy.PluginManager) -> list:
+    """Loaded plugins with their version and the hooks each implements (for ``GET /plugins``)."""
+    out = []
+    for name, plugin in sorted(pm.list_name_plugin()):
+        if plugin is None:
+            continue
+        project, version = getattr(pm, "distributions", {}).get(name, (None, None))
+        out.append({
+            "name": name,
+            "distribution": project,
+            "version": version,
+            "hooks": sorted(caller.name for caller in (pm.get_hookcallers(plugin) or [])),
+        })
+    return out

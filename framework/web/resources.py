@@ -1,0 +1,98 @@
+"""The endpoints: /mutate, /healthz, /readyz, /metrics, /plugins."""
+
+from __future__ import annotations
+
+import falcon
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from framework import plugins
+from framework.admission.review import ReviewError
+
+JSON = "application/json"
+
+
+class Mutate:
+    """``POST /mutate``: one path for every plugin; mutators are routed by the request's resource."""
+
+    def __init__(self, host, max_body_bytes: int):
+        self.pipeline = host.pipeline
+        self.metrics = host.metrics
+        self.max_body_bytes = max_body_bytes
+
+    def _reject(self, error: falcon.HTTPError):
+        self.metrics.bad_requests.labels(str(error.status_code)).inc()
+        raise error
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        content_type = (req.content_type or "").split(";", 1)[0].strip().lower()
+        if content_type != JSON:
+            self._reject(falcon.HTTPUnsupportedMediaType(
+                description=f"Content-Type must be application/json, got {req.content_type or 'none'!r}"))
+        limit = self.max_body_bytes
+        if req.content_length is not None and req.content_length > limit:
+            self._reject(falcon.HTTPContentTooLarge(description=f"body larger than {limit} bytes"))
+        body = req.bounded_stream.read(limit + 1)
+        if len(body) > limit:
+            self._reject(falcon.HTTPContentTooLarge(description=f"body larger than {limit} bytes"))
+        try:
+            resp.data = self.pipeline.handle(body)
+        except ReviewError as exc:
+            self._reject(falcon.HTTPBadRequest(title="Invalid AdmissionReview", description=exc.message))
+        resp.content_type = JSON
+
+
+class Healthz:
+    """``GET /healthz``: the process serves HTTP (liveness)."""
+
+    def on_get(self, req, resp):
+        resp.content_type = falcon.MEDIA_TEXT
+        resp.text = "ok"
+
+
+class Readyz:
+    """``GET /readyz``: 200 once every watch has synced and every plugin says it is ready."""
+
+    def __init__(self, host, state):
+        self.host = host
+        self.state = state
+
+    def on_get(self, req, resp):
+        reasons = ["shutting down"] if self.state.draining else self.host.readiness()
+        resp.content_type = falcon.MEDIA_TEXT
+        if reasons:
+            resp.status = falcon.HTTP_503
+            resp.text = "not ready:\n" + "\n".join(reasons) + "\n"
+        else:
+            resp.text = "ok"
+
+
+class Metrics:
+    """``GET /metrics``: Prometheus text format."""
+
+    def __init__(self, registry):
+        self.registry = registry
+
+    def on_get(self, req, resp):
+        resp.content_type = CONTENT_TYPE_LATEST
+        resp.data = generate_latest(self.registry)
+
+
+class Plugins:
+    """``GET /plugins``: loaded plugins, their versions and the hooks they implement."""
+
+    def __init__(self, host):
+        self.host = host
+
+    def on_get(self, req, resp):
+        resp.content_type = JSON
+        resp.data = orjson.dumps({
+            "plugins": plugins.describe(self.host.pluginmanager),
+            "mutators": [{"name": m.name, "plugin": m.plugin, "order": m.order, "group": m.group,
+                          "resources": list(m.resources), "operations": list(m.operations),
+                          "failurePolicy": m.failure_policy} for m in self.host.pipeline.mutators],
+            "watches": [{"name": w.name, "plugin": w.plugin, "apiVersion": w.api_version, "resource": w.resource,
+                         "labelSelector": w.label_selector, "fieldSelector": w.field_selector,
+                         "objects": len(self.host.stores[w.name])} for w in self.host.watches.values()],
+            "controllers": [{"name": c.name, "plugin": c.plugin} for c in self.host.controllers],
+        }, option=orjson.OPT_INDENT_2)

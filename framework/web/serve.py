@@ -1,0 +1,106 @@
+"""Serve the falcon app on waitress, over HTTPS (or plain HTTP behind a TLS proxy), and drain on SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from typing import Callable, Optional
+
+from waitress import wasyncore
+from waitress.adjustments import Adjustments
+from waitress.server import TcpWSGIServer
+from waitress.task import ThreadedTaskDispatcher
+
+from framework.config import Config
+from framework.web.app import ServingState, create_app
+from framework.web.tls import CertificateReloader, TLSWSGIServer
+
+log = logging.getLogger("admission_host.serve")
+
+# waitress warns "Task queue depth is N" for every queued request when connections outnumber
+# threads; that is normal for keep-alive API server connections and costs ~15% throughput.
+logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+
+
+class Server:
+    """The host's HTTP(S) server: ``run()`` blocks until :meth:`shutdown` (or SIGTERM/SIGINT)."""
+
+    def __init__(self, host, config: Config):
+        self.host = host
+        self.config = config
+        self.state = ServingState()
+        self.app = create_app(host, max_body_bytes=config.max_body_bytes, state=self.state)
+        self.tls: Optional[CertificateReloader] = None
+        if not config.insecure_http:
+            if not (config.tls_cert_file and config.tls_private_key_file):
+                raise ValueError("--tls-cert-file and --tls-private-key-file are required (or --insecure-http)")
+            self.tls = CertificateReloader(config.tls_cert_file, config.tls_private_key_file, host.metrics)
+        self.map: dict = {}
+        self.dispatcher = ThreadedTaskDispatcher()
+        self.dispatcher.set_thread_count(config.threads)
+        adj = Adjustments(host=config.bind_address, port=config.port, threads=config.threads,
+                          max_request_body_size=config.max_body_bytes, ident="admission-host",
+                          asyncore_use_poll=True, expose_tracebacks=False, connection_limit=1000)
+        kw = dict(map=self.map, dispatcher=self.dispatcher, adj=adj)
+        self.server = TLSWSGIServer(self.app, self.tls, **kw) if self.tls else TcpWSGIServer(self.app, **kw)
+        self._stop = threading.Event()
+
+    @property
+    def port(self) -> int:
+        return self.server.effective_port
+
+    @property
+    def url(self) -> str:
+        return f"{'http' if self.tls is None else 'https'}://{self.server.effective_host}:{self.port}"
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        self.server.pull_trigger()
+
+    def install_signal_handlers(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.shutdown())
+
+    def run(self, on_ready: Optional[Callable[[], None]] = None) -> None:
+        if self.tls is not None:
+            self.tls.watch(self.config.cert_reload_interval)
+        self.host.start()
+        log.info("serving %s (plugins: %s; mutators: %s)", self.url,
+                 ", ".join(n for n, p in self.host.pluginmanager.list_name_plugin() if p is not None) or "none",
+                 ", ".join(m.name for m in self.host.pipeline.mutators) or "none")
+        if on_ready:
+            on_ready()
+        while not self._stop.is_set():
+            wasyncore.loop(timeout=1.0, map=self.map, use_poll=True, count=1)
+        self._drain()
+
+    def _drain(self) -> None:
+        """Stop accepting, finish what is in flight, then stop the host (which releases the lease)."""
+        self.state.draining = True
+        log.info("shutting down: no new connections; finishing requests in flight")
+        self.server.accepting = False
+        self.server.del_channel()
+        self.server.socket.close()
+        deadline = time.monotonic() + self.config.shutdown_grace_seconds
+        while time.monotonic() < deadline:
+            busy = False
+            for channel in list(self.server.active_channels.values()):
+                if channel.requests or channel.total_outbufs_len or getattr(channel, "_pending", b""):
+                    busy = True
+                elif not channel.will_close:
+                    channel.will_close = True  # idle keep-alive connection: close it
+            if not busy:
+                break
+            wasyncore.loop(timeout=0.1, map=self.map, use_poll=True, count=1)
+        else:
+            log.warning("shutdown grace period over with requests still in flight")
+        # Let the main loop close the connections just marked, then stop the workers.
+        wasyncore.loop(timeout=0.05, map=self.map, use_poll=True, count=2)
+        self.dispatcher.shutdown(cancel_pending=True, timeout=2)
+        wasyncore.close_all(self.map)
+        if self.tls is not None:
+            self.tls.stop()
+        self.host.stop()
+        log.info("stopped")

@@ -1,0 +1,55 @@
+"""ECI-Profile's hookimpls: the host's entry point into the plugin (entry point ``eci_profile``)."""
+
+from __future__ import annotations
+
+import weakref
+
+from framework import Controller, Mutator, hookimpl
+from plugins.eci_profile import hookspecs, policies
+from plugins.eci_profile.burst import BurstController
+from plugins.eci_profile.profile import EciProfile
+from plugins.eci_profile.settings import Settings
+from plugins.eci_profile.status import SelectorStatusController
+
+BUILTIN = "eci_profile.builtin"
+
+# One engine per host (tests run several hosts in one process).
+_profiles: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def profile_of(host) -> EciProfile:
+    return _profiles[host]
+
+
+@hookimpl
+def admission_host_addhooks(pluginmanager):
+    pluginmanager.add_hookspecs(hookspecs)
+    if not pluginmanager.is_registered(policies):
+        pluginmanager.register(policies, name=BUILTIN)
+
+
+@hookimpl
+def admission_host_startup(host, options):
+    _profiles[host] = EciProfile(host, Settings.from_options(options))
+
+
+@hookimpl
+def admission_host_watches(host):
+    return profile_of(host).watches()
+
+
+@hookimpl
+def admission_host_mutators(host):
+    profile = profile_of(host)
+    return [
+        Mutator(name="eci-profile-pod", mutate=profile.mutate_pod, resources=("pods",), operations=("CREATE",)),
+        Mutator(name="eci-profile-binding", mutate=profile.mutate_binding, resources=("pods/binding",),
+                operations=("CREATE",)),
+    ]
+
+
+@hookimpl
+def admission_host_controllers(host):
+    profile = profile_of(host)
+    burst, status = BurstController(profile), SelectorStatusController(profile)
+    return [Controller(name=burst.name, run=burst.run), Controller(name=status.name, run=status.run)]

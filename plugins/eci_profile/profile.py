@@ -1,0 +1,267 @@
+"""The ECI-Profile engine: caches, resolution, and what happens at pod creation and at binding."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from typing import Dict, List, Mapping, Optional, Tuple
+
+from prometheus_client import Counter
+
+from framework import ApiError, Watch, object_path
+from plugins.eci_profile import selectors
+from plugins.eci_profile.selectors import InvalidSelectorSpec, Selector
+from plugins.eci_profile.settings import Settings
+
+log = logging.getLogger("admission_host.eci_profile")
+
+SELECTORS, NAMESPACES, NODES, PENDING_PODS = "eci-selectors", "eci-namespaces", "eci-nodes", "eci-pending-pods"
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+
+
+def strip_namespace(obj: dict) -> dict:
+    meta = obj.get("metadata") or {}
+    labels = dict(meta.get("labels") or {})
+    # Set by API servers since 1.21; added here so older clusters can select namespaces by name too.
+    labels.setdefault(NAMESPACE_NAME_LABEL, meta.get("name", ""))
+    return {"metadata": {"name": meta.get("name"), "labels": labels}}
+
+
+def strip_node(obj: dict) -> dict:
+    meta = obj.get("metadata") or {}
+    return {"metadata": {"name": meta.get("name"), "labels": meta.get("labels") or {}}}
+
+
+def is_unschedulable(pod: dict) -> bool:
+    for cond in (pod.get("status") or {}).get("conditions") or ():
+        if cond.get("type") == "PodScheduled":
+            return cond.get("status") == "False" and cond.get("reason") == "Unschedulable"
+    return False
+
+
+def strip_pod(obj: dict) -> dict:
+    """What the binding path and the burst controller need of a pending pod, nothing more."""
+    meta = obj.get("metadata") or {}
+    return {
+        "metadata": {"name": meta.get("name"), "namespace": meta.get("namespace"), "uid": meta.get("uid"),
+                     "resourceVersion": meta.get("resourceVersion"), "labels": meta.get("labels") or {}},
+        "annotationKeys": sorted(meta.get("annotations") or ()),
+        "tolerations": (obj.get("spec") or {}).get("tolerations") or [],
+        "unschedulable": is_unschedulable(obj),
+    }
+
+
+class EciProfile:
+    def __init__(self, host, settings: Settings):
+        self.host = host
+        self.settings = settings
+        self.kube = host.kube
+        pm = host.pluginmanager
+        self.hook = pm.hook
+        self.policies = {}
+        for batch in reversed(self.hook.eci_policies(settings=settings)):  # later plugins win
+            for policy in batch or ():
+                self.policies[policy.name] = policy
+        # The hooks are consulted per request only when another plugin implements them.
+        self.custom_match = len(self.hook.eci_selector_matches.get_hookimpls()) > 1
+        self.custom_resolve = len(self.hook.eci_resolve.get_hookimpls()) > 1
+        self.metrics = host.metrics
+        self.matches = Counter("eci_profile_selector_matches", "Pods a Selector won, by Selector, policy and "
+                               "phase (create, binding).", ["selector", "policy", "phase"],
+                               registry=host.metrics.registry)
+
+    # -- caches -----------------------------------------------------------------------------------
+    def watches(self) -> List[Watch]:
+        return [
+            Watch(name=SELECTORS, group=selectors.GROUP, version="v1", resource="selectors", kind="Selector",
+                  transform=self.compile_selector,
+                  indexers={selectors.OBJECT_INDEX: selectors.object_anchor,
+                            selectors.NAMESPACE_INDEX: selectors.namespace_anchor}),
+            Watch(name=NAMESPACES, resource="namespaces", kind="Namespace", transform=strip_namespace),
+            Watch(name=NODES, resource="nodes", kind="Node", transform=strip_node),
+            Watch(name=PENDING_PODS, resource="pods", kind="Pod",
+                  field_selector="spec.nodeName=,status.phase!=Succeeded,status.phase!=Failed",
+                  transform=strip_pod),
+        ]
+
+    def compile_selector(self, obj: dict) -> dict:
+        """The cached form of a Selector: compiled, or the reason it is left out of matching."""
+        meta = obj.get("metadata") or {}
+        entry = {"metadata": {"name": meta.get("name"), "uid": meta.get("uid"),
+                              "generation": meta.get("generation"), "resourceVersion": meta.get("resourceVersion")},
+                 "selector": None, "error": None,
+                 "status": obj.get("status") or {}}
+        try:
+            entry["selector"] = selectors.parse(obj, self.policies)
+        except InvalidSelectorSpec as exc:
+            entry["error"] = str(exc)
+            log.warning("Selector %s is invalid and ignored: %s", meta.get("name"), exc)
+        return entry
+
+    def _cached_or_get(self, store_name: str, path: str, strip, name: str, namespace: str = "") -> Optional[dict]:
+        found = self.host.store(store_name).get_by_name(name, namespace)
+        if found is not None or self.kube is None:
+            return found
+        try:  # just created and not yet seen by the watch: one GET
+            return strip(self.kube.get(path))
+        except ApiError as exc:
+            if exc.status != 404:
+                log.warning("GET %s failed: %s", path, exc)
+            return None
+
+    def namespace(self, name: str) -> Optional[dict]:
+        return self._cached_or_get(NAMESPACES, object_path("v1", "namespaces", name), strip_namespace, name)
+
+    def node_is_virtual(self, name: str) -> bool:
+        node = self._cached_or_get(NODES, object_path("v1", "nodes", name), strip_node, name)
+        return node is not None and self.settings.is_virtual_node(node["metadata"]["labels"])
+
+    def pending_pod(self, namespace: str, name: str) -> Optional[dict]:
+        return self._cached_or_get(PENDING_PODS, object_path("v1", "pods", name, namespace), strip_pod, name, namespace)
+
+    # -- resolution -------------------------------------------------------------------------------
+    def resolve(self, pod: dict, namespace_name: str) -> Tuple[Optional[Selector], Optional[dict]]:
+        """The winning Selector for a pod, and the pod's namespace (as cached)."""
+        pod_labels = (pod.get("metadata") or {}).get("labels") or {}
+        ns = self.namespace(namespace_name) if namespace_name else None
+        ns_labels = ns["metadata"]["labels"] if ns else {}
+        store = self.host.store(SELECTORS)
+        if not len(store):
+            return None, ns
+        candidates = selectors.candidates(store, pod_labels, ns_labels)
+        if not candidates:
+            return None, ns
+        if self.custom_match:
+            matching = [s for s in candidates if self.hook.eci_selector_matches(
+                selector=s, pod_labels=pod_labels, namespace_labels=ns_labels)]
+        else:
+            matching = [s for s in candidates if s.matches(pod_labels, ns_labels)]
+        if not matching:
+            return None, ns
+        if self.custom_resolve:
+            return self.hook.eci_resolve(matching=matching, pod=pod, namespace=ns), ns
+        return matching[0], ns
+
+    def explain(self, pod: dict, namespace_name: str) -> List[dict]:
+        """Every Selector, whether it matched and why not: for ``admission-host explain``."""
+        pod_labels = (pod.get("metadata") or {}).get("labels") or {}
+        ns = self.namespace(namespace_name) if namespace_name else None
+        ns_labels = ns["metadata"]["labels"] if ns else {}
+        rows = []
+        for entry in sorted(self.host.store(SELECTORS).list(), key=lambda e: e["metadata"]["name"]):
+            sel = entry["selector"]
+            if sel is None:
+                rows.append({"selector": entry["metadata"]["name"], "matched": False,
+                             "why": f"invalid, ignored: {entry['error']}"})
+                continue
+            why = sel.explain(pod_labels, ns_labels)
+            rows.append({"selector": sel.name, "priority": sel.priority, "policy": sel.policy,
+                         "matched": why is None, "why": why or "matched"})
+        return rows
+
+    # -- admission ----------------------------------------------------------------------------------
+    def mutate_pod(self, request) -> None:
+        pod = request.object
+        namespace = request.namespace or (pod.get("metadata") or {}).get("namespace") or ""
+        selector, _ = self.resolve(pod, namespace)
+        if selector is None:
+            return
+        policy = self.policies.get(selector.policy)
+        if policy is None:
+            return
+        changes = policy.at_create(pod, request)
+        node_name = (pod.get("spec") or {}).get("nodeName")
+        if policy.effect_at_create or (node_name and self.node_is_virtual(node_name)):
+            meta = pod.setdefault("metadata", {})
+            changes += self.apply_effect(selector, meta, meta, "annotations", selector.annotations, request)
+            changes += self.apply_effect(selector, meta, meta, "labels", selector.labels, request)
+        self.record(request, selector, "create", changes)
+
+    def mutate_binding(self, request) -> None:
+        binding = request.object
+        target = binding.get("target") or {}
+        if target.get("kind", "Node") != "Node" or not target.get("name"):
+            return
+        if not self.node_is_virtual(target["name"]):
+            return
+        meta = binding.get("metadata") or {}
+        namespace = request.namespace or meta.get("namespace") or ""
+        name = request.name or meta.get("name") or ""
+        pod = self.pending_pod(namespace, name)
+        if pod is None:
+            log.warning("binding of %s/%s to virtual node %s: pod not found; no effect applied",
+                        namespace, name, target["name"])
+            return
+        selector, _ = self.resolve(pod, namespace)
+        if selector is None or not (selector.annotations or selector.labels):
+            return
+        pod_meta = pod["metadata"]
+        pod_annotations = dict.fromkeys(pod.get("annotationKeys") or ())
+        # Annotations ride on the Binding: the API server copies them onto the pod as it binds.
+        changes = self.apply_effect(selector, binding.setdefault("metadata", {}), {"annotations": pod_annotations},
+                                    "annotations", selector.annotations, request)
+        labels = {k: v for k, v in selector.labels.items() if k not in pod_meta["labels"]}
+        for key in selector.labels:
+            if key in pod_meta["labels"] and pod_meta["labels"][key] != selector.labels[key]:
+                self._warn_kept(request, selector, "label", key)
+        if labels:
+            if request.dry_run:
+                changes.append("labels (skipped: dry run)")
+            elif self.kube is not None:
+                try:  # Bindings carry no labels: the pod gets them by PATCH
+                    self.kube.patch(object_path("v1", "pods", name, namespace),
+                                    {"metadata": {"labels": labels}}, timeout=3)
+                    changes += [f"label {k}" for k in labels]
+                except ApiError as exc:
+                    log.warning("could not label pod %s/%s bound to virtual node: %s", namespace, name, exc)
+                    request.warn(f"eci-profile: could not add labels of Selector {selector.name}: {exc.message}")
+        self.record(request, selector, "binding", changes, target["name"])
+
+    def apply_effect(self, selector: Selector, target_meta: dict, pod_meta: Mapping, field: str,
+                     values: Mapping[str, str], request) -> List[str]:
+        """Add ``values`` to ``target_meta[field]``; keys the pod already has keep their value."""
+        if not values:
+            return []
+        existing = pod_meta.get(field) or {}
+        added = []
+        for key, value in values.items():
+            if key in existing:
+                if existing[key] is not None and existing[key] != value:
+                    self._warn_kept(request, selector, field[:-1], key)
+                continue
+            target = target_meta.get(field)
+            if not isinstance(target, dict):
+                target = target_meta[field] = {}
+            if target.get(key) != value:
+                target[key] = value
+                added.append(f"{field[:-1]} {key}")
+        return added
+
+    @staticmethod
+    def _warn_kept(request, selector: Selector, what: str, key: str) -> None:
+        request.warn(f"eci-profile: pod already has {what} {key}; kept its value, Selector {selector.name} skipped it")
+
+    def record(self, request, selector: Selector, phase: str, changes: List[str], node: str = "") -> None:
+        request.audit(self.settings.audit_annotation, selector.name)
+        self.matches.labels(selector.name, selector.policy, phase).inc()
+        where = f" to {node}" if node else ""
+        log.info("Selector %s (%s) applied to pod %s/%s at %s%s: %s", selector.name, selector.policy,
+                 request.namespace, request.name or (request.object.get("metadata") or {}).get("generateName", ""),
+                 phase, where, ", ".join(changes) or "no change")
+
+    # -- events -----------------------------------------------------------------------------------------
+    def event(self, involved: Dict[str, str], reason: str, message: str, type_: str = "Normal") -> None:
+        if self.kube is None or not self.settings.events:
+            return
+        namespace = involved.get("namespace") or "default"
+        now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {"apiVersion": "v1", "kind": "Event",
+                "metadata": {"generateName": f"{involved.get('name', 'x')}.", "namespace": namespace},
+                "involvedObject": involved, "reason": reason, "message": message, "type": type_,
+                "source": {"component": "admission-host-eci-profile"},
+                "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+                "reportingComponent": "admission-host-eci-profile", "reportingInstance": self.host.config.identity}
+        try:
+            self.kube.post(object_path("v1", "events", namespace=namespace), body)
+        except ApiError as exc:
+            log.warning("could not record event %s on %s: %s", reason, involved.get("name"), exc)

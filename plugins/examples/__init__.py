@@ -1,0 +1,1 @@
+"""Small example plugins that show the host's hooks."""

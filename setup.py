@@ -1,0 +1,46 @@
+"""admission-host: a pluggable Kubernetes mutating admission webhook host."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="admission-host",
+    version="0.1.0",
+    description="A pluggable Kubernetes mutating admission webhook host, with the ECI-Profile plugin",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.9",
+    packages=find_packages(include=["framework", "framework.*", "plugins", "plugins.*"],
+                           exclude=["plugins.examples.*.tests*"]),
+    include_package_data=True,
+    install_requires=[
+        "pluggy>=1.3",
+        "falcon>=3.1",
+        "waitress>=2.1.2,<4",  # the TLS channel subclasses waitress.channel.HTTPChannel
+        "kubernetes>=26.1",
+        "jsonpatch>=1.32",
+        "orjson>=3.8",
+        "prometheus_client>=0.16",
+        "PyYAML>=6.0",
+        "cryptography>=41",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=7.4",
+            "hypothesis>=6.80",
+            "pytest-benchmark>=4.0",
+            "requests>=2.28",
+        ],
+    },
+    entry_points={
+        "console_scripts": ["admission-host = framework.cli:main"],
+        "admission_host": [
+            "eci_profile = plugins.eci_profile.plugin",
+            "pod_deletion_cost = plugins.examples.pod_deletion_cost",
+        ],
+    },
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: System :: Clustering",
+    ],
+)
