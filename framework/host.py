@@ -46,7 +46,6 @@ class Host:
         self._controller_threads: List[threading.Thread] = []
         self._started = self._stopped = False
         self._check_options()
-        self.pluginmanager.hook.admission_host_addhooks.call_historic(kwargs={"pluginmanager": self.pluginmanager})
         for _ in self._each("admission_host_startup"):
             pass
         for plugin, watches in self._each("admission_host_watches"):
@@ -128,12 +127,16 @@ class Host:
         return unused
 
     # -- running ---------------------------------------------------------------------------------
-    def start(self) -> None:
-        """Start watches and (through leader election) controllers. Offline: mark caches synced."""
+    def start(self, watches: bool = True, controllers: bool = True) -> None:
+        """Start watches and (through leader election) controllers.
+
+        Offline, or with ``watches=False`` (caches filled by :meth:`load_objects`), the caches
+        are marked synced as they are.
+        """
         if self._started:
             return
         self._started = True
-        if self.kube is None:
+        if self.kube is None or not watches:
             for store in self.stores.values():
                 if not store.has_synced():
                     store.replace([])
@@ -143,7 +146,7 @@ class Host:
                                       watch_timeout=self.config.watch_timeout_seconds)
                 reflector.start()
                 self.reflectors.append(reflector)
-        if not self.controllers or self.kube is None:
+        if not self.controllers or self.kube is None or not controllers:
             return  # controllers act on the API server: offline there is none
         if self.config.leader_election:
             self.elector = LeaderElector(self.kube, self.config.lease_namespace, self.config.lease_name,

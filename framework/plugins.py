@@ -35,6 +35,9 @@ def get_plugin_manager(enabled: Optional[Iterable[str]] = None, extra: Iterable 
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
     pm.distributions = {}  # plugin name -> (distribution, version), reported by GET /plugins
+    # Historic: replayed to every plugin as it registers, so plugins' own hookspecs exist
+    # before check_pending validates the hookimpls of other plugins against them.
+    pm.hook.admission_host_addhooks.call_historic(kwargs={"pluginmanager": pm})
     available = installed_plugins()
     names = sorted(available) if enabled is None else list(dict.fromkeys(enabled))
     unknown = [n for n in names if n not in available]

@@ -118,7 +118,7 @@ class PluginHarness:
             config.plugin_options = {**config.plugin_options, **options}
         self.host = Host(config, kube, pluginmanager=pm)
         self.host.load_objects(list(objects))
-        self.host.start()
+        self.host.start(watches=False, controllers=False)
 
     def store(self, name: str):
         return self.host.store(name)

@@ -11,8 +11,6 @@ from __future__ import annotations
 import logging
 import threading
 
-from prometheus_client import Counter
-
 from framework import ApiError, object_path
 from framework.kube.client import JSON_PATCH
 from plugins.eci_profile.profile import PENDING_PODS, SELECTORS, EciProfile, strip_pod
@@ -29,9 +27,7 @@ class BurstController:
         self.queue: set = set()
         self.cond = threading.Condition()
         self.active = False
-        self.actions = Counter("eci_profile_burst_actions", "Burst controller decisions on Unschedulable pods "
-                               "(patched, conflict, gone, error).", ["outcome"],
-                               registry=profile.host.metrics.registry)
+        self.actions = profile.burst_actions
         self.pods.add_handler(self.on_pod)
         profile.host.store(SELECTORS).add_handler(self.on_selector)
 

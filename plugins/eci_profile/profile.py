@@ -69,6 +69,9 @@ class EciProfile:
         self.matches = Counter("eci_profile_selector_matches", "Pods a Selector won, by Selector, policy and "
                                "phase (create, binding).", ["selector", "policy", "phase"],
                                registry=host.metrics.registry)
+        self.burst_actions = Counter("eci_profile_burst_actions", "Burst controller decisions on Unschedulable "
+                                     "pods (patched, conflict, gone, error).", ["outcome"],
+                                     registry=host.metrics.registry)
 
     # -- caches -----------------------------------------------------------------------------------
     def watches(self) -> List[Watch]:

@@ -1,0 +1,76 @@
+"""pods/binding: the effect lands when the scheduler binds a pod to a virtual node."""
+
+from framework import ApiError
+from framework.testing import binding, pod
+
+from .conftest import RecordingKube, default_objects, seed
+
+
+def pending(name="web", labels=None, annotations=None):
+    p = pod(name, labels=labels if labels is not None else {"app": "nginx"}, annotations=annotations)
+    p["metadata"]["resourceVersion"] = "7"
+    return p
+
+
+def test_binding_to_virtual_node_annotates_binding_and_labels_pod(make_harness):
+    kube = RecordingKube()
+    harness = make_harness(seed("fair.yaml"), objects=default_objects() + [pending()], kube=kube)
+    result = harness.create(binding("web", "vk-1"))
+    assert result.object["metadata"]["annotations"] == {"foo": "boo"}
+    assert kube.writes() == [("PATCH", "/api/v1/namespaces/default/pods/web", {"metadata": {"labels": {"foo": "boo"}}})]
+    assert result.audit_annotations == {"selector": "test-fair"}
+
+
+def test_binding_to_normal_node_changes_nothing(make_harness):
+    kube = RecordingKube()
+    harness = make_harness(seed("fair.yaml"), objects=default_objects() + [pending()], kube=kube)
+    result = harness.create(binding("web", "normal-1"))
+    assert result.patch == [] and kube.writes() == []
+
+
+def test_dry_run_binding_has_no_side_effects(make_harness):
+    kube = RecordingKube()
+    harness = make_harness(seed("fair.yaml"), objects=default_objects() + [pending()], kube=kube)
+    result = harness.create(binding("web", "vk-1"), dry_run=True)
+    assert result.object["metadata"]["annotations"] == {"foo": "boo"}
+    assert kube.writes() == []
+
+
+def test_pod_deletion_cost_only_on_pods_bound_to_virtual_nodes(make_harness):
+    objects = default_objects() + [pending("a"), pending("b")]
+    harness = make_harness(seed("fair-pod-deletion-cost.yaml"), objects=objects, kube=RecordingKube())
+    to_virtual = harness.create(binding("a", "vk-1")).object
+    to_normal = harness.create(binding("b", "normal-1")).object
+    assert to_virtual["metadata"]["annotations"] == {"controller.kubernetes.io/pod-deletion-cost": "-1000"}
+    assert "annotations" not in to_normal["metadata"]
+
+
+def test_keys_the_pod_has_are_not_overwritten_by_binding(make_harness):
+    kube = RecordingKube()
+    objects = default_objects() + [pending(labels={"app": "nginx", "foo": "x"}, annotations={"foo": "x"})]
+    result = make_harness(seed("fair.yaml"), objects=objects, kube=kube).create(binding("web", "vk-1"))
+    assert "annotations" not in result.object["metadata"]
+    assert kube.writes() == []
+    assert any("label foo" in w for w in result.warnings)
+
+
+def test_cache_miss_falls_back_to_one_get(make_harness):
+    kube = RecordingKube({"/api/v1/namespaces/default/pods/late": pending("late")})
+    harness = make_harness(seed("fair.yaml"), kube=kube)
+    result = harness.create(binding("late", "vk-1"))
+    assert result.object["metadata"]["annotations"] == {"foo": "boo"}
+    assert ("GET", "/api/v1/namespaces/default/pods/late", None) in kube.calls
+
+
+def test_label_patch_failure_does_not_block_the_binding(make_harness):
+    kube = RecordingKube(fail_patch=ApiError(500, "boom"))
+    harness = make_harness(seed("fair.yaml"), objects=default_objects() + [pending()], kube=kube)
+    result = harness.create(binding("web", "vk-1"))
+    assert result.allowed
+    assert result.object["metadata"]["annotations"] == {"foo": "boo"}
+    assert any("could not add labels" in w for w in result.warnings)
+
+
+def test_unknown_pod_is_left_alone(make_harness):
+    result = make_harness(seed("fair.yaml"), kube=RecordingKube()).create(binding("ghost", "vk-1"))
+    assert result.allowed and result.patch == []

@@ -1,0 +1,123 @@
+"""The four policies at pod creation, the effect, existing keys, configuration, idempotency."""
+
+import jsonpatch
+
+from framework.testing import pod, review
+
+from .conftest import TOLERATION, VNODE, seed, selector
+
+
+def nginx(**spec):
+    p = pod("web", labels={"app": "nginx"})
+    p["spec"].update(spec)
+    return p
+
+
+def test_fair_adds_toleration_and_no_effect(make_harness):
+    result = make_harness(seed("fair.yaml")).create(nginx())
+    assert result.object["spec"]["tolerations"] == [TOLERATION]
+    assert "annotations" not in result.object["metadata"]
+    assert result.object["metadata"]["labels"] == {"app": "nginx"}
+    assert "nodeSelector" not in result.object["spec"]
+    assert result.audit_annotations == {"selector": "test-fair"}
+
+
+def test_fair_keeps_existing_tolerations_and_does_not_duplicate(make_harness):
+    other = {"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}
+    result = make_harness(seed("fair.yaml")).create(nginx(tolerations=[other, dict(TOLERATION)]))
+    assert result.patch == []
+    assert result.object["spec"]["tolerations"] == [other, TOLERATION]
+
+
+def test_virtual_node_only_merges_node_selector_and_applies_effect(make_harness):
+    result = make_harness(seed("virtual-node-only.yaml")).create(nginx(nodeSelector={"disk": "ssd"}))
+    spec, meta = result.object["spec"], result.object["metadata"]
+    assert spec["nodeSelector"] == {"disk": "ssd", **VNODE}
+    assert spec["tolerations"] == [TOLERATION]
+    assert meta["annotations"] == {"foo": "boo"}
+    assert meta["labels"] == {"app": "nginx", "foo": "boo"}
+
+
+def test_virtual_node_only_overrides_conflicting_node_selector_with_warning(make_harness):
+    result = make_harness(seed("virtual-node-only.yaml")).create(nginx(nodeSelector={"k8s.aliyun.com/vnode": "false"}))
+    assert result.object["spec"]["nodeSelector"] == VNODE
+    assert any("replaced" in w for w in result.warnings)
+
+
+def test_normal_node_prefer_and_only_change_nothing_at_creation(make_harness):
+    for sel in (seed("normal-node-prefer.yaml"), selector("only", "normalNodeOnly", annotations={"a": "b"})):
+        result = make_harness(sel).create(nginx())
+        assert result.patch == []
+        assert result.audit_annotations == {"selector": sel["metadata"]["name"]}
+
+
+def test_effect_applies_at_creation_when_node_name_is_virtual(make_harness):
+    harness = make_harness(seed("fair.yaml"))
+    on_virtual = harness.create(nginx(nodeName="vk-1")).object
+    assert on_virtual["metadata"]["annotations"] == {"foo": "boo"}
+    assert on_virtual["metadata"]["labels"]["foo"] == "boo"
+    on_normal = harness.create(nginx(nodeName="normal-1")).object
+    assert "annotations" not in on_normal["metadata"]
+
+
+def test_existing_keys_win_with_a_warning(make_harness):
+    p = nginx()
+    p["metadata"]["annotations"] = {"foo": "mine"}
+    p["metadata"]["labels"]["foo"] = "mine"
+    result = make_harness(seed("virtual-node-only.yaml")).create(p)
+    assert result.object["metadata"]["annotations"] == {"foo": "mine"}
+    assert result.object["metadata"]["labels"]["foo"] == "mine"
+    assert any("annotation foo" in w and "test-virtual-node-only" in w for w in result.warnings)
+    assert any("label foo" in w for w in result.warnings)
+
+
+def test_reinvocation_is_idempotent(make_harness):
+    harness = make_harness(seed("virtual-node-only.yaml"))
+    first = harness.create(nginx(nodeSelector={"disk": "ssd"}))
+    again = harness.send(review(first.object))
+    assert again.patch == [] and again.warnings == []
+
+
+def test_pod_deletion_cost_seed_value_is_a_string(make_harness):
+    sel = seed("fair-pod-deletion-cost.yaml")
+    sel["spec"]["policy"] = {"virtualNodeOnly": {}}
+    result = make_harness(sel).create(nginx())
+    assert result.object["metadata"]["annotations"] == {"controller.kubernetes.io/pod-deletion-cost": "-1000"}
+
+
+def test_ack_virtual_kubelet_convention_by_configuration(make_harness):
+    from framework.testing import namespace, node
+
+    options = {"virtualNodeLabels": {"type": "virtual-kubelet"},
+               "virtualNodeTolerations": [
+                   {"key": "virtual-kubelet.io/provider", "operator": "Equal", "value": "alibabacloud",
+                    "effect": "NoSchedule"},
+                   {"key": "virtual-kubelet.io/provider", "operator": "Exists", "effect": "NoExecute"}]}
+    objects = [namespace("default"), node("vk", {"type": "virtual-kubelet"}), node("n1")]
+    harness = make_harness(seed("virtual-node-only.yaml"), objects=objects, options=options)
+    result = harness.create(nginx())
+    assert result.object["spec"]["nodeSelector"] == {"type": "virtual-kubelet"}
+    assert result.object["spec"]["tolerations"] == options["virtualNodeTolerations"]
+
+
+def test_patch_applies_to_the_object_as_received(make_harness):
+    sent = review(nginx(nodeSelector={"disk": "ssd"}))
+    result = make_harness(seed("virtual-node-only.yaml")).send(sent)
+    assert jsonpatch.apply_patch(sent["request"]["object"], result.patch) == result.object
+
+
+def test_v1beta1_review_answered_in_v1beta1(make_harness):
+    result = make_harness(seed("fair.yaml")).send(review(nginx(), api_version="admission.k8s.io/v1beta1"))
+    assert result.review["apiVersion"] == "admission.k8s.io/v1beta1"
+    assert result.object["spec"]["tolerations"] == [TOLERATION]
+
+
+def test_bad_options_stop_startup(make_harness):
+    import pytest
+
+    from framework.plugins import PluginError
+
+    with pytest.raises(PluginError, match="eci_profile"):
+        make_harness(options={"virtualNodeTolerations": [{"key": "x", "operator": "Sometimes"}]})
+    with pytest.raises(PluginError, match="unknown option"):
+        make_harness(options={"virtualNodeLabel": {"a": "b"}})
