@@ -189,6 +189,52 @@ def test_service_account_token_request_authenticates(cluster, core, tmp_path):
         bad_api.close()
 
 
+def test_custom_resource_write(cluster):
+    # The vendored reflect2 v1.0.1 crashed the API server on the first
+    # custom-resource write (build.sh swaps in 1.0.2); this guards that fix.
+    with cluster.api_client() as api:
+        ext = client.ApiextensionsV1Api(api)
+        ext.create_custom_resource_definition({
+            "apiVersion": "apiextensions.k8s.io/v1",
+            "kind": "CustomResourceDefinition",
+            "metadata": {"name": "widgets.e2e.example.com"},
+            "spec": {
+                "group": "e2e.example.com",
+                "scope": "Namespaced",
+                "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+                "versions": [{"name": "v1", "served": True, "storage": True, "schema": {
+                    "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}}],
+            },
+        })
+
+        def established():
+            crd = ext.read_custom_resource_definition("widgets.e2e.example.com")
+            return any(c.type == "Established" and c.status == "True"
+                       for c in (crd.status.conditions or []))
+
+        wait_for(established, what="the CRD to be established")
+        custom = client.CustomObjectsApi(api)
+        body = {"apiVersion": "e2e.example.com/v1", "kind": "Widget",
+                "metadata": {"name": "w1"}, "spec": {"size": 3}}
+        # Discovery of a new CRD can lag "Established" briefly.
+        wait_for(lambda: _try_create(custom, body), what="the custom resource create")
+        got = custom.get_namespaced_custom_object("e2e.example.com", "v1", "default", "widgets", "w1")
+        assert got["spec"] == {"size": 3}
+        custom.patch_namespaced_custom_object("e2e.example.com", "v1", "default", "widgets", "w1",
+                                              {"spec": {"size": 4}})
+    assert client.CoreV1Api(cluster.api_client()).list_namespace().items  # still alive
+
+
+def _try_create(custom, body):
+    try:
+        custom.create_namespaced_custom_object("e2e.example.com", "v1", "default", "widgets", body)
+        return True
+    except ApiException as e:
+        if e.status == 404:
+            return False
+        raise
+
+
 def test_webhook_serving_cert_is_trusted_via_ca(cluster):
     cert, key = cluster.certs.serving_cert("webhook-test", dns=["localhost"], ips=["127.0.0.1"])
     server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

@@ -1,0 +1,182 @@
+"""Fixtures for end-to-end tests on a real etcd + kube-apiserver + kube-scheduler.
+
+The host runs as ``admission-host serve`` with the credentials of its own ServiceAccount and
+deploy/'s RBAC, so every scenario also proves that RBAC sufficient.
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from framework import ApiError, KubeClient
+from tests.e2e import cluster
+from tests.e2e.host import (HostProcess, install_crds, kubectl, register_webhook, service_account_kubeconfig,
+                            wait_for)
+
+VNODE_LABELS = {"k8s.aliyun.com/vnode": "true"}
+VNODE_TAINT = {"key": "k8s.aliyun.com/vnode", "value": "true", "effect": "NoSchedule"}
+TOLERATION = {"key": "k8s.aliyun.com/vnode", "operator": "Equal", "value": "true", "effect": "NoSchedule"}
+SELECTORS = "/apis/eci.aliyun.com/v1/selectors"
+_counter = itertools.count()
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "tests/e2e/" in str(item.fspath).replace("\\", "/"):
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory):
+    cp = cluster.ControlPlane(tmp_path_factory.mktemp("control-plane"), cluster.ensure_binaries())
+    cp.start()
+    yield cp
+    cp.stop()
+
+
+@pytest.fixture(scope="session")
+def admin(control_plane) -> KubeClient:
+    return KubeClient.from_kubeconfig(str(control_plane.admin_kubeconfig))
+
+
+@pytest.fixture(scope="session")
+def core_v1(control_plane):
+    import kubernetes.client
+
+    return kubernetes.client.CoreV1Api(control_plane.api_client())
+
+
+@pytest.fixture(scope="session")
+def host_kubeconfig(control_plane, admin, tmp_path_factory) -> Path:
+    install_crds(control_plane, admin)
+    return service_account_kubeconfig(control_plane, admin, tmp_path_factory.mktemp("sa") / "kubeconfig")
+
+
+@pytest.fixture(scope="session")
+def webhook_host(control_plane, admin, host_kubeconfig, tmp_path_factory):
+    certs = control_plane.certs
+    cert, key = certs.serving_cert("webhook", ips=["127.0.0.1"])
+    host = HostProcess(tmp_path_factory.mktemp("host"), host_kubeconfig, cert, key, certs.ca_path).start()
+    register_webhook(admin, f"{host.url}/mutate", certs.ca_pem)
+    yield host
+    host.stop()
+
+
+class Cluster:
+    """What a test needs: nodes, a namespace, Selectors, pods, all cleaned up after it."""
+
+    def __init__(self, cp, admin: KubeClient, core_v1, host: HostProcess):
+        self.cp, self.admin, self.core_v1, self.host = cp, admin, core_v1, host
+        self.id = f"t{next(_counter)}-{uuid.uuid4().hex[:5]}"
+        self.namespaces, self.nodes, self.selectors = [], [], []
+
+    # -- objects --------------------------------------------------------------------------------
+    def namespace(self, labels=None, name=None) -> str:
+        name = name or f"{self.id}-ns{len(self.namespaces)}"
+        self.admin.post("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
+                                               "metadata": {"name": name, "labels": labels or {}}})
+        self.namespaces.append(name)
+        return name
+
+    def node(self, kind="normal", cpu="1", pods="110") -> str:
+        name = f"{self.id}-{kind}{len(self.nodes)}"
+        if kind == "virtual":
+            cluster.create_node(self.core_v1, name, labels=VNODE_LABELS, taints=[VNODE_TAINT], cpu="100", pods="1000")
+        else:
+            cluster.create_node(self.core_v1, name, cpu=cpu, pods=pods)
+        self.nodes.append(name)
+        return name
+
+    def apply_selector(self, body_or_path) -> dict:
+        """kubectl apply a Selector (a dict, or a file applied exactly as written); wait until the host uses it."""
+        if isinstance(body_or_path, (str, Path)):
+            out = kubectl(self.cp, "apply", "-f", str(body_or_path), "-o", "json").stdout
+        else:
+            out = kubectl(self.cp, "apply", "-f", "-", "-o", "json", input=yaml.safe_dump(body_or_path)).stdout
+        applied = yaml.safe_load(out)
+        name = applied["metadata"]["name"]
+        if name not in self.selectors:
+            self.selectors.append(name)
+        self.wait_selector_seen(name)
+        return applied
+
+    def wait_selector_seen(self, name: str) -> dict:
+        """The leader reports each Selector it has compiled on its status: that is our signal."""
+        def seen():
+            obj = self.admin.get(f"{SELECTORS}/{name}")
+            status = obj.get("status") or {}
+            return obj if status.get("observedGeneration") == obj["metadata"].get("generation") else None
+        return wait_for(seen, 20, what=f"Selector {name} seen by the host")
+
+    def delete_selector(self, name: str) -> None:
+        before = self.selector_count()
+        self.admin.delete(f"{SELECTORS}/{name}")
+        self.selectors.remove(name)
+        wait_for(lambda: self.selector_count() < before, 20, what=f"Selector {name} gone from the host's cache")
+
+    def selector_count(self) -> int:
+        import json
+
+        status, body = self.host.get("/plugins")
+        return next(w["objects"] for w in json.loads(body)["watches"] if w["name"] == "eci-selectors")
+
+    def pod(self, name, ns, labels=None, cpu="100m", node_selector=None, annotations=None, **spec) -> dict:
+        body = {"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name, "labels": labels or {}, "annotations": annotations or {}},
+                "spec": {"containers": [{"name": "main", "image": "nginx",
+                                         "resources": {"requests": {"cpu": cpu, "memory": "64Mi"}}}],
+                         **spec}}
+        if node_selector:
+            body["spec"]["nodeSelector"] = node_selector
+        return self.admin.post(f"/api/v1/namespaces/{ns}/pods", body)
+
+    def get_pod(self, ns, name) -> dict:
+        return self.admin.get(f"/api/v1/namespaces/{ns}/pods/{name}")
+
+    def wait_bound(self, ns, name, timeout=20) -> dict:
+        return wait_for(lambda: (lambda p: p if p["spec"].get("nodeName") else None)(self.get_pod(ns, name)),
+                        timeout, what=f"pod {ns}/{name} bound")
+
+    def wait_unschedulable(self, ns, name, timeout=20) -> dict:
+        def check():
+            p = self.get_pod(ns, name)
+            return p if any(c.get("type") == "PodScheduled" and c.get("reason") == "Unschedulable"
+                            for c in p.get("status", {}).get("conditions") or ()) else None
+        return wait_for(check, timeout, what=f"pod {ns}/{name} Unschedulable")
+
+    def is_virtual(self, node_name: str) -> bool:
+        return "-virtual" in node_name
+
+    # -- cleanup ----------------------------------------------------------------------------------
+    def cleanup(self) -> None:
+        for name in list(self.selectors):
+            try:
+                self.admin.delete(f"{SELECTORS}/{name}")
+            except ApiError:
+                pass
+        for ns in self.namespaces:
+            # No kubelet confirms deletion: remove pods at once, or they hold node capacity.
+            for p in self.admin.get(f"/api/v1/namespaces/{ns}/pods").get("items") or ():
+                try:
+                    self.admin.delete(f"/api/v1/namespaces/{ns}/pods/{p['metadata']['name']}", gracePeriodSeconds=0)
+                except ApiError:
+                    pass
+        for node in self.nodes:
+            try:
+                self.admin.delete(f"/api/v1/nodes/{node}")
+            except ApiError:
+                pass
+
+
+@pytest.fixture
+def k8s(control_plane, admin, core_v1, webhook_host):
+    c = Cluster(control_plane, admin, core_v1, webhook_host)
+    yield c
+    c.cleanup()
+    # Every test starts with no Selectors in the host's cache.
+    wait_for(lambda: c.selector_count() == 0, 20, what="Selector cache empty")

@@ -1,0 +1,95 @@
+"""The four policies, checked on pods as the API server stores them and the scheduler binds them."""
+
+from tests.e2e.conftest import TOLERATION, VNODE_LABELS
+from tests.e2e.host import REPO, wait_for
+
+EXAMPLES = REPO / "deploy" / "examples"
+
+
+def effect_present(pod) -> bool:
+    meta = pod["metadata"]
+    return (meta.get("annotations") or {}).get("foo") == "boo" and (meta.get("labels") or {}).get("foo") == "boo"
+
+
+def test_fair_tolerates_and_effect_follows_the_node(k8s):
+    ns = k8s.namespace()
+    k8s.node(cpu="4"), k8s.node("virtual")
+    k8s.apply_selector(EXAMPLES / "fair.yaml")
+    names = [f"web-{i}" for i in range(6)]
+    for name in names:
+        created = k8s.pod(name, ns, labels={"app": "nginx"})
+        assert TOLERATION in created["spec"]["tolerations"]
+        assert "foo" not in (created["metadata"].get("annotations") or {})
+    seen = set()
+    for name in names:
+        pod = k8s.wait_bound(ns, name)
+        on_virtual = k8s.is_virtual(pod["spec"]["nodeName"])
+        seen.add(on_virtual)
+        if on_virtual:  # the labels are PATCHed right at binding: allow the watch a moment
+            pod = wait_for(lambda: (lambda p: p if effect_present(p) else None)(k8s.get_pod(ns, name)), 10,
+                           what="effect on pod bound to the virtual node")
+        assert effect_present(pod) is on_virtual, (name, pod["spec"]["nodeName"], pod["metadata"])
+
+
+def test_virtual_node_only_lands_on_virtual_node_keeping_own_node_selector(k8s):
+    ns = k8s.namespace()
+    normal, virtual = k8s.node(cpu="8"), k8s.node("virtual")
+    k8s.apply_selector(EXAMPLES / "virtual-node-only.yaml")
+    created = k8s.pod("web", ns, labels={"app": "nginx"}, node_selector={"kubernetes.io/os": "linux"})
+    assert created["spec"]["nodeSelector"] == {"kubernetes.io/os": "linux", **VNODE_LABELS}
+    assert TOLERATION in created["spec"]["tolerations"]
+    assert effect_present(created)  # certain to run on a virtual node: applied at creation
+    assert k8s.wait_bound(ns, "web")["spec"]["nodeName"] == virtual
+    assert normal
+
+
+def test_normal_node_prefer_bursts_only_when_normal_nodes_are_full(k8s):
+    ns = k8s.namespace()
+    normal = [k8s.node(cpu="1"), k8s.node(cpu="1")]
+    virtual = k8s.node("virtual")
+    k8s.apply_selector({
+        "apiVersion": "eci.aliyun.com/v1beta1", "kind": "Selector", "metadata": {"name": f"{k8s.id}-prefer"},
+        "spec": {"objectLabels": {"matchLabels": {"app": k8s.id}},
+                 "effect": {"annotations": {"controller.kubernetes.io/pod-deletion-cost": -1000},
+                            "labels": {"burst": "yes"}},
+                 "policy": {"normalNodePrefer": {}}}})
+    # 600m each: one pod fits per normal node.
+    for i in range(2):
+        created = k8s.pod(f"fits-{i}", ns, labels={"app": k8s.id}, cpu="600m")
+        assert TOLERATION not in (created["spec"].get("tolerations") or [])
+    placed = {k8s.wait_bound(ns, f"fits-{i}")["spec"]["nodeName"] for i in range(2)}
+    assert placed == set(normal)
+    k8s.pod("overflow", ns, labels={"app": k8s.id}, cpu="600m")
+    pod = k8s.wait_bound(ns, "overflow", timeout=30)
+    assert pod["spec"]["nodeName"] == virtual
+    assert TOLERATION in pod["spec"]["tolerations"]
+    pod = wait_for(lambda: (lambda p: p if (p["metadata"].get("labels") or {}).get("burst") else None)(
+        k8s.get_pod(ns, "overflow")), 10, what="label on the burst pod")
+    assert pod["metadata"]["annotations"]["controller.kubernetes.io/pod-deletion-cost"] == "-1000"
+    assert pod["metadata"]["labels"]["burst"] == "yes"
+    for i in range(2):
+        sibling = k8s.get_pod(ns, f"fits-{i}")
+        assert "controller.kubernetes.io/pod-deletion-cost" not in (sibling["metadata"].get("annotations") or {})
+        assert "burst" not in sibling["metadata"]["labels"]
+        assert TOLERATION not in (sibling["spec"].get("tolerations") or [])
+    events = k8s.admin.get(f"/api/v1/namespaces/{ns}/events").get("items") or []
+    assert any(e["reason"] == "BurstToVirtualNode" and e["involvedObject"]["name"] == "overflow" for e in events)
+
+
+def test_normal_node_only_never_tolerates_and_stays_pending(k8s):
+    ns = k8s.namespace()
+    k8s.node(cpu="1"), k8s.node("virtual")
+    k8s.apply_selector({
+        "apiVersion": "eci.aliyun.com/v1", "kind": "Selector", "metadata": {"name": f"{k8s.id}-only"},
+        "spec": {"objectLabels": {"matchLabels": {"app": k8s.id}}, "effect": {"annotations": {"foo": "boo"}},
+                 "policy": {"normalNodeOnly": {}}}})
+    k8s.pod("fits", ns, labels={"app": k8s.id}, cpu="600m")
+    assert not k8s.is_virtual(k8s.wait_bound(ns, "fits")["spec"]["nodeName"])
+    k8s.pod("waits", ns, labels={"app": k8s.id}, cpu="600m")
+    k8s.wait_unschedulable(ns, "waits")
+    import time
+
+    time.sleep(2)  # give the burst controller every chance to (wrongly) act
+    pod = k8s.get_pod(ns, "waits")
+    assert not pod["spec"].get("nodeName")
+    assert TOLERATION not in (pod["spec"].get("tolerations") or [])

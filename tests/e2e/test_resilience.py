@@ -1,0 +1,60 @@
+"""Faults: the API server restarts, the host restarts, Selectors come and go."""
+
+from tests.e2e.conftest import TOLERATION
+from tests.e2e.host import wait_for
+
+
+def fair(name, app):
+    return {"apiVersion": "eci.aliyun.com/v1", "kind": "Selector", "metadata": {"name": name},
+            "spec": {"objectLabels": {"matchLabels": {"app": app}}, "policy": {"fair": {}}}}
+
+
+def tolerated(pod) -> bool:
+    return TOLERATION in (pod["spec"].get("tolerations") or [])
+
+
+def test_api_server_restart_caches_resync(k8s):
+    ns = k8s.namespace()
+    k8s.apply_selector(fair(f"{k8s.id}-a", k8s.id))
+    k8s.cp.restart_apiserver()
+    # A Selector created after the restart must reach the host through its re-established watch.
+    k8s.apply_selector(fair(f"{k8s.id}-b", f"{k8s.id}-b"))
+    assert tolerated(k8s.pod("after-a", ns, labels={"app": k8s.id}))
+    assert tolerated(k8s.pod("after-b", ns, labels={"app": f"{k8s.id}-b"}))
+
+
+def test_host_restart_never_blocks_pod_creation(k8s):
+    ns = k8s.namespace()
+    k8s.apply_selector(fair(f"{k8s.id}-a", k8s.id))
+    assert k8s.host.stop() == 0
+    try:
+        down = k8s.pod("while-down", ns, labels={"app": k8s.id})  # failurePolicy Ignore
+        assert not tolerated(down)
+    finally:
+        k8s.host.start()
+    assert tolerated(k8s.pod("after", ns, labels={"app": k8s.id}))
+
+
+def test_delete_and_recreate_selector(k8s):
+    ns = k8s.namespace()
+    name = f"{k8s.id}-sel"
+    k8s.apply_selector(fair(name, k8s.id))
+    assert tolerated(k8s.pod("one", ns, labels={"app": k8s.id}))
+    k8s.delete_selector(name)
+    assert not tolerated(k8s.pod("two", ns, labels={"app": k8s.id}))
+    body = fair(name, k8s.id)
+    body["spec"]["policy"] = {"virtualNodeOnly": {}}
+    k8s.apply_selector(body)
+    three = k8s.pod("three", ns, labels={"app": k8s.id})
+    assert tolerated(three) and three["spec"]["nodeSelector"] == {"k8s.aliyun.com/vnode": "true"}
+
+
+def test_dry_run_creation_is_mutated_without_side_effects(k8s):
+    ns = k8s.namespace()
+    k8s.apply_selector(fair(f"{k8s.id}-a", k8s.id))
+    body = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "dry", "labels": {"app": k8s.id}},
+            "spec": {"containers": [{"name": "main", "image": "nginx"}]}}
+    answer = k8s.admin.post(f"/api/v1/namespaces/{ns}/pods", body, dryRun="All")
+    assert tolerated(answer)
+    wait_for(lambda: True, 0.1)
+    assert not (k8s.admin.get(f"/api/v1/namespaces/{ns}/pods").get("items"))
