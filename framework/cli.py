@@ -1,9 +1,10 @@
-"""``admission-host serve | mutate | plugins``."""
+"""``admission-host serve | mutate | explain | plugins``."""
 
 from __future__ import annotations
 
 import argparse
 import base64
+import os
 import sys
 import uuid
 from typing import Iterable, List, Optional
@@ -19,6 +20,13 @@ from framework.plugins import PluginError
 
 def _plugins_arg(value: str) -> List[str]:
     return [p.strip() for p in value.split(",") if p.strip()]
+
+
+def _positive_seconds(value: str) -> float:
+    seconds = float(value)
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {value!r}")
+    return seconds
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -51,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--lease-name", help="name of the leader Lease (default admission-host)")
     serve.add_argument("--shutdown-grace-seconds", type=float, default=None,
                        help="how long SIGTERM waits for requests in flight (default 15)")
+    serve.add_argument("--cert-reload-interval", type=_positive_seconds, default=None, metavar="SECONDS",
+                       help="how often the certificate files are checked for changes (default 5)")
 
     mutate = sub.add_parser("mutate", help="run the admission pipeline offline on one request")
     _common(mutate)
@@ -61,6 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
     mutate.add_argument("--output", "-o", choices=("response", "object"), default="response",
                         help="the AdmissionReview response (default) or the object with the patch applied")
     mutate.add_argument("--dry-run", action="store_true", help="mark the request dryRun")
+
+    explain = sub.add_parser("explain", help="why a pod is (or would be) mutated the way it is")
+    _common(explain)
+    explain.add_argument("pod", metavar="POD",
+                         help="a Pod file (JSON/YAML), or NAMESPACE/NAME of a pod in the cluster with --kubeconfig")
+    explain.add_argument("--objects", nargs="+", action="extend", default=[], metavar="FILE",
+                         help="YAML/JSON files whose objects fill the caches (offline)")
+    explain.add_argument("--kubeconfig", help="explain against a live cluster's Selectors, namespaces and nodes")
+    explain.add_argument("--context", help="kubeconfig context")
 
     plugins = sub.add_parser("plugins", help="list installed plugins and what they declare")
     _common(plugins)
@@ -73,7 +92,7 @@ def make_config(args) -> Config:
         config.enabled_plugins = args.plugins
     for attr in ("bind_address", "port", "tls_cert_file", "tls_private_key_file", "kubeconfig", "context",
                  "threads", "max_body_bytes", "lease_namespace", "lease_name", "shutdown_grace_seconds",
-                 "log_level", "log_format"):
+                 "cert_reload_interval", "log_level", "log_format"):
         value = getattr(args, attr, None)
         if value is not None:
             setattr(config, attr, value)
@@ -172,6 +191,52 @@ def cmd_serve(args, config: Config) -> int:
     return 0
 
 
+def cmd_explain(args, config: Config) -> int:
+    from framework.host import Host
+    from framework.kube.client import KubeClient
+
+    if args.kubeconfig or (not os.path.exists(args.pod) and "/" in args.pod):
+        kube = KubeClient.from_kubeconfig(args.kubeconfig, args.context)
+        namespace, _, name = args.pod.partition("/")
+        obj = kube.get(f"/api/v1/namespaces/{namespace}/pods/{name}")
+        host = Host(config, kube)
+        host.start(controllers=False)
+        for store in host.stores.values():
+            if not store.wait_synced(30):
+                raise ValueError(f"cache {store.name} did not sync within 30s")
+    else:
+        docs = read_documents(args.pod)
+        if len(docs) != 1:
+            raise ValueError(f"{args.pod}: expected exactly one object, found {len(docs)}")
+        obj = docs[0]
+        host = Host(config)
+        host.load_objects([o for path in args.objects for o in read_documents(path)])
+        host.start()
+    review = as_review(obj, dry_run=True)
+    obj = review["request"]["object"]
+    pm = host.pluginmanager
+    for impl in reversed(pm.hook.admission_host_explain.get_hookimpls()):
+        lines = impl.function(**{a: {"host": host, "obj": obj}[a] for a in impl.argnames})
+        if lines:
+            print(f"== {pm.get_name(impl.plugin)}")
+            for line in lines:
+                print(f"  {line}")
+    answer = orjson.loads(host.pipeline.handle(orjson.dumps(review)))["response"]
+    print("== result (as a dry-run creation)")
+    patch = orjson.loads(base64.b64decode(answer["patch"])) if answer.get("patch") else []
+    for op in patch:
+        value = orjson.dumps(op.get("value")).decode() if "value" in op else ""
+        print(f"  {op['op']} {op['path']} {value}".rstrip())
+    if not patch:
+        print("  no change")
+    for warning in answer.get("warnings") or ():
+        print(f"  warning: {warning}")
+    for key, value in (answer.get("auditAnnotations") or {}).items():
+        print(f"  audit: {key}={value}")
+    host.stop()
+    return 0
+
+
 def cmd_plugins(args, config: Config) -> int:
     from framework.host import Host
     from framework.plugins import describe
@@ -194,7 +259,8 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
         # Offline commands print results on stdout; keep their logs to warnings unless asked.
         default_level = "INFO" if args.command == "serve" else "WARNING"
         logs.setup(args.log_level or config.log_level or default_level, config.log_format)
-        return {"serve": cmd_serve, "mutate": cmd_mutate, "plugins": cmd_plugins}[args.command](args, config)
+        commands = {"serve": cmd_serve, "mutate": cmd_mutate, "explain": cmd_explain, "plugins": cmd_plugins}
+        return commands[args.command](args, config)
     except (ConfigError, PluginError, ValueError, OSError, yaml.YAMLError, ConfigException) as exc:
         print(f"admission-host: error: {exc}", file=sys.stderr)
         return 2

@@ -55,5 +55,14 @@ def admission_host_ready(host):
 
 
 @hookspec
+def admission_host_explain(host, obj):
+    """Explain, for ``admission-host explain``, what this plugin decides for ``obj`` and why.
+
+    ``obj`` is the object as it would be admitted (a Pod, usually). Return a list of lines of
+    text, or None when the plugin has nothing to say. Must not change anything.
+    """
+
+
+@hookspec
 def admission_host_shutdown(host):
     """Release what ``startup`` acquired. Called once, after serving has stopped. Returns nothing."""

@@ -53,3 +53,10 @@ def admission_host_controllers(host):
     profile = profile_of(host)
     burst, status = BurstController(profile), SelectorStatusController(profile)
     return [Controller(name=burst.name, run=burst.run), Controller(name=status.name, run=status.run)]
+
+
+@hookimpl
+def admission_host_explain(host, obj):
+    if obj.get("kind") != "Pod":
+        return None
+    return profile_of(host).explain_lines(obj, (obj.get("metadata") or {}).get("namespace") or "default")

@@ -162,6 +162,39 @@ class EciProfile:
                          "matched": why is None, "why": why or "matched"})
         return rows
 
+    def explain_lines(self, pod: dict, namespace_name: str) -> List[str]:
+        ns = self.namespace(namespace_name)
+        ns_labels = ns["metadata"]["labels"] if ns else {}
+        pod_labels = (pod.get("metadata") or {}).get("labels") or {}
+        lines = [f"pod labels: {_labels(pod_labels)}",
+                 f"namespace {namespace_name}: " + (f"labels {_labels(ns_labels)}" if ns else "not found (no labels)")]
+        rows = self.explain(pod, namespace_name)
+        if not rows:
+            lines.append("no Selectors")
+        for row in rows:
+            head = f"Selector {row['selector']}"
+            if "priority" in row:
+                head += f" (priority {row['priority']}, {row['policy']})"
+            lines.append(f"{head}: {row['why']}")
+        winner, _ = self.resolve(pod, namespace_name)
+        if winner is None:
+            lines.append("winner: none; the pod is left alone")
+            return lines
+        ties = [r["selector"] for r in rows if r["matched"] and r.get("priority") == winner.priority
+                and r["selector"] != winner.name]
+        why = f"highest priority ({winner.priority})"
+        if ties:
+            why += f", tie with {', '.join(ties)} broken by name"
+        lines.append(f"winner: {winner.name} ({winner.policy}), {why}")
+        policy = self.policies.get(winner.policy)
+        if policy is not None:
+            when = ("at creation (the pod is certain to run on a virtual node)" if policy.effect_at_create
+                    else "when the pod is bound to a virtual node")
+            lines.append(f"effect: annotations {_labels(winner.annotations)}, labels {_labels(winner.labels)}, {when}")
+            if policy.burst_when_unschedulable:
+                lines.append("if no normal node fits: the virtual-node tolerations are added and it may burst")
+        return lines
+
     # -- admission ----------------------------------------------------------------------------------
     def mutate_pod(self, request) -> None:
         pod = request.object
@@ -268,3 +301,7 @@ class EciProfile:
             self.kube.post(object_path("v1", "events", namespace=namespace), body)
         except ApiError as exc:
             log.warning("could not record event %s on %s: %s", reason, involved.get("name"), exc)
+
+
+def _labels(labels: Mapping[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items())) or "(none)"
