@@ -15,7 +15,7 @@ setup(
     include_package_data=True,
     install_requires=[
         "pluggy>=1.3",
-        "falcon>=3.1",
+        "falcon>=4.0",  # HTTPContentTooLarge
         "waitress>=2.1.2,<4",  # the TLS channel subclasses waitress.channel.HTTPChannel
         "kubernetes>=26.1",
         "jsonpatch>=1.32",

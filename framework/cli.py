@@ -14,6 +14,7 @@ import orjson
 import yaml
 
 from framework import logs
+from framework.admission.review import ReviewError
 from framework.config import Config, ConfigError, load_file
 from framework.plugins import PluginError
 
@@ -61,6 +62,22 @@ def build_parser() -> argparse.ArgumentParser:
                        help="how long SIGTERM waits for requests in flight (default 15)")
     serve.add_argument("--cert-reload-interval", type=_positive_seconds, default=None, metavar="SECONDS",
                        help="how often the certificate files are checked for changes (default 5)")
+    certs = serve.add_argument_group(
+        "serving certificate in a Secret",
+        "instead of --tls-cert-file/--tls-private-key-file: the host keeps a CA and a serving certificate "
+        "in a Secret of its namespace, sets the webhook's caBundle and renews the certificate before it expires")
+    certs.add_argument("--cert-secret", metavar="NAME", help="the Secret (type kubernetes.io/tls) to keep them in")
+    certs.add_argument("--cert-dir", metavar="DIR",
+                       help="writable directory for the PEM files served (default /run/admission-host/tls)")
+    certs.add_argument("--service-name", metavar="NAME",
+                       help="the Service in front of the host, for the certificate's DNS names (default admission-host)")
+    certs.add_argument("--webhook-configuration", metavar="NAME",
+                       help="the MutatingWebhookConfiguration whose caBundle is kept up to date")
+    certs.add_argument("--cert-validity", type=_positive_seconds, metavar="SECONDS",
+                       help="validity of a serving certificate (default one year); renewed when a third of it, "
+                            "at most 30 days, is left")
+    certs.add_argument("--cert-extra-san", action="append", default=None, metavar="NAME",
+                       help="one more DNS name or IP address for the certificate (repeatable)")
 
     mutate = sub.add_parser("mutate", help="run the admission pipeline offline on one request")
     _common(mutate)
@@ -96,11 +113,25 @@ def make_config(args) -> Config:
         value = getattr(args, attr, None)
         if value is not None:
             setattr(config, attr, value)
+    _certificate_options(args, config)
     if getattr(args, "insecure_http", False):
         config.insecure_http = True
     if getattr(args, "no_leader_elect", False):
         config.leader_election = False
     return config
+
+
+def _certificate_options(args, config: Config) -> None:
+    for attr in ("cert_secret", "cert_dir", "service_name", "webhook_configuration", "cert_validity"):
+        value = getattr(args, attr, None)
+        if value is not None:
+            setattr(config, attr, value)
+    for value in getattr(args, "cert_extra_san", None) or ():
+        config.cert_extra_sans.extend(v.strip() for v in value.split(",") if v.strip())
+    if config.cert_secret and (config.tls_cert_file or config.tls_private_key_file):
+        raise ConfigError("--cert-secret and --tls-cert-file/--tls-private-key-file exclude each other")
+    if config.cert_secret and (config.insecure_http or getattr(args, "insecure_http", False)):
+        raise ConfigError("--cert-secret needs HTTPS; it cannot be used with --insecure-http")
 
 
 def read_documents(path: str) -> List[dict]:
@@ -130,8 +161,14 @@ def as_review(obj: dict, dry_run: bool = False) -> dict:
     if kind == "Binding":
         resource, sub_resource, resource_group = "pods", "binding", ""
         version = "v1"
-    else:
-        resource, sub_resource, resource_group = kind.lower() + ("es" if kind.endswith("s") else "s"), "", group
+    else:  # the plural as the API server guesses it from the kind
+        resource, sub_resource, resource_group = kind.lower(), "", group
+        if resource.endswith("s"):
+            resource += "es"
+        elif resource.endswith("y"):
+            resource = resource[:-1] + "ies"
+        else:
+            resource += "s"
     request = {
         "uid": str(uuid.uuid4()), "kind": {"group": group, "version": version, "kind": kind},
         "resource": {"group": resource_group, "version": version, "resource": resource},
@@ -155,16 +192,19 @@ def cmd_mutate(args, config: Config) -> int:
     docs = read_documents(args.review)
     if len(docs) != 1:
         raise ValueError(f"{args.review}: expected exactly one object, found {len(docs)}")
+    if not docs[0].get("kind"):
+        raise ValueError(f"{args.review}: the object has no kind")
     review = as_review(docs[0], args.dry_run)
     host = Host(config)
-    objects = [o for path in args.objects for o in read_documents(path)]
-    host.load_objects(objects)
-    host.start()
-    answer = orjson.loads(host.pipeline.handle(orjson.dumps(review)))
-    response = answer["response"]
-    if args.output == "response":
-        sys.stdout.write(orjson.dumps(answer, option=orjson.OPT_INDENT_2).decode() + "\n")
-    else:
+    try:
+        objects = [o for path in args.objects for o in read_documents(path)]
+        host.load_objects(objects)
+        host.start()
+        answer = orjson.loads(host.pipeline.handle(orjson.dumps(review)))
+        response = answer["response"]
+        if args.output == "response":
+            sys.stdout.write(orjson.dumps(answer, option=orjson.OPT_INDENT_2).decode() + "\n")
+            return 0
         for warning in response.get("warnings") or ():
             print(f"warning: {warning}", file=sys.stderr)
         if not response.get("allowed"):
@@ -174,8 +214,9 @@ def cmd_mutate(args, config: Config) -> int:
         if response.get("patch"):
             obj = jsonpatch.apply_patch(obj, orjson.loads(base64.b64decode(response["patch"])))
         sys.stdout.write(orjson.dumps(obj, option=orjson.OPT_INDENT_2).decode() + "\n")
-    host.stop()
-    return 0
+        return 0
+    finally:
+        host.stop()
 
 
 def cmd_serve(args, config: Config) -> int:
@@ -184,10 +225,25 @@ def cmd_serve(args, config: Config) -> int:
     from framework.web.serve import Server
 
     kube = KubeClient.from_kubeconfig(config.kubeconfig, config.context)
+    certs = None
+    if config.cert_secret:
+        from framework.certs import CertManager
+
+        certs = CertManager.from_config(kube, config)
+        certs.prepare()  # a throwaway pair until the Secret's is in place
+        config.tls_cert_file, config.tls_private_key_file = certs.cert_file, certs.key_file
     host = Host(config, kube)
     server = Server(host, config)
+    if certs is not None:
+        host.readiness_checks.append(certs.not_ready)
+        certs.on_change = server.tls.maybe_reload
+        certs.start()
     server.install_signal_handlers()
-    server.run()
+    try:
+        server.run()
+    finally:
+        if certs is not None:
+            certs.stop()
     return 0
 
 
@@ -261,7 +317,7 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
         logs.setup(args.log_level or config.log_level or default_level, config.log_format)
         commands = {"serve": cmd_serve, "mutate": cmd_mutate, "explain": cmd_explain, "plugins": cmd_plugins}
         return commands[args.command](args, config)
-    except (ConfigError, PluginError, ValueError, OSError, yaml.YAMLError, ConfigException) as exc:
+    except (ConfigError, PluginError, ReviewError, ValueError, OSError, yaml.YAMLError, ConfigException) as exc:
         print(f"admission-host: error: {exc}", file=sys.stderr)
         return 2
 

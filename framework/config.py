@@ -54,6 +54,14 @@ class Config:
     watch_timeout_seconds: int = 300
     log_level: Optional[str] = None
     log_format: str = "text"
+    # Serving certificate kept in a Secret of the host's namespace (lease_namespace) instead of
+    # files: see framework/certs.py. Unset: --tls-cert-file/--tls-private-key-file are used.
+    cert_secret: Optional[str] = None
+    cert_dir: str = "/run/admission-host/tls"
+    service_name: str = "admission-host"
+    webhook_configuration: Optional[str] = None
+    cert_validity: float = 365 * 86400.0
+    cert_extra_sans: List[str] = dataclasses.field(default_factory=list)
 
     def options_for(self, plugin: str) -> Dict[str, Any]:
         return dict(self.plugin_options.get(plugin) or {})
@@ -70,6 +78,11 @@ FILE_KEYS = {
     "logLevel": "log_level",
     "logFormat": "log_format",
 }
+
+# Scalar keys are checked here: a string where a number belongs would fail much later, per request.
+FILE_TYPES = {"bindAddress": str, "port": int, "threads": int, "maxBodyBytes": int, "logLevel": str,
+              "logFormat": str}
+FILE_TYPE_NAMES = {str: "a string", int: "an integer"}
 
 
 def load_file(path: Optional[str], config: Optional[Config] = None) -> Config:
@@ -96,6 +109,12 @@ def load_file(path: Optional[str], config: Optional[Config] = None) -> Config:
     enabled = data.get("enabledPlugins")
     if enabled is not None and (not isinstance(enabled, list) or not all(isinstance(n, str) for n in enabled)):
         raise ConfigError(f"config file {path}: 'enabledPlugins' must be a list of plugin names")
+    for key, kinds in FILE_TYPES.items():
+        value = data.get(key)
+        if value is not None and (not isinstance(value, kinds) or isinstance(value, bool)):
+            raise ConfigError(f"config file {path}: {key!r} must be {FILE_TYPE_NAMES[kinds]}, got {value!r}")
+    if data.get("logFormat") not in (None, "text", "json"):
+        raise ConfigError(f"config file {path}: 'logFormat' must be text or json, got {data['logFormat']!r}")
     for key, attr in FILE_KEYS.items():
         if attr and key in data and data[key] is not None:
             setattr(config, attr, data[key])
@@ -103,7 +122,9 @@ def load_file(path: Optional[str], config: Optional[Config] = None) -> Config:
     election = data.get("leaderElection") or {}
     if not isinstance(election, dict):
         raise ConfigError(f"config file {path}: 'leaderElection' must be a mapping")
-    config.leader_election = bool(election.get("enabled", config.leader_election))
+    if not isinstance(election.get("enabled", True), bool):
+        raise ConfigError(f"config file {path}: 'leaderElection.enabled' must be true or false")
+    config.leader_election = election.get("enabled", config.leader_election)
     config.lease_namespace = election.get("namespace", config.lease_namespace)
     config.lease_name = election.get("name", config.lease_name)
     return config

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from typing import Dict, Iterable, List, Optional
+from typing import Callable, Dict, Iterable, List, Optional
 
 import pluggy
 
@@ -45,6 +45,8 @@ class Host:
         self._controller_stop: Optional[threading.Event] = None
         self._controller_threads: List[threading.Thread] = []
         self._started = self._stopped = False
+        # Host features outside plugins (the serving certificate) add ``() -> reason or None`` here.
+        self.readiness_checks: List[Callable[[], Optional[str]]] = []
         self._check_options()
         for _ in self._each("admission_host_startup"):
             pass
@@ -75,7 +77,7 @@ class Host:
         """Call a declaration hook plugin by plugin (registration order), with its own options."""
         pm = self.pluginmanager
         caller = getattr(pm.hook, hook_name)
-        for impl in reversed(caller.get_hookimpls()):
+        for impl in caller.get_hookimpls():  # registration order (pluggy calls them last-first)
             name = pm.get_name(impl.plugin)
             available = {"host": self, "options": self.config.options_for(name)}
             try:
@@ -193,7 +195,8 @@ class Host:
 
     def readiness(self) -> List[str]:
         """Why this host is not ready yet (an empty list when it is)."""
-        reasons = [f"watch {name} has not synced" for name, s in self.stores.items() if not s.has_synced()]
+        reasons = [reason for reason in (check() for check in self.readiness_checks) if reason]
+        reasons += [f"watch {name} has not synced" for name, s in self.stores.items() if not s.has_synced()]
         if reasons:
             return reasons
         for name, reason in self._ready_results():
@@ -205,7 +208,7 @@ class Host:
         pm = self.pluginmanager
         for impl in pm.hook.admission_host_ready.get_hookimpls():
             try:
-                yield pm.get_name(impl.plugin), impl.function(host=self)
+                yield pm.get_name(impl.plugin), impl.function(**({"host": self} if impl.argnames else {}))
             except Exception as exc:
                 yield pm.get_name(impl.plugin), f"readiness check failed: {exc!r}"
 
@@ -218,10 +221,13 @@ class Host:
         self._stop_controllers()
         for reflector in self.reflectors:
             reflector.stop()
-        try:
-            self.pluginmanager.hook.admission_host_shutdown(host=self)
-        except Exception:
-            log.exception("a plugin failed in admission_host_shutdown")
+        # Plugin by plugin, the reverse of startup: one failing must not keep the others from cleaning up.
+        pm = self.pluginmanager
+        for impl in reversed(pm.hook.admission_host_shutdown.get_hookimpls()):
+            try:
+                impl.function(**({"host": self} if impl.argnames else {}))
+            except Exception:
+                log.exception("plugin %s failed in admission_host_shutdown", pm.get_name(impl.plugin))
 
 
 def _own(item, cls, plugin: str, hook: str):

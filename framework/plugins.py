@@ -55,7 +55,8 @@ def get_plugin_manager(enabled: Optional[Iterable[str]] = None, extra: Iterable 
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
-        raise PluginError(f"plugin {exc.plugin!r} implements an unknown hook: {exc}") from exc
+        name = pm.get_name(exc.plugin) or repr(exc.plugin)
+        raise PluginError(f"plugin {name!r} implements an unknown hook: {exc}") from exc
     return pm
 
 

@@ -26,8 +26,9 @@ def _tuple(value: Iterable[str] | str) -> Tuple[str, ...]:
 class Mutator:
     """A function that edits ``request.object`` in place.
 
-    ``resources`` names what it wants to see: ``"pods"``, ``"pods/binding"`` (resource/subresource)
-    or ``"*"``; ``group`` is the API group (``""`` is core, ``"*"`` any). Mutators run in ascending
+    ``resources`` names what it wants to see: ``"pods"``, ``"pods/binding"`` (resource/subresource),
+    ``"*"`` (every resource, no subresource) or ``"*/*"`` (everything), as in a webhook rule;
+    ``group`` is the API group (``""`` is core, ``"*"`` any). Mutators run in ascending
     ``order``, then by name; each sees the previous one's result. They must be idempotent: the API
     server may call the webhook again for the same object (reinvocationPolicy IfNeeded).
     """
@@ -51,12 +52,22 @@ class Mutator:
             raise TypeError(f"mutator {self.name!r}: mutate must be callable")
 
     def wants(self, group: str, resource: str, operation: str) -> bool:
-        """``resource`` is ``"pods"`` or ``"pods/binding"``."""
+        """``resource`` is ``"pods"`` or ``"pods/binding"``.
+
+        ``resources`` match as in a webhook rule: ``"*"`` is every resource but no subresource,
+        ``"*/*"`` every resource and subresource, ``"pods/*"`` pods and its subresources,
+        ``"*/status"`` the status subresource of every resource.
+        """
         if self.group != "*" and self.group != group:
             return False
         if "*" not in self.operations and operation not in self.operations:
             return False
-        return "*" in self.resources or resource in self.resources
+        name, _, sub = resource.partition("/")
+        for wanted in self.resources:
+            wanted_name, _, wanted_sub = wanted.partition("/")
+            if wanted_name in ("*", name) and wanted_sub in ("*", sub):
+                return True
+        return False
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,6 +18,7 @@ class ServingState:
 
 
 def create_app(host, *, max_body_bytes: int = DEFAULT_MAX_BODY, state: ServingState | None = None) -> falcon.App:
+    """The app; the caller keeps ``state`` (falcon's App has ``__slots__``, so it cannot carry it)."""
     app = falcon.App()
     app.req_options.strip_url_path_trailing_slash = True
     state = state or ServingState()
@@ -26,5 +27,4 @@ def create_app(host, *, max_body_bytes: int = DEFAULT_MAX_BODY, state: ServingSt
     app.add_route("/readyz", resources.Readyz(host, state))
     app.add_route("/metrics", resources.Metrics(host.metrics.registry))
     app.add_route("/plugins", resources.Plugins(host))
-    app.state = state
     return app

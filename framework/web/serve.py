@@ -35,13 +35,16 @@ class Server:
         self.tls: Optional[CertificateReloader] = None
         if not config.insecure_http:
             if not (config.tls_cert_file and config.tls_private_key_file):
-                raise ValueError("--tls-cert-file and --tls-private-key-file are required (or --insecure-http)")
+                raise ValueError("--tls-cert-file and --tls-private-key-file are required "
+                                 "(or --cert-secret, or --insecure-http)")
             self.tls = CertificateReloader(config.tls_cert_file, config.tls_private_key_file, host.metrics)
         self.map: dict = {}
         self.dispatcher = ThreadedTaskDispatcher()
         self.dispatcher.set_thread_count(config.threads)
+        # waitress refuses a body of max_request_body_size bytes or more; the limit is the largest
+        # accepted body, as /mutate applies it.
         adj = Adjustments(host=config.bind_address, port=config.port, threads=config.threads,
-                          max_request_body_size=config.max_body_bytes, ident="admission-host",
+                          max_request_body_size=config.max_body_bytes + 1, ident="admission-host",
                           asyncore_use_poll=True, expose_tracebacks=False, connection_limit=1000)
         kw = dict(map=self.map, dispatcher=self.dispatcher, adj=adj)
         self.server = TLSWSGIServer(self.app, self.tls, **kw) if self.tls else TcpWSGIServer(self.app, **kw)
@@ -98,7 +101,9 @@ class Server:
             log.warning("shutdown grace period over with requests still in flight")
         # Let the main loop close the connections just marked, then stop the workers.
         wasyncore.loop(timeout=0.05, map=self.map, use_poll=True, count=2)
-        self.dispatcher.shutdown(cancel_pending=True, timeout=2)
+        # Idle workers stop at once; a worker still busy after the grace period is not waited for
+        # (the threads are daemons), so the process exits within the grace period.
+        self.dispatcher.shutdown(cancel_pending=True, timeout=min(2.0, max(0.1, deadline - time.monotonic())))
         wasyncore.close_all(self.map)
         if self.tls is not None:
             self.tls.stop()

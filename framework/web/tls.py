@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 
 # Modern AEAD suites for TLS 1.2; TLS 1.3 suites are always on.
 CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
+# How long a connection being closed may take to read the end of its answer before it is dropped
+# (checked at waitress's cleanup_interval, 30 s).
+LINGER_SECONDS = 30.0
 
 
 class CertificateReloader:
@@ -35,7 +38,11 @@ class CertificateReloader:
     def __init__(self, cert_file: str, key_file: str, metrics=None):
         self.cert_file, self.key_file, self.metrics = cert_file, key_file, metrics
         self._stamp = self._file_stamp()
-        self.context = self._load()  # at start-up a bad pair is fatal, with the reason
+        try:
+            self.context = self._load()  # at start-up a bad pair is fatal, with the reason
+        except (OSError, ssl.SSLError) as exc:  # ssl's own message names neither file
+            raise ValueError(f"cannot load the serving certificate {cert_file} with key {key_file}: "
+                             f"{exc.strerror or exc}") from exc
         self._failed_stamp = None
         self._stop = threading.Event()
 
@@ -111,6 +118,7 @@ class TLSChannel(HTTPChannel):
         self._bio_in, self._bio_out = ssl.MemoryBIO(), ssl.MemoryBIO()
         self._tls = server.tls.context.wrap_bio(self._bio_in, self._bio_out, server_side=True)
         self._handshaken = False
+        self._close_deadline: Optional[float] = None  # set while the last answer bytes drain out
         super().__init__(server, sock, addr, adj, map)
 
     def writable(self):
@@ -174,18 +182,33 @@ class TLSChannel(HTTPChannel):
         with self._tls_lock:
             if self._pending and not self._flush_pending():
                 return
+            if self._fileno is None:
+                return  # the flush found the peer gone and closed the channel
+            if self._close_deadline is not None:
+                self.handle_close()  # a close that waited for the last records: they are out now
+                return
         super().handle_write()
 
     def handle_close(self):
         with self._tls_lock:
-            if self._pending and self.socket is not None:
-                # Closing with records unsent (a large answer to a slow reader): finish them briefly.
-                try:
-                    self.socket.settimeout(2.0)
-                    self.socket.sendall(self._pending)
-                except OSError:
-                    pass
-                self._pending = b""
+            if self._pending and self.will_close and self._close_deadline is None and self._fileno is not None:
+                # An orderly close (after "Connection: close", or an idle timeout) with records of the
+                # answer still unsent, e.g. a large answer to a slow reader. Never block the event loop
+                # waiting for the peer: keep the channel until the socket has taken them (see
+                # handle_write), or until TLSWSGIServer.maintenance gives up on it.
+                self._flush_pending(do_close=False)
+                if self._pending:
+                    self._close_deadline = time.monotonic() + LINGER_SECONDS
+                    return
+            self._pending = b""
+            self._close_deadline = None
+        super().handle_close()
+
+    def abort_close(self) -> None:
+        """Close now, dropping unsent records."""
+        with self._tls_lock:
+            self._pending = b""
+            self._close_deadline = None
         super().handle_close()
 
     def _queue(self, ciphertext: bytes) -> None:
@@ -214,3 +237,13 @@ class TLSWSGIServer(TcpWSGIServer):
     def __init__(self, application, tls: CertificateReloader, **kw):
         self.tls = tls
         super().__init__(application, **kw)
+
+    def maintenance(self, now):
+        """waitress's idle-channel check, plus: give up on closes whose peer stopped reading."""
+        super().maintenance(now)
+        mono = time.monotonic()
+        for channel in list(self.active_channels.values()):
+            deadline = getattr(channel, "_close_deadline", None)
+            if deadline is not None and mono > deadline:
+                log.debug("dropping the unsent end of an answer to %s: the peer stopped reading", channel.addr)
+                channel.abort_close()

@@ -25,6 +25,7 @@ from framework import ApiError, KubeClient
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
+BASE = DEPLOY / "base"  # deploy/ is the base (deploy/base) plus the CRDs (deploy/crds)
 NAMESPACE = "admission-host"
 SERVICE_ACCOUNT = "admission-host"
 
@@ -59,7 +60,7 @@ def wait_for(predicate, timeout: float = 20.0, interval: float = 0.1, what: str 
 
 
 def install_crds(cp, kube: KubeClient) -> None:
-    kubectl(cp, "apply", "-f", str(DEPLOY / "crds"))
+    kubectl(cp, "apply", "-k", str(DEPLOY / "crds"))
     wait_for(lambda: any(c.get("type") == "Established" and c.get("status") == "True" for c in
                          (kube.get("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/selectors.eci.aliyun.com")
                           .get("status") or {}).get("conditions") or ()), what="CRD established")
@@ -68,7 +69,7 @@ def install_crds(cp, kube: KubeClient) -> None:
 
 def service_account_kubeconfig(cp, kube: KubeClient, path: Path) -> Path:
     """Apply deploy/'s namespace and RBAC; write a kubeconfig with a token of the host's ServiceAccount."""
-    kubectl(cp, "apply", "-f", str(DEPLOY / "namespace.yaml"), "-f", str(DEPLOY / "rbac.yaml"))
+    kubectl(cp, "apply", "-f", str(BASE / "namespace.yaml"), "-f", str(BASE / "rbac.yaml"))
     token = kube.post(f"/api/v1/namespaces/{NAMESPACE}/serviceaccounts/{SERVICE_ACCOUNT}/token",
                       {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
                        "spec": {"expirationSeconds": 86400}})["status"]["token"]
@@ -79,7 +80,7 @@ def webhook_configuration(url: str, ca_pem: bytes, name: str = "admission-host")
     """deploy/webhook.yaml with its clientConfig pointed at ``url``."""
     import base64
 
-    config = copy.deepcopy(yaml.safe_load((DEPLOY / "webhook.yaml").read_text()))
+    config = copy.deepcopy(yaml.safe_load((BASE / "webhook.yaml").read_text()))
     config["metadata"]["name"] = name
     for hook in config["webhooks"]:
         hook["clientConfig"] = {"url": url, "caBundle": base64.b64encode(ca_pem).decode()}

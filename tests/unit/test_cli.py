@@ -1,0 +1,262 @@
+"""``admission-host mutate | explain | plugins``, run in-process through ``framework.cli.main``."""
+
+import base64
+import io
+import sys
+
+import orjson
+import pytest
+import yaml
+
+from framework.cli import as_review, main
+from framework.testing import binding, namespace, pod, review
+
+# A plugin installed (as a distribution with an entry point) for these tests: a watch on
+# Namespaces, a pod mutator that reads it, a binding mutator, a denial, and an explanation.
+CLITEST = """
+from framework import Denied, Mutator, Watch, hookimpl
+
+shutdowns = []
+
+
+@hookimpl
+def admission_host_watches():
+    return [Watch(name="clitest-namespaces", resource="namespaces", kind="Namespace")]
+
+
+@hookimpl
+def admission_host_mutators(host, options):
+    namespaces = host.store("clitest-namespaces")
+
+    def pods(req):
+        labels = req.object["metadata"].setdefault("labels", {})
+        if labels.get("deny"):
+            raise Denied("pods labelled deny are refused")
+        ns = namespaces.get_by_name(req.namespace)
+        if ns is not None:
+            labels["team"] = ns["metadata"]["labels"].get("team", "none")
+        labels["dry-run"] = str(req.dry_run).lower()
+        req.warn("clitest was here")
+
+    def bindings(req):
+        req.object["metadata"].setdefault("annotations", {})["bound-to"] = req.object["target"]["name"]
+
+    return [Mutator(name="clitest-pods", mutate=pods),
+            Mutator(name="clitest-bindings", mutate=bindings, resources="pods/binding")]
+
+
+@hookimpl
+def admission_host_explain(host, obj):
+    return [f"would label {obj['metadata']['name']}"]
+
+
+@hookimpl
+def admission_host_shutdown(host):
+    shutdowns.append(host)
+"""
+
+
+@pytest.fixture(autouse=True)
+def _logging(restore_logging):
+    pass
+
+
+@pytest.fixture
+def clitest(install_plugin):
+    install_plugin("clitest", "clitest_plugin", CLITEST)
+    import clitest_plugin
+    return clitest_plugin
+
+
+def write(tmp_path, name, *docs):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump_all(docs))
+    return str(path)
+
+
+def _text(tmp, name, text):
+    path = tmp / name
+    path.write_text(text)
+    return path
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def patch_of(answer):
+    return orjson.loads(base64.b64decode(answer["response"]["patch"]))
+
+
+def test_mutate_a_bare_pod(tmp_path, capsys):
+    path = write(tmp_path, "pod.yaml", pod("web", labels={"example.com/deletion-cost": "-100"}))
+    code, out, err = run(capsys, "mutate", path, "--plugins", "pod_deletion_cost")
+    assert code == 0, err
+    answer = orjson.loads(out)
+    assert answer["apiVersion"] == "admission.k8s.io/v1" and answer["response"]["allowed"] is True
+    assert answer["response"]["uid"]
+    assert patch_of(answer) == [{"op": "add", "path": "/metadata/annotations",
+                                 "value": {"controller.kubernetes.io/pod-deletion-cost": "-100"}}]
+
+
+def test_mutate_output_object_applies_the_patch(tmp_path, capsys):
+    bare = pod("web", labels={"example.com/deletion-cost": "7"})
+    del bare["metadata"]["namespace"]
+    path = write(tmp_path, "pod.yaml", bare)
+    code, out, err = run(capsys, "mutate", path, "--plugins", "pod_deletion_cost", "-o", "object")
+    assert code == 0, err
+    obj = orjson.loads(out)
+    assert obj["metadata"]["annotations"] == {"controller.kubernetes.io/pod-deletion-cost": "7"}
+    assert obj["metadata"]["namespace"] == "default"
+
+
+def test_mutate_reports_warnings_on_stderr_with_output_object(tmp_path, capsys):
+    path = write(tmp_path, "pod.yaml", pod("web", labels={"example.com/deletion-cost": "lots"}))
+    code, out, err = run(capsys, "mutate", path, "--plugins", "pod_deletion_cost", "-o", "object")
+    assert code == 0
+    assert "warning: label example.com/deletion-cost='lots' is not an integer" in err
+    assert "annotations" not in orjson.loads(out)["metadata"]
+
+
+def test_mutate_a_v1beta1_review_answers_in_v1beta1(tmp_path, capsys):
+    sent = review(pod("web", labels={"example.com/deletion-cost": "1"}), api_version="admission.k8s.io/v1beta1",
+                  uid="beta-uid")
+    code, out, err = run(capsys, "mutate", write(tmp_path, "review.json", sent), "--plugins", "pod_deletion_cost")
+    assert code == 0, err
+    answer = orjson.loads(out)
+    assert answer["apiVersion"] == "admission.k8s.io/v1beta1"
+    assert answer["response"]["uid"] == "beta-uid"
+    assert patch_of(answer)[0]["value"] == {"controller.kubernetes.io/pod-deletion-cost": "1"}
+
+
+def test_mutate_a_bare_binding(tmp_path, capsys, clitest):
+    path = write(tmp_path, "binding.yaml", binding("web", "vk-1"))
+    code, out, err = run(capsys, "mutate", path, "--plugins", "clitest", "-o", "object")
+    assert code == 0, err
+    obj = orjson.loads(out)
+    assert obj["kind"] == "Binding"
+    assert obj["metadata"]["annotations"] == {"bound-to": "vk-1"}
+    assert "labels" not in obj["metadata"], "the pod mutator is not routed pods/binding"
+
+
+def test_mutate_with_objects_from_multi_document_files(tmp_path, capsys, clitest):
+    objects = write(tmp_path, "objects.yaml", namespace("a", {"team": "red"}),
+                    {"apiVersion": "v1", "kind": "List", "items": [namespace("b", {"team": "blue"})]},
+                    None, pod("unrelated"))
+    more = write(tmp_path, "more.yaml", namespace("c", {"team": "green"}))
+    for ns, team in (("a", "red"), ("b", "blue"), ("c", "green")):
+        path = write(tmp_path, f"pod-{ns}.yaml", pod("p", namespace=ns))
+        code, out, err = run(capsys, "mutate", path, "--plugins", "clitest", "--objects", objects, more,
+                             "-o", "object")
+        assert code == 0, err
+        assert orjson.loads(out)["metadata"]["labels"]["team"] == team
+        assert "warning: clitest was here" in err
+
+
+def test_mutate_dry_run(tmp_path, capsys, clitest):
+    path = write(tmp_path, "pod.yaml", pod("p"))
+    code, out, _ = run(capsys, "mutate", path, "--plugins", "clitest", "--dry-run", "-o", "object")
+    assert orjson.loads(out)["metadata"]["labels"]["dry-run"] == "true"
+    code, out, _ = run(capsys, "mutate", path, "--plugins", "clitest", "-o", "object")
+    assert orjson.loads(out)["metadata"]["labels"]["dry-run"] == "false"
+
+
+def test_mutate_reads_stdin(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.StringIO(orjson.dumps(pod("p", labels={"example.com/deletion-cost": "3"}))
+                                                  .decode()))
+    code, out, err = run(capsys, "mutate", "-", "--plugins", "pod_deletion_cost", "-o", "object")
+    assert code == 0, err
+    assert orjson.loads(out)["metadata"]["annotations"]["controller.kubernetes.io/pod-deletion-cost"] == "3"
+
+
+def test_a_denial_exits_1_and_still_shuts_the_host_down(tmp_path, capsys, clitest):
+    path = write(tmp_path, "pod.yaml", pod("p", labels={"deny": "yes"}))
+    code, out, err = run(capsys, "mutate", path, "--plugins", "clitest", "-o", "object")
+    assert code == 1
+    assert "denied: clitest: pods labelled deny are refused" in err
+    assert out == ""
+    assert len(clitest.shutdowns) == 1
+    code, out, err = run(capsys, "mutate", path, "--plugins", "clitest")
+    assert code == 0 and orjson.loads(out)["response"]["allowed"] is False
+
+
+def test_mutate_with_a_config_file(tmp_path, capsys):
+    config = write(tmp_path, "config.yaml", {"enabledPlugins": ["pod_deletion_cost"],
+                                             "plugins": {"pod_deletion_cost": {"label": "cost"}}})
+    path = write(tmp_path, "pod.yaml", pod("web", labels={"cost": "5"}))
+    code, out, err = run(capsys, "mutate", path, "--config", config, "-o", "object")
+    assert code == 0, err
+    assert orjson.loads(out)["metadata"]["annotations"] == {"controller.kubernetes.io/pod-deletion-cost": "5"}
+
+
+@pytest.mark.parametrize("make_args, message", [
+    (lambda tmp: [str(tmp / "missing.yaml")], "missing.yaml"),
+    (lambda tmp: [write(tmp, "two.yaml", pod("a"), pod("b"))], "expected exactly one object, found 2"),
+    (lambda tmp: [write(tmp, "none.yaml")], "expected exactly one object, found 0"),
+    (lambda tmp: [write(tmp, "list.yaml", [1, 2])], "expected objects, found a list"),
+    (lambda tmp: [write(tmp, "nokind.yaml", {"metadata": {"name": "x"}})], "the object has no kind"),
+    (lambda tmp: [str(_text(tmp, "bad.yaml", "a: [1\n"))], "while parsing"),
+    (lambda tmp: [write(tmp, "review.yaml", {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                                             "request": {"operation": "CREATE",
+                                                         "resource": {"group": "", "resource": "pods"}}})],
+     "request.uid is missing"),
+    (lambda tmp: [write(tmp, "pod.yaml", pod("a")), "--plugins", "pod_deletion_cost,nope"],
+     "unknown plugin(s): nope"),
+    (lambda tmp: [write(tmp, "pod.yaml", pod("a")), "--config", write(tmp, "c.yaml", {"prot": 1})],
+     "unknown key(s) prot"),
+    (lambda tmp: [write(tmp, "pod.yaml", pod("a")), "--plugins", "pod_deletion_cost", "--config",
+                  write(tmp, "c.yaml", {"plugins": {"pod_deletion_cost": {"lable": "x"}}})],
+     "plugin 'pod_deletion_cost' failed in admission_host_startup: ValueError('unknown option(s): lable')"),
+])
+def test_mutate_errors_exit_2_with_a_message(tmp_path, capsys, make_args, message):
+    args = make_args(tmp_path)
+    if "--plugins" not in args and "--config" not in args:
+        args += ["--plugins", "pod_deletion_cost"]
+    code, out, err = run(capsys, "mutate", *args)
+    assert code == 2
+    assert err.startswith("admission-host: error: ")
+    assert message in err
+    assert "Traceback" not in err and out == ""
+
+
+def test_plugins_lists_what_is_installed(capsys, clitest):
+    code, out, err = run(capsys, "plugins", "--plugins", "pod_deletion_cost,clitest")
+    assert code == 0, err
+    data = orjson.loads(out)
+    assert [p["name"] for p in data["plugins"]] == ["clitest", "pod_deletion_cost"]
+    clitest_entry = data["plugins"][0]
+    assert clitest_entry["distribution"] == "test-plugin-clitest" and clitest_entry["version"] == "1.2.3"
+    assert "admission_host_explain" in clitest_entry["hooks"]
+    assert data["mutators"] == ["clitest-bindings", "clitest-pods", "pod-deletion-cost"]
+    assert data["watches"] == ["clitest-namespaces"] and data["controllers"] == []
+
+
+def test_explain_prints_each_plugins_reasons_and_the_result(tmp_path, capsys, clitest):
+    path = write(tmp_path, "pod.yaml", pod("web", namespace="a"))
+    objects = write(tmp_path, "ns.yaml", namespace("a", {"team": "red"}))
+    code, out, err = run(capsys, "explain", path, "--plugins", "clitest", "--objects", objects)
+    assert code == 0, err
+    assert "== clitest\n  would label web\n" in out
+    assert "== result (as a dry-run creation)" in out
+    assert '"team":"red"' in out and '"dry-run":"true"' in out
+    assert "warning: clitest was here" in out
+
+
+@pytest.mark.parametrize("kind, api_version, resource, group", [
+    ("Pod", "v1", "pods", ""), ("Ingress", "networking.k8s.io/v1", "ingresses", "networking.k8s.io"),
+    ("NetworkPolicy", "networking.k8s.io/v1", "networkpolicies", "networking.k8s.io"),
+    ("Deployment", "apps/v1", "deployments", "apps"),
+])
+def test_bare_objects_become_the_create_the_api_server_would_send(kind, api_version, resource, group):
+    sent = as_review({"apiVersion": api_version, "kind": kind, "metadata": {"name": "x", "namespace": "ns"}})
+    request = sent["request"]
+    assert request["resource"] == {"group": group, "version": "v1", "resource": resource}
+    assert request["operation"] == "CREATE" and request["namespace"] == "ns" and "subResource" not in request
+
+
+def test_a_bare_binding_is_a_pods_binding_create():
+    request = as_review(binding("web", "n1", namespace="ns"))["request"]
+    assert request["resource"] == {"group": "", "version": "v1", "resource": "pods"}
+    assert request["subResource"] == "binding" and request["name"] == "web" and request["namespace"] == "ns"

@@ -1,0 +1,274 @@
+"""The pipeline: order, routing, one composed patch, failure policies, and never a crash."""
+
+import dataclasses
+import logging
+
+import orjson
+import pytest
+
+from framework import FAIL, IGNORE, Denied, Mutator
+from framework.admission.pipeline import Pipeline
+from framework.metrics import Metrics
+from framework.testing import Result, binding, pod, review
+
+
+def send(pipeline: Pipeline, sent: dict) -> Result:
+    return Result(sent, orjson.loads(pipeline.handle(orjson.dumps(sent))))
+
+
+def labeller(key, value, **kw):
+    def mutate(req):
+        req.object["metadata"].setdefault("labels", {})[key] = value
+    return Mutator(name=kw.pop("name", f"set-{key}"), mutate=mutate, **kw)
+
+
+def recorder(name, seen, **kw):
+    """Records the labels it sees, then adds itself to the ``trail`` label."""
+    def mutate(req):
+        labels = req.object["metadata"].setdefault("labels", {})
+        seen.append((name, dict(labels)))
+        labels["trail"] = labels.get("trail", "") + name
+    return Mutator(name=name, mutate=mutate, **kw)
+
+
+def test_order_then_name_not_registration_order():
+    seen = []
+    mutators = [recorder("c", seen, order=5), recorder("b", seen), recorder("a", seen, order=5),
+                recorder("z", seen, order=-1)]
+    pipeline = Pipeline(mutators)
+    assert [m.name for m in pipeline.mutators] == ["z", "b", "a", "c"]
+    result = send(pipeline, review(pod("p")))
+    assert [name for name, _ in seen] == ["z", "b", "a", "c"]
+    # Each saw what the previous ones left.
+    assert [labels.get("trail") for _, labels in seen] == [None, "z", "zb", "zba"]
+    assert result.object["metadata"]["labels"] == {"trail": "zbac"}
+
+
+def test_one_patch_that_gives_the_final_object():
+    def tolerate(req):
+        req.object["spec"].setdefault("tolerations", []).append({"key": "k", "operator": "Exists"})
+
+    def rename(req):
+        req.object["metadata"]["labels"]["app"] = "renamed"
+
+    pipeline = Pipeline([labeller("app", "web", order=1), Mutator("tolerate", tolerate, order=2),
+                         Mutator("rename", rename, order=3)])
+    sent = review(pod("p"))
+    result = send(pipeline, sent)
+    assert result.allowed and result.response["patchType"] == "JSONPatch"
+    assert result.object["metadata"]["labels"] == {"app": "renamed"}
+    assert result.object["spec"]["tolerations"] == [{"key": "k", "operator": "Exists"}]
+    # One patch from the original: the intermediate "web" never appears.
+    assert "web" not in orjson.dumps(result.patch).decode()
+    assert sent["request"]["object"] == pod("p"), "the request itself is not modified"
+
+
+def test_no_patch_when_nothing_changed():
+    def look(req):
+        req.object["metadata"].get("labels")
+
+    result = send(Pipeline([Mutator("look", look)]), review(pod("p")))
+    assert result.allowed
+    assert "patch" not in result.response and "patchType" not in result.response
+
+
+def test_a_change_undone_by_a_later_mutator_is_no_patch():
+    def unset(req):
+        del req.object["metadata"]["labels"]["x"]
+
+    sent = review(pod("p", labels={"app": "web"}))
+    result = send(Pipeline([labeller("x", "1", order=1), Mutator("unset", unset, order=2)]), sent)
+    assert "patch" not in result.response
+
+
+@pytest.mark.parametrize("sent, expected", [
+    (review(pod("p")), {"pods", "any-resource", "any-group", "create-only", "all-ops", "everything"}),
+    (review(pod("p"), operation="UPDATE", old_object=pod("p")), {"pods-update", "any-resource", "any-group",
+                                                                  "all-ops", "everything"}),
+    (review(binding("p", "n1")), {"binding", "everything", "any-group-binding"}),
+    (review({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d", "namespace": "default"}},
+            group="apps", resource="deployments"), {"deployments", "any-group", "any-resource-apps"}),
+    (review({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "default"}},
+            resource="pods", sub_resource="status", operation="UPDATE"), {"everything", "status"}),
+])
+def test_routing(sent, expected):
+    ran = []
+
+    def mk(name, **kw):
+        return Mutator(name=name, mutate=lambda req, name=name: ran.append(name), **kw)
+
+    pipeline = Pipeline([
+        mk("pods"), mk("pods-update", operations="UPDATE"), mk("binding", resources="pods/binding"),
+        mk("deployments", group="apps", resources="deployments"),
+        mk("any-resource", resources="*", operations=("CREATE", "UPDATE")),
+        mk("any-resource-apps", resources="*", group="apps"),
+        mk("any-group", group="*", resources=("pods", "deployments"), operations=("CREATE", "UPDATE")),
+        mk("any-group-binding", group="*", resources="pods/binding"),
+        mk("create-only", resources="pods", operations="CREATE"),
+        mk("all-ops", resources="pods", operations="*"),
+        mk("everything", resources="*/*", operations="*"),
+        mk("status", resources="*/status", operations="UPDATE"),
+    ])
+    send(pipeline, sent)
+    assert set(ran) == expected
+
+
+def test_star_does_not_reach_subresources():
+    """As in a webhook rule: ``*`` is every resource, ``*/*`` adds their subresources."""
+    star = Mutator("star", lambda req: None, resources="*")
+    assert star.wants("", "pods", "CREATE")
+    assert not star.wants("", "pods/binding", "CREATE")
+    everything = Mutator("everything", lambda req: None, resources="*/*")
+    assert everything.wants("", "pods", "CREATE") and everything.wants("", "pods/binding", "CREATE")
+    # As the API server matches rules: "pods/*" is pods and every subresource of pods.
+    sub = Mutator("sub", lambda req: None, resources="pods/*")
+    assert sub.wants("", "pods/binding", "CREATE") and sub.wants("", "pods", "CREATE")
+    assert not sub.wants("", "nodes/status", "CREATE")
+    status = Mutator("status", lambda req: None, resources="*/status")
+    assert status.wants("", "nodes/status", "CREATE") and not status.wants("", "nodes", "CREATE")
+
+
+def explode(name="boom", message="kaput", **kw):
+    def mutate(req):
+        req.object["metadata"].setdefault("labels", {})["half-done"] = name
+        req.object["spec"]["containers"].append({"name": "junk"})
+        req.warn(f"{name} warned before failing")
+        req.audit(f"{name}-audit", "x")
+        raise RuntimeError(message)
+    return Mutator(name=name, mutate=mutate, **kw)
+
+
+def test_ignore_rolls_back_a_failed_mutator_in_the_middle_of_a_chain(caplog):
+    def after(req):
+        req.audit("after", "saw " + ",".join(sorted(req.object["metadata"].get("labels", {}))))
+
+    pipeline = Pipeline([labeller("first", "1", order=1), explode(order=2, failure_policy=IGNORE),
+                         labeller("third", "3", order=3), Mutator("after", after, order=4)])
+    with caplog.at_level(logging.ERROR):
+        result = send(pipeline, review(pod("p")))
+    assert result.allowed
+    assert result.object["metadata"]["labels"] == {"first": "1", "third": "3"}
+    assert result.object["spec"]["containers"] == pod("p")["spec"]["containers"]
+    assert result.audit_annotations == {"after": "saw first,third"}
+    assert len(result.warnings) == 1
+    assert "'boom'" in result.warnings[0] and "kaput" in result.warnings[0] and "skipped" in result.warnings[0]
+    assert "kaput" in caplog.text
+
+
+def test_ignore_rolls_back_the_first_mutator():
+    pipeline = Pipeline([explode(order=1), labeller("second", "2", order=2)])
+    result = send(pipeline, review(pod("p")))
+    assert result.object["metadata"]["labels"] == {"second": "2"}
+    assert len(result.object["spec"]["containers"]) == 1
+
+
+def test_ignore_with_every_mutator_failing_sends_no_patch():
+    result = send(Pipeline([explode("a"), explode("b")]), review(pod("p")))
+    assert result.allowed and "patch" not in result.response
+    assert len(result.warnings) == 2
+
+
+def test_fail_denies_naming_the_plugin_and_the_error():
+    boom = explode(failure_policy=FAIL)
+    pipeline = Pipeline([labeller("first", "1", order=-1), dataclasses.replace(boom, plugin="myplugin")])
+    result = send(pipeline, review(pod("p")))
+    assert not result.allowed
+    assert "patch" not in result.response
+    message = result.status["message"]
+    assert "myplugin" in message and "boom" in message and "kaput" in message
+    assert result.status["code"] == 500
+
+
+def test_denied_exception_rejects_with_its_code():
+    def deny(req):
+        raise Denied("pods must have an owner", code=422)
+
+    ran = []
+    pipeline = Pipeline([dataclasses.replace(Mutator("deny", deny, order=1), plugin="policy"),
+                         Mutator("later", lambda req: ran.append(1), order=2)])
+    result = send(pipeline, review(pod("p")))
+    assert not result.allowed
+    assert result.status == {"code": 422, "message": "policy: pods must have an owner"}
+    assert ran == [], "nothing runs after a denial"
+
+
+def test_denied_default_code_is_403():
+    def deny(req):
+        raise Denied("no")
+
+    result = send(Pipeline([Mutator("deny", deny, failure_policy=IGNORE)]), review(pod("p")))
+    assert result.status == {"code": 403, "message": "deny: no"}
+
+
+@pytest.mark.parametrize("bad_value", [object(), {1, 2}, b"bytes"])
+def test_internal_error_admits_unchanged_with_a_warning(bad_value, caplog):
+    def store_junk(req):
+        req.object["metadata"]["annotations"] = {"x": bad_value}
+
+    metrics = Metrics()
+    for chain in ([Mutator("junk", store_junk)],
+                  [Mutator("junk", store_junk, order=1), labeller("after", "1", order=2)]):
+        with caplog.at_level(logging.ERROR):
+            result = send(Pipeline(chain, metrics), review(pod("p"), uid="u-9"))
+        assert result.allowed
+        assert result.response["uid"] == "u-9"
+        assert "patch" not in result.response
+        assert any("internal error" in w for w in result.warnings)
+        assert "internal error" in caplog.text
+    assert metrics.registry.get_sample_value(
+        "admission_host_admissions_total", {"resource": "pods", "operation": "CREATE", "outcome": "error"}) == 2
+
+
+def test_a_mutator_that_replaces_the_object_is_fine():
+    def replace(req):
+        req.object = {**req.object, "metadata": {**req.object["metadata"], "labels": {"new": "1"}}}
+
+    result = send(Pipeline([Mutator("replace", replace)]), review(pod("p")))
+    assert result.object["metadata"]["labels"] == {"new": "1"}
+
+
+def test_dry_run_is_visible_to_mutators():
+    seen = []
+    pipeline = Pipeline([Mutator("look", lambda req: seen.append(req.dry_run))])
+    send(pipeline, review(pod("p"), dry_run=True))
+    send(pipeline, review(pod("p")))
+    assert seen == [True, False]
+
+
+def test_request_without_object_runs_nothing():
+    ran = []
+    pipeline = Pipeline([Mutator("m", lambda req: ran.append(req.operation), operations="*")])
+    sent = review(pod("p"), operation="DELETE", old_object=pod("p"))
+    send(pipeline, sent)
+    assert ran == ["DELETE"]
+    sent["request"]["object"] = None
+    result = send(pipeline, sent)
+    assert result.allowed and ran == ["DELETE"]
+
+
+def test_duplicate_mutator_names_are_rejected():
+    with pytest.raises(ValueError, match="duplicate mutator name.*same"):
+        Pipeline([Mutator("same", lambda r: None), Mutator("same", lambda r: None, order=3)])
+
+
+def test_mutator_declaration_is_checked():
+    with pytest.raises(ValueError, match="failure_policy"):
+        Mutator("m", lambda r: None, failure_policy="Sometimes")
+    with pytest.raises(TypeError, match="callable"):
+        Mutator("m", "not a function")
+
+
+def test_metrics_count_outcomes():
+    metrics = Metrics()
+    pipeline = Pipeline([labeller("a", "1"), explode("x", resources="pods/binding")], metrics)
+    send(pipeline, review(pod("p")))
+    send(pipeline, review(binding("p", "n")))
+
+    def sample(name, **labels):
+        return metrics.registry.get_sample_value(name, labels)
+
+    assert sample("admission_host_admissions_total", resource="pods", operation="CREATE", outcome="patched") == 1
+    assert sample("admission_host_admissions_total", resource="pods/binding", operation="CREATE",
+                  outcome="unchanged") == 1
+    assert sample("admission_host_mutator_calls_total", plugin="", mutator="x", outcome="error") == 1
+    assert sample("admission_host_mutator_calls_total", plugin="", mutator="set-a", outcome="ok") == 1

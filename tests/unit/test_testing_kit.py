@@ -1,0 +1,131 @@
+"""framework.testing: what a plugin author tests with, used as a plugin author would."""
+
+import pytest
+
+from framework import Controller, Denied, Mutator, Watch, hookimpl
+from framework.testing import PluginHarness, Result, binding, namespace, node, pod, review
+from plugins.examples import pod_deletion_cost
+
+
+class TeamLabels:
+    """Copies the namespace's ``team`` label onto pods; refuses pods of the namespace ``closed``."""
+
+    def __init__(self):
+        self.options = None
+        self.shut_down = False
+
+    @hookimpl
+    def admission_host_startup(self, options):
+        self.options = options
+
+    @hookimpl
+    def admission_host_watches(self):
+        return [Watch(name="team-namespaces", resource="namespaces", kind="Namespace")]
+
+    @hookimpl
+    def admission_host_mutators(self, host, options):
+        namespaces = host.store("team-namespaces")
+        key = options.get("label", "team")
+
+        def mutate(req):
+            if req.namespace == "closed":
+                raise Denied("namespace closed takes no pods")
+            ns = namespaces.get_by_name(req.namespace)
+            if ns is None:
+                req.warn(f"namespace {req.namespace} not in the cache")
+                return
+            req.object["metadata"].setdefault("labels", {})[key] = ns["metadata"]["labels"].get("team", "")
+            req.audit("team", ns["metadata"]["labels"].get("team", ""))
+
+        return [Mutator(name="team-labels", mutate=mutate)]
+
+    @hookimpl
+    def admission_host_controllers(self):
+        return [Controller(name="never-offline", run=lambda stop: pytest.fail("controllers never run here"))]
+
+    @hookimpl
+    def admission_host_shutdown(self):
+        self.shut_down = True
+
+
+@pytest.fixture
+def plugin():
+    return TeamLabels()
+
+
+def test_create_with_cached_objects(plugin):
+    harness = PluginHarness(("teams", plugin), objects=[namespace("shop", {"team": "red"})])
+    result = harness.create(pod("web", namespace="shop"))
+    assert isinstance(result, Result)
+    assert result.allowed
+    assert result.object["metadata"]["labels"] == {"team": "red"}
+    assert result.patch == [{"op": "add", "path": "/metadata/labels", "value": {"team": "red"}}]
+    assert result.audit_annotations == {"team": "red"}
+    assert result.warnings == []
+    assert harness.store("team-namespaces").keys() == ["shop"]
+    harness.close()
+    assert plugin.shut_down
+
+
+def test_options_are_keyed_by_the_plugin_name(plugin):
+    harness = PluginHarness(("teams", plugin), options={"teams": {"label": "owner"}},
+                            objects=[namespace("shop", {"team": "red"})])
+    assert plugin.options == {"label": "owner"}
+    assert harness.create(pod("web", namespace="shop")).object["metadata"]["labels"] == {"owner": "red"}
+
+
+def test_warnings_and_denials(plugin):
+    harness = PluginHarness(("teams", plugin))
+    result = harness.create(pod("web", namespace="elsewhere"))
+    assert result.allowed and result.patch == [] and result.object == pod("web", namespace="elsewhere")
+    assert result.warnings == ["namespace elsewhere not in the cache"]
+    denied = harness.create(pod("web", namespace="closed"))
+    assert not denied.allowed
+    assert denied.status == {"code": 403, "message": "teams: namespace closed takes no pods"}
+
+
+def test_send_a_whole_review(plugin):
+    harness = PluginHarness(("teams", plugin), objects=[namespace("shop", {"team": "red"})])
+    sent = review(pod("web", namespace="shop"), api_version="admission.k8s.io/v1beta1", uid="u-7")
+    result = harness.send(sent)
+    assert result.review["apiVersion"] == "admission.k8s.io/v1beta1"
+    assert result.response["uid"] == "u-7"
+    # An UPDATE is not routed to a CREATE mutator.
+    update = harness.send(review(pod("web", namespace="shop"), operation="UPDATE", old_object=pod("web")))
+    assert update.patch == []
+
+
+def test_caches_are_synced_and_controllers_do_not_run(plugin):
+    harness = PluginHarness(("teams", plugin), kube=object())
+    assert harness.host.kube is not None
+    assert harness.store("team-namespaces").has_synced()
+    assert harness.host.readiness() == []
+    assert harness.host.reflectors == [] and not harness.host.is_leader()
+
+
+def test_only_the_given_plugins_are_loaded(plugin):
+    harness = PluginHarness(("teams", plugin))
+    assert [name for name, _ in harness.host.pluginmanager.list_name_plugin()] == ["teams"]
+
+
+def test_an_installed_module_is_named_by_its_entry_point():
+    harness = PluginHarness(pod_deletion_cost, options={"pod_deletion_cost": {"label": "cost"}})
+    assert harness.host.pluginmanager.has_plugin("pod_deletion_cost")
+    result = harness.create(pod("p", labels={"cost": "9"}))
+    assert result.object["metadata"]["annotations"] == {"controller.kubernetes.io/pod-deletion-cost": "9"}
+
+
+def test_builders():
+    p = pod("web", namespace="ns", labels={"a": "b"}, annotations={"c": "d"})
+    assert p["metadata"] == {"name": "web", "namespace": "ns", "labels": {"a": "b"}, "annotations": {"c": "d"}}
+    assert p["spec"]["containers"][0]["name"] == "main"
+    assert namespace("ns", {"x": "y"}) == {"apiVersion": "v1", "kind": "Namespace",
+                                           "metadata": {"name": "ns", "labels": {"x": "y"}}}
+    n = node("vk", {"type": "virtual-kubelet"}, taints=[{"key": "k", "effect": "NoSchedule"}])
+    assert n["metadata"]["labels"] == {"type": "virtual-kubelet"} and n["spec"]["taints"][0]["key"] == "k"
+    b = binding("web", "vk", namespace="ns")
+    assert b["target"] == {"apiVersion": "v1", "kind": "Node", "name": "vk"}
+    r = review(b)["request"]
+    assert (r["resource"]["resource"], r["subResource"], r["namespace"], r["name"]) == ("pods", "binding", "ns", "web")
+    r = review(p, dry_run=True)["request"]
+    assert r["dryRun"] is True and r["resource"]["resource"] == "pods" and "subResource" not in r
