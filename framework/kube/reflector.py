@@ -58,8 +58,15 @@ class Reflector:
                     self.list()
                     need_list = False
                     failures = 0
+                started = time.monotonic()
                 self.watch_once()
-                failures = 0  # the server ended the watch normally (timeoutSeconds): watch again
+                # The server ended the watch normally (timeoutSeconds): watch again. A watch that
+                # keeps ending at once (a proxy closing it) must not become a busy loop.
+                if time.monotonic() - started < 1.0:
+                    failures += 1
+                    self.stop_event.wait(min(self.backoff_cap, self.backoff_base * 2 ** min(failures - 1, 10)))
+                else:
+                    failures = 0
             except Expired:
                 log.info("watch %s: resourceVersion %s expired; listing again", self.watch.name,
                          self.resource_version)

@@ -204,11 +204,24 @@ def test_backoff_grows_and_is_capped(fake_api):
     reflector.stop_event.set()
     api.close()
     reflector.thread.join(5)
-    waits = reflector.stop_event.waits
+    waits = reflector.stop_event.waits[:6]  # later ones: the fake's watches end at once (see below)
     assert len(waits) == 6
     for i, delay in enumerate(waits):
         full = min(8.0, 2 ** i)  # 1, 2, 4, 8, 8, 8 with jitter down to half
         assert full * 0.5 <= delay <= full, (i, delay)
+
+
+def test_watches_that_end_at_once_back_off(fake_api):
+    api = fake_api(Script(lists=[page([], rv="1")], watches=[Stream([], end="close") for _ in range(10)]))
+    reflector = Reflector(api.client(), Watch(name="pods", resource="pods", kind="Pod", namespace="default"),
+                          Store(), backoff_base=0.01, backoff_cap=0.04)
+    reflector.stop_event = RecordingEvent()
+    reflector.start()
+    wait_for(lambda: len(reflector.stop_event.waits) >= 4)
+    reflector.stop_event.set()
+    api.close()
+    reflector.thread.join(5)
+    assert reflector.stop_event.waits[:4] == [0.01, 0.02, 0.04, 0.04]
 
 
 def test_a_connection_cut_mid_stream_resumes_without_a_relist(run):
