@@ -119,6 +119,7 @@ class PluginHarness:
         self.host = Host(config, kube, pluginmanager=pm)
         self.host.load_objects(list(objects))
         self.host.start(watches=False, controllers=False)
+        self.host.pipeline.strict = True  # host errors raise; declared mutator paths are checked
 
     def store(self, name: str):
         return self.host.store(name)

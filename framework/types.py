@@ -40,11 +40,16 @@ class Mutator:
     group: str = ""
     order: int = 0
     failure_policy: str = IGNORE
+    paths: Optional[Tuple[str, ...]] = None
     plugin: str = ""  # filled in by the host
 
     def __post_init__(self):
         object.__setattr__(self, "resources", _tuple(self.resources))
         object.__setattr__(self, "operations", _tuple(self.operations))
+        if self.paths is not None:
+            object.__setattr__(self, "paths", _tuple(self.paths))
+            if not self.paths or not all(isinstance(p, str) and p and "" not in p.split(".") for p in self.paths):
+                raise ValueError(f"mutator {self.name!r}: paths must be dotted paths such as 'metadata.labels'")
         if self.failure_policy not in (IGNORE, FAIL):
             raise ValueError(f"mutator {self.name!r}: failure_policy must be Ignore or Fail, "
                              f"not {self.failure_policy!r}")

@@ -9,7 +9,7 @@ from typing import Dict, Iterable, List, Optional, Tuple
 import orjson
 
 from framework.admission import review
-from framework.admission.patch import clone, make_patch
+from framework.admission.patch import Snapshot
 from framework.admission.review import AdmissionRequest
 from framework.metrics import Metrics
 from framework.types import FAIL, Denied, Mutator
@@ -37,13 +37,23 @@ class Pipeline:
         if dupes:
             raise ValueError(f"duplicate mutator name(s): {', '.join(dupes)}")
         self.metrics = metrics or Metrics()
-        self._routes: Dict[tuple, Tuple[Mutator, ...]] = {}
+        self._routes: Dict[tuple, tuple] = {}
+        #: Testing: re-raise the host's own errors, and check declared paths against a full diff.
+        self.strict = False
 
     def route(self, group: str, resource: str, operation: str) -> Tuple[Mutator, ...]:
+        return self._route(group, resource, operation)[0]
+
+    def _route(self, group: str, resource: str, operation: str) -> tuple:
+        """The mutators for a request, and the paths they may change (None: anywhere)."""
         key = (group, resource, operation)
         found = self._routes.get(key)
         if found is None:
-            found = self._routes[key] = tuple(m for m in self.mutators if m.wants(group, resource, operation))
+            mutators = tuple(m for m in self.mutators if m.wants(group, resource, operation))
+            paths = None
+            if mutators and all(m.paths is not None for m in mutators):
+                paths = tuple(dict.fromkeys(tuple(p.split(".")) for m in mutators for p in m.paths))
+            found = self._routes[key] = (mutators, paths)
         return found
 
     def handle(self, body: bytes) -> bytes:
@@ -71,6 +81,8 @@ class Pipeline:
                              ",".join(m.name for m in outcome.mutators),
                              " ".join(f"{op['op']} {op['path']}" for op in outcome.patch))
         except Exception:
+            if self.strict:
+                raise
             log.exception("internal error on %r; admitting it unchanged", req)
             status = "error"
             answer = review.response(api_version, req.uid,
@@ -79,17 +91,19 @@ class Pipeline:
         return answer
 
     def run(self, req: AdmissionRequest) -> Outcome:
-        """Run the mutators that want ``req`` on a copy of ``req.object``; ``req`` keeps the result."""
-        mutators = self.route(req.group, req.resource_path, req.operation)
+        """Run the mutators that want ``req`` on ``req.object`` (edited in place: it keeps the result)."""
+        mutators, paths = self._route(req.group, req.resource_path, req.operation)
         if not mutators or not isinstance(req.object, dict):
             return Outcome()
-        original = req.object
-        req.object = clone(original)
+        # Mutators edit the object itself; the state before them is kept encoded (only the parts
+        # they declared, when all of them did), which is what the patch and a rollback need.
+        if paths is not None and not Snapshot.covers(req.object, paths):
+            paths = None
+        before = Snapshot(req.object, paths=paths)
+        whole = Snapshot(req.object) if self.strict and paths is not None else None
         ran = []
         for i, mutator in enumerate(mutators):
-            # Rolling back a failed Ignore mutator needs the state before it; the first one's is
-            # the original itself, later ones pay one cheap serialisation.
-            snapshot = orjson.dumps(req.object) if i else None
+            state = Snapshot(req.object, paths=paths) if i else before
             warnings_before, audit_before = len(req.warnings), dict(req.audit_annotations)
             started = time.perf_counter()
             try:
@@ -104,11 +118,26 @@ class Pipeline:
                     log.exception("%s failed on %r; denying (failure policy Fail)", who, req)
                     return Outcome(denied=(500, f"{who} failed: {exc!r}"))
                 log.exception("%s failed on %r; its changes are dropped (failure policy Ignore)", who, req)
-                req.object = orjson.loads(snapshot) if snapshot is not None else clone(original)
+                req.object = state.restore(req.object)
                 del req.warnings[warnings_before:]
                 req.audit_annotations = audit_before
                 req.warn(f"{who} failed and was skipped: {exc}")
                 continue
             self.metrics.mutator(mutator.plugin, mutator.name, "ok", time.perf_counter() - started)
             ran.append(mutator)
-        return Outcome(patch=make_patch(original, req.object), mutators=tuple(ran))
+        patch = before.diff(req.object)
+        if whole is not None:
+            self._check_paths(whole, patch, req.object, ran)
+        return Outcome(patch=patch, mutators=tuple(ran))
+
+    @staticmethod
+    def _check_paths(whole: Snapshot, patch: List[dict], final: dict, ran) -> None:
+        """Testing: a patch built from the declared paths must equal the full diff's result."""
+        import jsonpatch
+
+        applied = jsonpatch.apply_patch(whole.restore(), patch)
+        if orjson.dumps(applied, option=orjson.OPT_SORT_KEYS) != orjson.dumps(final, option=orjson.OPT_SORT_KEYS):
+            changed = sorted({op["path"] for op in whole.diff(final)})
+            declared = sorted({p for m in ran for p in m.paths})
+            raise AssertionError(f"mutators {', '.join(m.name for m in ran)} changed {', '.join(changed)} "
+                                 f"but declared only the paths {', '.join(declared)}")

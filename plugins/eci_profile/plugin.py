@@ -42,9 +42,10 @@ def admission_host_watches(host):
 def admission_host_mutators(host):
     profile = profile_of(host)
     return [
-        Mutator(name="eci-profile-pod", mutate=profile.mutate_pod, resources=("pods",), operations=("CREATE",)),
+        Mutator(name="eci-profile-pod", mutate=profile.mutate_pod, resources=("pods",), operations=("CREATE",),
+                paths=("metadata.annotations", "metadata.labels", "spec.tolerations", "spec.nodeSelector")),
         Mutator(name="eci-profile-binding", mutate=profile.mutate_binding, resources=("pods/binding",),
-                operations=("CREATE",)),
+                operations=("CREATE",), paths=("metadata.annotations",)),
     ]
 
 
