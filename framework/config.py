@@ -44,6 +44,8 @@ class Config:
     insecure_http: bool = False
     threads: int = 8
     max_body_bytes: int = DEFAULT_MAX_BODY
+    # Per mutator call; well inside the webhook's timeoutSeconds (5 in deploy/).
+    mutator_timeout_seconds: float = 2.0
     cert_reload_interval: float = 5.0
     shutdown_grace_seconds: float = 15.0
     # Controllers run on the replica holding this Lease.
@@ -74,6 +76,7 @@ FILE_KEYS = {
     "port": "port",
     "threads": "threads",
     "maxBodyBytes": "max_body_bytes",
+    "mutatorTimeoutSeconds": "mutator_timeout_seconds",
     "leaderElection": None,
     "logLevel": "log_level",
     "logFormat": "log_format",
@@ -81,8 +84,8 @@ FILE_KEYS = {
 
 # Scalar keys are checked here: a string where a number belongs would fail much later, per request.
 FILE_TYPES = {"bindAddress": str, "port": int, "threads": int, "maxBodyBytes": int, "logLevel": str,
-              "logFormat": str}
-FILE_TYPE_NAMES = {str: "a string", int: "an integer"}
+              "logFormat": str, "mutatorTimeoutSeconds": (int, float)}
+FILE_TYPE_NAMES = {str: "a string", int: "an integer", (int, float): "a number"}
 
 
 def load_file(path: Optional[str], config: Optional[Config] = None) -> Config:

@@ -56,7 +56,7 @@ class Host:
         mutators = [_own(m, Mutator, plugin, "admission_host_mutators")
                     for plugin, ms in self._each("admission_host_mutators") for m in ms or ()]
         try:
-            self.pipeline = Pipeline(mutators, self.metrics)
+            self.pipeline = Pipeline(mutators, self.metrics, self.config.mutator_timeout_seconds)
         except ValueError as exc:
             raise PluginError(str(exc)) from exc
         self.controllers = [_own(c, Controller, plugin, "admission_host_controllers")

@@ -9,6 +9,7 @@ from typing import Dict, Iterable, List, Optional, Tuple
 import orjson
 
 from framework.admission import review
+from framework.admission.budget import MutatorTimeout, Watchdog
 from framework.admission.patch import Snapshot
 from framework.admission.review import AdmissionRequest
 from framework.metrics import Metrics
@@ -30,7 +31,8 @@ class Outcome:
 class Pipeline:
     """Mutators in a deterministic order (``order``, then name), composed into one patch."""
 
-    def __init__(self, mutators: Iterable[Mutator], metrics: Optional[Metrics] = None):
+    def __init__(self, mutators: Iterable[Mutator], metrics: Optional[Metrics] = None,
+                 mutator_timeout: Optional[float] = None):
         self.mutators: Tuple[Mutator, ...] = tuple(sorted(mutators, key=lambda m: (m.order, m.name)))
         names = [m.name for m in self.mutators]
         dupes = sorted({n for n in names if names.count(n) > 1})
@@ -38,6 +40,8 @@ class Pipeline:
             raise ValueError(f"duplicate mutator name(s): {', '.join(dupes)}")
         self.metrics = metrics or Metrics()
         self._routes: Dict[tuple, tuple] = {}
+        # A mutator call that overruns this many seconds is interrupted (its failure policy applies).
+        self.watchdog = Watchdog(mutator_timeout) if mutator_timeout else None
         #: Testing: re-raise the host's own errors, and check declared paths against a full diff.
         self.strict = False
 
@@ -107,7 +111,12 @@ class Pipeline:
             warnings_before, audit_before = len(req.warnings), dict(req.audit_annotations)
             started = time.perf_counter()
             try:
-                mutator.mutate(req)
+                ident = self.watchdog.start(mutator.name) if self.watchdog else 0
+                try:
+                    mutator.mutate(req)
+                finally:
+                    if self.watchdog is not None and self.watchdog.finish(ident):
+                        raise MutatorTimeout(f"exceeded its time budget of {self.watchdog.budget:g}s")
             except Denied as exc:
                 self.metrics.mutator(mutator.plugin, mutator.name, "denied", time.perf_counter() - started)
                 return Outcome(denied=(exc.code, f"{mutator.plugin or mutator.name}: {exc.message}"))
