@@ -58,3 +58,31 @@ def test_dry_run_creation_is_mutated_without_side_effects(k8s):
     assert tolerated(answer)
     wait_for(lambda: True, 0.1)
     assert not (k8s.admin.get(f"/api/v1/namespaces/{ns}/pods").get("items"))
+
+
+def test_host_starts_without_api_server_and_recovers(k8s, host_kubeconfig, tmp_path):
+    from tests.e2e.host import HostProcess
+
+    cert, key = k8s.cp.certs.serving_cert("webhook-2", ips=["127.0.0.1"])
+    k8s.cp.stop_apiserver()
+    api_up = False
+    second = HostProcess(tmp_path / "second", host_kubeconfig, cert, key, k8s.cp.certs.ca_path)
+    try:
+        second.start(wait=False)
+
+        def healthy():
+            try:
+                return second.get("/healthz")[0] == 200
+            except OSError:  # not listening yet
+                return False
+        wait_for(healthy, 20, what="healthz while the API server is down")
+        status, body = second.get("/readyz")
+        assert status == 503 and "has not synced" in body
+        k8s.cp.start_apiserver()
+        api_up = True
+        second.wait_ready(60)
+    finally:
+        if not api_up:
+            k8s.cp.start_apiserver()
+        second.stop()
+    assert second.proc.returncode == 0
