@@ -44,6 +44,10 @@ class Config:
     insecure_http: bool = False
     threads: int = 8
     max_body_bytes: int = DEFAULT_MAX_BODY
+    # A request (or TLS handshake) must arrive whole this long after its first byte (slowloris).
+    request_timeout_seconds: float = 10.0
+    # Keep-alive connections idle this long are closed (above the API server's 90 s idle timeout).
+    idle_timeout_seconds: int = 120
     # Per mutator call; well inside the webhook's timeoutSeconds (5 in deploy/).
     mutator_timeout_seconds: float = 2.0
     cert_reload_interval: float = 5.0

@@ -10,11 +10,11 @@ from typing import Callable, Optional
 
 from waitress import wasyncore
 from waitress.adjustments import Adjustments
-from waitress.server import TcpWSGIServer
 from waitress.task import ThreadedTaskDispatcher
 
 from framework.config import Config
 from framework.web.app import ServingState, create_app
+from framework.web.guard import GuardedServer
 from framework.web.tls import CertificateReloader, TLSWSGIServer
 
 log = logging.getLogger("admission_host.serve")
@@ -43,11 +43,14 @@ class Server:
         self.dispatcher.set_thread_count(config.threads)
         # waitress refuses a body of max_request_body_size bytes or more; the limit is the largest
         # accepted body, as /mutate applies it.
+        # cleanup_interval: how often idle connections and the deadlines of guard.py are checked.
         adj = Adjustments(host=config.bind_address, port=config.port, threads=config.threads,
                           max_request_body_size=config.max_body_bytes + 1, ident="admission-host",
-                          asyncore_use_poll=True, expose_tracebacks=False, connection_limit=1000)
+                          asyncore_use_poll=True, expose_tracebacks=False, connection_limit=1000,
+                          channel_timeout=config.idle_timeout_seconds, cleanup_interval=1)
         kw = dict(map=self.map, dispatcher=self.dispatcher, adj=adj)
-        self.server = TLSWSGIServer(self.app, self.tls, **kw) if self.tls else TcpWSGIServer(self.app, **kw)
+        self.server = TLSWSGIServer(self.app, self.tls, **kw) if self.tls else GuardedServer(self.app, **kw)
+        self.server.request_timeout = self.server.handshake_timeout = config.request_timeout_seconds
         self._stop = threading.Event()
 
     @property

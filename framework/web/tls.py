@@ -19,6 +19,8 @@ from typing import Optional
 from waitress.channel import HTTPChannel
 from waitress.server import TcpWSGIServer
 
+from framework.web.guard import DeadlineChannelMixin, DeadlineServerMixin
+
 log = logging.getLogger(__name__)
 
 # Modern AEAD suites for TLS 1.2; TLS 1.3 suites are always on.
@@ -109,7 +111,7 @@ def _not_after(cert_file: str) -> Optional[datetime.datetime]:
         return None
 
 
-class TLSChannel(HTTPChannel):
+class TLSChannel(DeadlineChannelMixin, HTTPChannel):
     """A waitress channel whose socket bytes are TLS records."""
 
     def __init__(self, server, sock, addr, adj, map=None):
@@ -117,7 +119,7 @@ class TLSChannel(HTTPChannel):
         self._tls_lock = threading.RLock()  # the main loop reads while a worker thread writes
         self._bio_in, self._bio_out = ssl.MemoryBIO(), ssl.MemoryBIO()
         self._tls = server.tls.context.wrap_bio(self._bio_in, self._bio_out, server_side=True)
-        self._handshaken = False
+        self.handshaken = False
         self._close_deadline: Optional[float] = None  # set while the last answer bytes drain out
         super().__init__(server, sock, addr, adj, map)
 
@@ -140,9 +142,9 @@ class TLSChannel(HTTPChannel):
         with self._tls_lock:
             self._bio_in.write(raw)
             try:
-                if not self._handshaken:
+                if not self.handshaken:
                     self._tls.do_handshake()
-                    self._handshaken = True
+                    self.handshaken = True
                 while True:
                     chunk = self._tls.read(65536)
                     if not chunk:
@@ -231,7 +233,7 @@ class TLSChannel(HTTPChannel):
         return True
 
 
-class TLSWSGIServer(TcpWSGIServer):
+class TLSWSGIServer(DeadlineServerMixin, TcpWSGIServer):
     channel_class = TLSChannel
 
     def __init__(self, application, tls: CertificateReloader, **kw):
