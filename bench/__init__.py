@@ -1,0 +1,1 @@
+"""Benchmarks of the admission host: ``python -m bench.pipeline`` and ``python -m bench.server``."""
