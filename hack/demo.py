@@ -56,6 +56,28 @@ def added(before: dict, after: dict) -> str:
     return ", ".join(out) or "-"
 
 
+def resolve_winners(admin: KubeClient, pods) -> dict:
+    """Which Selector each pod got, decided as the host decides, from the cluster's objects."""
+    from framework.config import Config
+    from framework.host import Host
+    from plugins.eci_profile import plugin as eci
+
+    host = Host(Config(enabled_plugins=["eci_profile"]))
+    objects = []
+    for path, kind, api_version in (("/apis/eci.aliyun.com/v1/selectors", "Selector", "eci.aliyun.com/v1"),
+                                    ("/api/v1/namespaces", "Namespace", "v1"), ("/api/v1/nodes", "Node", "v1")):
+        objects += [{**o, "kind": kind, "apiVersion": api_version} for o in admin.get(path)["items"]]
+    host.load_objects(objects)
+    host.start()
+    profile = eci.profile_of(host)
+    out = {}
+    for name in pods:
+        winner, _ = profile.resolve(admin.get(f"/api/v1/namespaces/default/pods/{name}"), "default")
+        out[name] = winner.name if winner else "-"
+    host.stop()
+    return out
+
+
 def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="admission-host-demo-"))
     step("control plane binaries (built once per machine; ~4-6 minutes the first time)")
@@ -99,16 +121,11 @@ def main() -> int:
             admin.post("/api/v1/namespaces/default/pods", body)
             time.sleep(0.3)
         time.sleep(3)
-        explain = {}
-        for line in host.log_path.read_text().splitlines():
-            if "Selector " in line and " applied to pod default/" in line:
-                sel = line.split("Selector ", 1)[1].split(" ", 1)[0]
-                pod = line.split(" applied to pod default/", 1)[1].split(" ", 1)[0]
-                explain.setdefault(pod, sel)
+        winners = resolve_winners(admin, [name for name, _ in PODS])
         rows = [("POD", "APP", "SELECTOR", "NODE", "ADDED BY THE HOST")]
         for name, app in PODS:
             stored = admin.get(f"/api/v1/namespaces/default/pods/{name}")
-            rows.append((name, app, explain.get(name, "-"), stored["spec"].get("nodeName") or "(pending)",
+            rows.append((name, app, winners.get(name, "-"), stored["spec"].get("nodeName") or "(pending)",
                          added(sent[name], stored)))
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         print()
@@ -120,7 +137,7 @@ def main() -> int:
         print("pod-deletion-cost -1000. db-1 (normalNodeOnly) waits for a normal node.")
         print()
         print(f"The cluster keeps running. In another shell:\n  export KUBECONFIG={cp.admin_kubeconfig}")
-        print(f"  kubectl get pods -o wide; kubectl get selectors")
+        print("  kubectl get pods -o wide; kubectl get selectors")
         print(f"  admission-host explain default/batch-3 --kubeconfig {cp.admin_kubeconfig}")
         print(f"Host log: {host.log_path}\nPress Ctrl-C to stop everything.", flush=True)
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))

@@ -81,8 +81,12 @@ class Pipeline:
                 answer = review.response(api_version, req.uid, patch=outcome.patch, warnings=req.warnings,
                                          audit_annotations=req.audit_annotations)
                 if outcome.patch:
-                    log.info("patched %s %s %s/%s by %s: %s", operation, resource, req.namespace, req.name,
+                    # The one line per changed admission: who changed it, why (the audit
+                    # annotations name e.g. the Selector), and which paths; never the values.
+                    log.info("patched %s %s %s/%s by %s%s: %s", operation, resource, req.namespace,
+                             req.name or (req.object.get("metadata") or {}).get("generateName", ""),
                              ",".join(m.name for m in outcome.mutators),
+                             "".join(f" {k}={v}" for k, v in req.audit_annotations.items()),
                              " ".join(f"{op['op']} {op['path']}" for op in outcome.patch))
         except Exception:
             if self.strict:

@@ -11,8 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from framework import ApiError, object_path
-from framework.kube.client import JSON_PATCH
+from framework import JSON_PATCH, ApiError, WorkQueue, object_path
 from plugins.eci_profile.profile import PENDING_PODS, SELECTORS, EciProfile, strip_pod
 
 log = logging.getLogger("admission_host.eci_profile.burst")
@@ -24,8 +23,7 @@ class BurstController:
     def __init__(self, profile: EciProfile):
         self.profile = profile
         self.pods = profile.host.store(PENDING_PODS)
-        self.queue: set = set()
-        self.cond = threading.Condition()
+        self.queue = WorkQueue(self.name)
         self.active = False
         self.actions = profile.burst_actions
         self.pods.add_handler(self.on_pod)
@@ -33,40 +31,21 @@ class BurstController:
 
     def on_pod(self, event, old, new) -> None:
         if self.active and new is not None and new.get("unschedulable"):
-            self.enqueue([f"{new['metadata']['namespace']}/{new['metadata']['name']}"])
+            self.queue.add([f"{new['metadata']['namespace']}/{new['metadata']['name']}"])
 
     def on_selector(self, event, old, new) -> None:
         if self.active:  # a Selector appeared or changed: pods waiting may now burst
             self.enqueue_unschedulable()
 
     def enqueue_unschedulable(self) -> None:
-        self.enqueue([f"{p['metadata']['namespace']}/{p['metadata']['name']}"
-                      for p in self.pods.list() if p.get("unschedulable")])
-
-    def enqueue(self, keys) -> None:
-        if not keys:
-            return
-        with self.cond:
-            self.queue.update(keys)
-            self.cond.notify()
+        self.queue.add(f"{p['metadata']['namespace']}/{p['metadata']['name']}"
+                       for p in self.pods.list() if p.get("unschedulable"))
 
     def run(self, stop: threading.Event) -> None:
         self.active = True
         try:
             self.enqueue_unschedulable()
-            while not stop.is_set():
-                with self.cond:
-                    if not self.queue:
-                        self.cond.wait(timeout=1.0)
-                    batch, self.queue = self.queue, set()
-                for key in sorted(batch):
-                    if stop.is_set():
-                        return
-                    try:
-                        self.reconcile(key)
-                    except Exception:
-                        self.actions.labels("error").inc()
-                        log.exception("burst: failed on %s", key)
+            self.queue.run(stop, self.reconcile, on_error=lambda key: self.actions.labels("error").inc())
         finally:
             self.active = False
 

@@ -281,7 +281,8 @@ class EciProfile:
         request.audit(self.settings.audit_annotation, selector.name)
         self.matches.labels(selector.name, selector.policy, phase).inc()
         where = f" to {node}" if node else ""
-        log.info("Selector %s (%s) applied to pod %s/%s at %s%s: %s", selector.name, selector.policy,
+        # Debug only: the host logs one line per changed admission, naming the Selector.
+        log.debug("Selector %s (%s) applied to pod %s/%s at %s%s: %s", selector.name, selector.policy,
                  request.namespace, request.name or (request.object.get("metadata") or {}).get("generateName", ""),
                  phase, where, ", ".join(changes) or "no change")
 

@@ -8,7 +8,7 @@ import datetime
 import logging
 import threading
 
-from framework import ApiError
+from framework import ApiError, WorkQueue
 from plugins.eci_profile.profile import SELECTORS, EciProfile
 
 log = logging.getLogger("admission_host.eci_profile.status")
@@ -28,29 +28,16 @@ class SelectorStatusController:
     def __init__(self, profile: EciProfile):
         self.profile = profile
         self.store = profile.host.store(SELECTORS)
-        self.queue: set = set()
-        self.cond = threading.Condition()
+        self.queue = WorkQueue(self.name)
         self.store.add_handler(self.on_selector)
 
     def on_selector(self, event, old, new) -> None:
         if new is not None:
-            with self.cond:
-                self.queue.add(new["metadata"]["name"])
-                self.cond.notify()
+            self.queue.add([new["metadata"]["name"]])
 
     def run(self, stop: threading.Event) -> None:
-        with self.cond:
-            self.queue.update(self.store.keys())
-        while not stop.is_set():
-            with self.cond:
-                if not self.queue:
-                    self.cond.wait(timeout=1.0)
-                batch, self.queue = self.queue, set()
-            for name in sorted(batch):
-                try:
-                    self.reconcile(name)
-                except Exception:
-                    log.exception("status of Selector %s", name)
+        self.queue.add(self.store.keys())
+        self.queue.run(stop, self.reconcile)
 
     def reconcile(self, name: str) -> None:
         entry = self.store.get(name)

@@ -1,7 +1,6 @@
 """The normalNodePrefer burst controller's decisions (the real scheduler is in tests/e2e)."""
 
 from framework import ApiError
-from framework.kube.client import JSON_PATCH  # noqa: F401  (documents the patch type used)
 from framework.testing import pod
 from plugins.eci_profile import plugin as eci
 from plugins.eci_profile.burst import BurstController
