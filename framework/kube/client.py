@@ -108,20 +108,21 @@ class KubeClient:
         message = parsed.get("message", "") if isinstance(parsed, dict) else str(parsed)[:500]
         raise ApiError(status, f"{method} {path}: {message}", parsed)
 
-    def get(self, path: str, **query) -> Any:
-        return self.request("GET", path, query=query)
+    # Keyword arguments other than ``timeout`` (seconds) become query parameters.
+    def get(self, path: str, timeout: float = 30.0, **query) -> Any:
+        return self.request("GET", path, query=query, timeout=timeout)
 
-    def post(self, path: str, body: Any, **query) -> Any:
-        return self.request("POST", path, body=body, query=query)
+    def post(self, path: str, body: Any, timeout: float = 30.0, **query) -> Any:
+        return self.request("POST", path, body=body, query=query, timeout=timeout)
 
-    def patch(self, path: str, body: Any, content_type: str = MERGE_PATCH, **query) -> Any:
-        return self.request("PATCH", path, body=body, content_type=content_type, query=query)
+    def patch(self, path: str, body: Any, content_type: str = MERGE_PATCH, timeout: float = 30.0, **query) -> Any:
+        return self.request("PATCH", path, body=body, content_type=content_type, query=query, timeout=timeout)
 
-    def put(self, path: str, body: Any, **query) -> Any:
-        return self.request("PUT", path, body=body, query=query)
+    def put(self, path: str, body: Any, timeout: float = 30.0, **query) -> Any:
+        return self.request("PUT", path, body=body, query=query, timeout=timeout)
 
-    def delete(self, path: str, **query) -> Any:
-        return self.request("DELETE", path, query=query)
+    def delete(self, path: str, timeout: float = 30.0, **query) -> Any:
+        return self.request("DELETE", path, query=query, timeout=timeout)
 
     def stream(self, path: str, query: dict, timeout: float) -> Iterator[dict]:
         """A watch: yield each event as a dict until the server closes the stream.

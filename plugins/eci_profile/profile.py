@@ -17,6 +17,9 @@ log = logging.getLogger("admission_host.eci_profile")
 
 SELECTORS, NAMESPACES, NODES, PENDING_PODS = "eci-selectors", "eci-namespaces", "eci-nodes", "eci-pending-pods"
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+# API calls on the admission path (cache-miss GETs, the label PATCH at binding) must end well
+# inside the mutator's time budget (2 s) and the webhook's timeout (5 s).
+ADMISSION_API_TIMEOUT = 1.5
 
 
 def strip_namespace(obj: dict) -> dict:
@@ -106,7 +109,7 @@ class EciProfile:
         if found is not None or self.kube is None:
             return found
         try:  # just created and not yet seen by the watch: one GET
-            return strip(self.kube.get(path))
+            return strip(self.kube.get(path, timeout=ADMISSION_API_TIMEOUT))
         except ApiError as exc:
             if exc.status != 404:
                 log.warning("GET %s failed: %s", path, exc)
@@ -246,7 +249,7 @@ class EciProfile:
             elif self.kube is not None:
                 try:  # Bindings carry no labels: the pod gets them by PATCH
                     self.kube.patch(object_path("v1", "pods", name, namespace),
-                                    {"metadata": {"labels": labels}}, timeout=3)
+                                    {"metadata": {"labels": labels}}, timeout=ADMISSION_API_TIMEOUT)
                     changes += [f"label {k}" for k in labels]
                 except ApiError as exc:
                     log.warning("could not label pod %s/%s bound to virtual node: %s", namespace, name, exc)

@@ -48,20 +48,21 @@ class RecordingKube:
         self.calls: List[tuple] = []
         self.fail_patch = fail_patch
 
-    def get(self, path, **query):
+    def get(self, path, timeout=None, **query):
         self.calls.append(("GET", path, None))
         if path not in self.objects:
             raise ApiError(404, f"GET {path}: not found")
         return self.objects[path]
 
-    def patch(self, path, body, content_type=None, **query):
+    def patch(self, path, body, content_type=None, timeout=None, **query):
+        assert "timeout" not in query
         self.calls.append(("PATCH", path, body))
         if self.fail_patch is not None:
             error, self.fail_patch = self.fail_patch, None
             raise error
         return {}
 
-    def post(self, path, body, **query):
+    def post(self, path, body, timeout=None, **query):
         self.calls.append(("POST", path, body))
         return body
 
