@@ -37,6 +37,8 @@ class LeaderElector:
         self._observed: tuple = ()
         self._observed_at = 0.0
         self._last_renew = 0.0
+        # A request must not outlast the renew deadline, or a hung call would keep a lost lease.
+        self._timeout = max(1.0, renew_deadline / 2)
 
     def start(self) -> None:
         self.thread = threading.Thread(target=self.run, name="leader-election", daemon=True)
@@ -72,7 +74,7 @@ class LeaderElector:
     def try_acquire_or_renew(self) -> bool:
         now = _now_micro()
         try:
-            lease = self.client.get(f"{self.path}/{self.name}")
+            lease = self.client.get(f"{self.path}/{self.name}", timeout=self._timeout)
         except ApiError as exc:
             if exc.status != 404:
                 raise
@@ -81,7 +83,7 @@ class LeaderElector:
                     "spec": {"holderIdentity": self.identity, "leaseDurationSeconds": int(self.lease_duration),
                              "acquireTime": now, "renewTime": now, "leaseTransitions": 0}}
             try:
-                self.client.post(self.path, body)
+                self.client.post(self.path, body, timeout=self._timeout)
             except ApiError as exc2:
                 if exc2.status == 409:
                     return False
@@ -102,7 +104,7 @@ class LeaderElector:
         spec.update(holderIdentity=self.identity, renewTime=now, leaseDurationSeconds=int(self.lease_duration))
         lease["spec"] = spec
         try:
-            self.client.put(f"{self.path}/{self.name}", lease)
+            self.client.put(f"{self.path}/{self.name}", lease, timeout=self._timeout)
         except ApiError as exc:
             if exc.status == 409:  # someone else updated it first
                 return False
@@ -118,9 +120,9 @@ class LeaderElector:
             self._set_leader(False)
             if release:
                 try:
-                    lease = self.client.get(f"{self.path}/{self.name}")
+                    lease = self.client.get(f"{self.path}/{self.name}", timeout=self._timeout)
                     if (lease.get("spec") or {}).get("holderIdentity") == self.identity:
                         lease["spec"].update(holderIdentity="", leaseDurationSeconds=1, renewTime=_now_micro())
-                        self.client.put(f"{self.path}/{self.name}", lease)
+                        self.client.put(f"{self.path}/{self.name}", lease, timeout=self._timeout)
                 except Exception as exc:
                     log.warning("leader election: could not release the lease: %s", exc)
