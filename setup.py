@@ -31,6 +31,9 @@ setup(
             "pytest-benchmark>=4.0",
             "requests>=2.28",
         ],
+        "bench": [
+            "matplotlib>=3.5",  # bench/out/scaling.png
+        ],
     },
     entry_points={
         "console_scripts": ["admission-host = framework.cli:main"],

@@ -2,13 +2,21 @@
 
     python -m bench.serve_variant --variant real --port 8443 --tls-cert-file tls.crt --tls-private-key-file tls.key
     python -m bench.serve_variant --variant constant ...
+    python -m bench.serve_variant --plugin eci --selectors 1000 --namespaces 10000 --nodes 5000 \
+        --pending-pods 20000 --variant real --port 8443 --tls-cert-file tls.crt --tls-private-key-file tls.key
 
 Both are ``framework.host.Host`` + ``framework.web.serve.Server`` (waitress, the TLS channel,
 falcon, the ``/mutate`` resource with its content-type and body-size checks), configured as
-``admission-host serve`` would be, with the benchmark plugin (``bench/plugin.py``) as the only
-plugin. The ``constant`` variant swaps the admission pipeline for one that returns the answer the
-real pipeline gives for the benchmark's review, precomputed: the difference between the two is the
-pipeline's cost (parse, working copy, mutator, patch, serialise, metrics, the log line).
+``admission-host serve`` would be. The plugin is the benchmark's (``bench/plugin.py``) or, with
+``--plugin eci``, ECI-Profile from its entry point, with the caches filled offline from the
+generated cluster of ``bench/world.py`` (``Host(config, kube=None)``, ``host.load_objects``;
+``Server.run`` then marks them synced, and ``/readyz`` answers 200). Without an API server the
+binding path skips its label PATCH (a side effect, as on a dry run).
+
+The ``constant`` variant swaps the admission pipeline for one that returns one answer, precomputed
+by the real pipeline (for the benchmark's review, or for ``--constant-body``): the difference
+between the two is the pipeline's cost (parse, working copy, mutators, patch, serialise, metrics,
+the log line).
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ import sys
 
 import orjson
 
-from bench import plugin
+from bench import plugin, world
 from bench.pods import DEFAULT_SIZE, make_pod, review
 from framework import logs
 from framework.config import Config
@@ -49,17 +57,40 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=Config.threads)
     parser.add_argument("--size", type=int, default=DEFAULT_SIZE, help="pod size of the constant answer")
     parser.add_argument("--log-level", default="INFO", help="as admission-host serve (default INFO)")
+    parser.add_argument("--plugin", choices=("bench", "eci"), default="bench",
+                        help="the benchmark mutator (bench) or ECI-Profile with generated caches (eci)")
+    defaults = world.Params()
+    parser.add_argument("--selectors", type=int, default=defaults.selectors, help="eci: Selectors")
+    parser.add_argument("--namespaces", type=int, default=defaults.namespaces, help="eci: namespaces")
+    parser.add_argument("--nodes", type=int, default=defaults.nodes, help="eci: nodes (a tenth virtual)")
+    parser.add_argument("--pending-pods", type=int, default=defaults.pending_pods, help="eci: pending pods")
+    parser.add_argument("--pod-size", type=int, default=DEFAULT_SIZE, help="eci: size of the pending pods listed")
+    parser.add_argument("--constant-body", help="constant: the review whose answer is served (default: the "
+                                                "benchmark's review)")
     args = parser.parse_args(argv)
 
     logs.setup(args.log_level)
-    config = Config(enabled_plugins=[], bind_address="127.0.0.1", port=args.port, threads=args.threads,
+    config = Config(enabled_plugins=["eci_profile"] if args.plugin == "eci" else [], bind_address="127.0.0.1",
+                    port=args.port, threads=args.threads,
                     tls_cert_file=args.tls_cert_file, tls_private_key_file=args.tls_private_key_file,
                     insecure_http=args.insecure_http, leader_election=False)
-    host = Host(config, None, extra_plugins=[plugin])
+    if args.plugin == "eci":
+        host = Host(config, None)
+        params = world.Params(selectors=args.selectors, namespaces=args.namespaces, nodes=args.nodes,
+                              pending_pods=args.pending_pods, pod_size=args.pod_size)
+        unused = host.load_objects(world.objects(params))
+        assert not unused, f"{len(unused)} generated objects fit no watch"
+    else:
+        host = Host(config, None, extra_plugins=[plugin])
     if args.variant == "constant":
         level = logging.getLogger().level
         logging.getLogger().setLevel(logging.WARNING)  # the precomputing call is not a request
-        answer = host.pipeline.handle(orjson.dumps(review(make_pod(args.size), uid="bench")))  # the uid bench.server sends
+        if args.constant_body:
+            with open(args.constant_body, "rb") as f:
+                body = f.read()
+        else:
+            body = orjson.dumps(review(make_pod(args.size), uid="bench"))  # the uid bench.server sends
+        answer = host.pipeline.handle(body)
         logging.getLogger().setLevel(level)
         host.pipeline = ConstantPipeline(answer, host.pipeline.mutators)
     server = Server(host, config)

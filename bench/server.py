@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import orjson
 
@@ -62,6 +62,55 @@ end
 """
 
 
+# A mix: one request a line (class<TAB>body); each wrk thread sends them in turn, from its own
+# starting point, and counts the answers that carry a patch.
+WRK_MIX_SCRIPT = """
+local threads = {}
+
+function setup(thread)
+  thread:set("id", #threads)
+  table.insert(threads, thread)
+end
+
+function init(args)
+  requests = {}
+  local f = assert(io.open("%(mix)s", "rb"))
+  for line in f:lines() do
+    local tab = line:find("\\t", 1, true)
+    table.insert(requests, wrk.format("POST", nil, {["Content-Type"] = "application/json"}, line:sub(tab + 1)))
+  end
+  f:close()
+  n = #requests
+  i = (id * 97) %% n
+  patched = 0
+  unchanged = 0
+end
+
+function request()
+  i = i %% n + 1
+  return requests[i]
+end
+
+function response(status, headers, body)
+  if status == 200 then
+    if body:find('"patch"', 1, true) then patched = patched + 1 else unchanged = unchanged + 1 end
+  end
+end
+
+function done(summary, latency, requests)
+  local p, u = 0, 0
+  for _, t in ipairs(threads) do
+    p = p + t:get("patched")
+    u = u + t:get("unchanged")
+  end
+  io.write(string.format("WRKJSON {\\"requests\\": %%d, \\"duration_us\\": %%d, \\"connect\\": %%d, \\"read\\": %%d, "
+    .. "\\"write\\": %%d, \\"timeout\\": %%d, \\"status\\": %%d, \\"patched\\": %%d, \\"unchanged\\": %%d}\\n",
+    summary.requests, summary.duration, summary.errors.connect, summary.errors.read,
+    summary.errors.write, summary.errors.timeout, summary.errors.status, p, u))
+end
+"""
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -85,15 +134,19 @@ def memory_kb(pid: int) -> Dict[str, int]:
 
 
 class Variant:
-    def __init__(self, name: str, certs: tuple, threads: int, size: int, pin: Optional[int], log_level: str):
+    """One ``bench.serve_variant`` process. ``variant`` is real or constant (default: ``name``);
+    ``extra`` are more arguments of ``bench.serve_variant`` (``--plugin eci`` and the cluster's size)."""
+
+    def __init__(self, name: str, certs: tuple, threads: int, size: int, pin: Optional[int], log_level: str,
+                 variant: Optional[str] = None, extra: Sequence[str] = ()):
         self.name = name
         self.port = free_port()
         self.url = f"https://127.0.0.1:{self.port}/mutate"
         self.log_path = OUT / f"server-{name}.log"
         self.log = open(self.log_path, "w")
-        cmd = [sys.executable, "-m", "bench.serve_variant", "--variant", name, "--port", str(self.port),
+        cmd = [sys.executable, "-m", "bench.serve_variant", "--variant", variant or name, "--port", str(self.port),
                "--tls-cert-file", str(certs[1]), "--tls-private-key-file", str(certs[2]),
-               "--threads", str(threads), "--size", str(size), "--log-level", log_level]
+               "--threads", str(threads), "--size", str(size), "--log-level", log_level, *extra]
         preexec = (lambda: os.sched_setaffinity(0, {pin})) if pin is not None else None
         self.proc = subprocess.Popen(cmd, cwd=str(REPO), stdout=self.log, stderr=subprocess.STDOUT,
                                      preexec_fn=preexec)
@@ -129,6 +182,23 @@ class Variant:
         assert resp.status == 200, (self.name, resp.status, data[:200])
         return data
 
+    def admissions(self) -> Dict[str, float]:
+        """The server's own count of answers: ``{"pods CREATE patched": n, ...}`` from /metrics."""
+        import http.client
+
+        conn = http.client.HTTPSConnection("127.0.0.1", self.port, context=self.ctx, timeout=10)
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+        conn.close()
+        out = {}
+        for line in text.splitlines():
+            if line.startswith("admission_host_admissions_total{"):
+                labels, value = line[len("admission_host_admissions_total{"):].rsplit("} ", 1)
+                fields = dict(item.split("=", 1) for item in labels.split(","))
+                key = " ".join(fields[k].strip('"') for k in ("resource", "operation", "outcome"))
+                out[key] = float(value)
+        return out
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -140,9 +210,10 @@ class Variant:
 
 
 def run_loadgen(variant: Variant, body_path: Path, ca: Path, rate: float, duration: float, connections: int,
-                pin: Optional[int]) -> dict:
-    cmd = [sys.executable, "-m", "bench.loadgen", variant.url, "--body", str(body_path), "--ca", str(ca),
-           "--rate", str(rate), "--duration", str(duration), "--connections", str(connections)]
+                pin: Optional[int], mix: bool = False) -> dict:
+    """``bench.loadgen`` as a process; ``mix``: ``body_path`` is a file of ``class<TAB>body`` lines."""
+    cmd = [sys.executable, "-m", "bench.loadgen", variant.url, "--mix" if mix else "--body", str(body_path),
+           "--ca", str(ca), "--rate", str(rate), "--duration", str(duration), "--connections", str(connections)]
     preexec = (lambda: os.sched_setaffinity(0, {pin})) if pin is not None else None
     done = subprocess.run(cmd, cwd=str(REPO), capture_output=True, text=True, timeout=duration + 60,
                           preexec_fn=preexec)
@@ -164,8 +235,11 @@ def run_wrk(variant: Variant, script: Path, duration: float, connections: int, t
     data = orjson.loads(line[len("WRKJSON "):])
     seconds = data["duration_us"] / 1e6
     errors = data["connect"] + data["read"] + data["write"] + data["timeout"] + data["status"]
-    return {"requests": data["requests"] - data["status"], "errors": errors, "seconds": seconds,
-            "rate": round((data["requests"] - data["status"]) / seconds, 1)}
+    out = {"requests": data["requests"] - data["status"], "errors": errors, "seconds": seconds,
+           "rate": round((data["requests"] - data["status"]) / seconds, 1)}
+    if "patched" in data:
+        out["answers"] = {"all": {"patched": data["patched"], "unchanged": data["unchanged"]}}
+    return out
 
 
 def phase(variant: Variant, fn) -> dict:

@@ -52,7 +52,9 @@ class Snapshot:
 
     The tree mirrors the object down to ``depth``: dicts stay dicts, scalars stay as they are
     (they are immutable), and any deeper container becomes its orjson encoding. With ``paths``
-    (tuples of keys), only those subtrees are kept: what the mutators declared they change.
+    (tuples of keys), only those subtrees are kept, each as one encoding: what the mutators
+    declared they change. Most admissions change none or few of them, and an unchanged subtree
+    is then recognised by one ``orjson.dumps`` and a bytes comparison.
     """
 
     __slots__ = ("tree", "paths")
@@ -63,7 +65,7 @@ class Snapshot:
         if paths is None:
             self.tree = _encode(obj, depth)
         else:
-            self.paths = [(keys, _encode(_walk(obj, keys), 1)) for keys in paths]
+            self.paths = [(keys, _encode(_walk(obj, keys), 0)) for keys in paths]
 
     @classmethod
     def covers(cls, obj: Any, paths: Iterable[Tuple[str, ...]]) -> bool:
@@ -91,11 +93,13 @@ class Snapshot:
             _diff_node(self.tree, new, "", ops)
             return ops
         for keys, node in self.paths:
-            path = "".join(pointer("", k) for k in keys)
             parent = _walk(new, keys[:-1])
             if type(parent) is not dict:
                 raise ValueError(f"{'.'.join(keys[:-1])} was removed or replaced, outside the declared paths")
             value = parent.get(keys[-1], MISSING)
+            if type(node) is bytes and type(value) in (dict, list) and orjson.dumps(value) == node:
+                continue  # unchanged, the common case
+            path = _pointer_of(keys)
             if node is MISSING:
                 if value is not MISSING:
                     ops.append({"op": "add", "path": path, "value": value})
@@ -104,6 +108,19 @@ class Snapshot:
             else:
                 _diff_node(node, value, path, ops)
         return ops
+
+
+_pointers: Dict[Tuple[str, ...], str] = {}
+
+
+def _pointer_of(keys: Tuple[str, ...]) -> str:
+    """The JSON pointer of a declared path (few and fixed: kept once computed)."""
+    found = _pointers.get(keys)
+    if found is None:
+        found = "".join(pointer("", k) for k in keys)
+        if len(_pointers) < 4096:
+            _pointers[keys] = found
+    return found
 
 
 class _Missing:
@@ -191,8 +208,13 @@ def _diff(old: Any, new: Any, path: str, ops: List[dict]) -> None:
         for key, value in old.items():
             if key not in new:
                 ops.append({"op": "remove", "path": pointer(path, key)})
-            elif not _same(value, new[key]):
-                _diff(value, new[key], pointer(path, key), ops)
+                continue
+            other = new[key]
+            if type(value) is str and type(other) is str:  # labels, annotations: decided inline
+                if value != other:
+                    ops.append({"op": "replace", "path": pointer(path, key), "value": other})
+            elif not _same(value, other):
+                _diff(value, other, pointer(path, key), ops)
         for key, value in new.items():
             if key not in old:
                 ops.append({"op": "add", "path": pointer(path, key), "value": value})

@@ -80,7 +80,7 @@ class Pipeline:
                 status = "patched" if outcome.patch else "unchanged"
                 answer = review.response(api_version, req.uid, patch=outcome.patch, warnings=req.warnings,
                                          audit_annotations=req.audit_annotations)
-                if outcome.patch:
+                if outcome.patch and log.isEnabledFor(logging.INFO):
                     # The one line per changed admission: who changed it, why (the audit
                     # annotations name e.g. the Selector), and which paths; never the values.
                     log.info("patched %s %s %s/%s by %s%s: %s", operation, resource, req.namespace,

@@ -56,6 +56,19 @@ class Store:
         with self._lock:
             return [items[k] for k in keys if k in items]
 
+    def by_index_any(self, index: str, values: Iterable[str]) -> List[dict]:
+        """The objects filed under any of ``values`` (one call for many lookups; an object filed
+        under several of them comes once per value)."""
+        idx = self._indexes[index]
+        items = self._items
+        out: List[dict] = []
+        for value in values:
+            keys = idx.get(value)
+            if keys:
+                with self._lock:
+                    out.extend([items[k] for k in keys if k in items])
+        return out
+
     def index_values(self, index: str) -> List[str]:
         return list(self._indexes[index])
 

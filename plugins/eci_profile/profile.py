@@ -104,10 +104,11 @@ class EciProfile:
             log.warning("Selector %s is invalid and ignored: %s", meta.get("name"), exc)
         return entry
 
-    def _cached_or_get(self, store_name: str, path: str, strip, name: str, namespace: str = "") -> Optional[dict]:
+    def _cached_or_get(self, store_name: str, resource: str, strip, name: str, namespace: str = "") -> Optional[dict]:
         found = self.host.store(store_name).get_by_name(name, namespace)
         if found is not None or self.kube is None:
             return found
+        path = object_path("v1", resource, name, namespace)
         try:  # just created and not yet seen by the watch: one GET
             return strip(self.kube.get(path, timeout=ADMISSION_API_TIMEOUT))
         except ApiError as exc:
@@ -116,14 +117,14 @@ class EciProfile:
             return None
 
     def namespace(self, name: str) -> Optional[dict]:
-        return self._cached_or_get(NAMESPACES, object_path("v1", "namespaces", name), strip_namespace, name)
+        return self._cached_or_get(NAMESPACES, "namespaces", strip_namespace, name)
 
     def node_is_virtual(self, name: str) -> bool:
-        node = self._cached_or_get(NODES, object_path("v1", "nodes", name), strip_node, name)
+        node = self._cached_or_get(NODES, "nodes", strip_node, name)
         return node is not None and self.settings.is_virtual_node(node["metadata"]["labels"])
 
     def pending_pod(self, namespace: str, name: str) -> Optional[dict]:
-        return self._cached_or_get(PENDING_PODS, object_path("v1", "pods", name, namespace), strip_pod, name, namespace)
+        return self._cached_or_get(PENDING_PODS, "pods", strip_pod, name, namespace)
 
     # -- resolution -------------------------------------------------------------------------------
     def resolve(self, pod: dict, namespace_name: str) -> Tuple[Optional[Selector], Optional[dict]]:
@@ -283,6 +284,8 @@ class EciProfile:
     def record(self, request, selector: Selector, phase: str, changes: List[str], node: str = "") -> None:
         request.audit(self.settings.audit_annotation, selector.name)
         self.matches.labels(selector.name, selector.policy, phase).inc()
+        if not log.isEnabledFor(logging.DEBUG):
+            return
         where = f" to {node}" if node else ""
         # Debug only: the host logs one line per changed admission, naming the Selector.
         log.debug("Selector %s (%s) applied to pod %s/%s at %s%s: %s", selector.name, selector.policy,

@@ -184,11 +184,12 @@ def lookup_values(labels: Mapping[str, str]) -> List[str]:
 
 def candidates(store, pod_labels: Mapping[str, str], namespace_labels: Mapping[str, str]) -> List[Selector]:
     """Selectors that might match (a superset), in resolution order."""
-    found: Dict[str, Selector] = {}
-    for value in lookup_values(pod_labels) + [UNANCHORED]:
-        for entry in store.by_index(OBJECT_INDEX, value):
-            found[entry["metadata"]["name"]] = entry["selector"]
-    for value in lookup_values(namespace_labels):
-        for entry in store.by_index(NAMESPACE_INDEX, value):
-            found[entry["metadata"]["name"]] = entry["selector"]
+    values = lookup_values(pod_labels)
+    values.append(UNANCHORED)
+    entries = store.by_index_any(OBJECT_INDEX, values)
+    if namespace_labels:
+        entries += store.by_index_any(NAMESPACE_INDEX, lookup_values(namespace_labels))
+    if not entries:
+        return []
+    found: Dict[str, Selector] = {entry["metadata"]["name"]: entry["selector"] for entry in entries}
     return sorted(found.values(), key=lambda s: s.sort_key)
