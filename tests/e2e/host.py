@@ -125,6 +125,7 @@ class HostProcess:
                      "--tls-cert-file", str(cert), "--tls-private-key-file", str(key),
                      "--shutdown-grace-seconds", "5", *extra_args]
         self.ssl = ssl.create_default_context(cafile=str(ca_path))
+        self.env: Optional[dict] = None  # None: this process's environment
         self.proc: Optional[subprocess.Popen] = None
 
     @property
@@ -133,7 +134,7 @@ class HostProcess:
 
     def start(self, wait: bool = True) -> "HostProcess":
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, cwd=str(REPO))
+        self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, cwd=str(REPO), env=self.env)
         log.close()
         if wait:
             self.wait_ready()

@@ -17,7 +17,6 @@ import copy
 import os
 import re
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -37,7 +36,7 @@ from framework import ApiError, KubeClient
 from framework.certs import Bundle, CertManager, service_names
 from framework.cli import build_parser
 from tests.e2e import cluster
-from tests.e2e.host import DEPLOY, REPO, free_port, kubectl, wait_for
+from tests.e2e.host import DEPLOY, REPO, HostProcess, free_port, kubectl, wait_for
 
 pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="needs kubectl (kustomize)")
 
@@ -439,7 +438,7 @@ def sa_kubeconfig(bare, bare_admin, installed, tmp_path_factory) -> Path:
     return bare.write_kubeconfig(tmp_path_factory.mktemp("sa") / "kubeconfig", token=token, user=SA)
 
 
-class DeployedHost:
+class DeployedHost(HostProcess):
     """``admission-host serve`` as the rendered Deployment's container runs it.
 
     Its args (``--port`` changed to a free one; paths under the container's mounts moved to local
@@ -493,15 +492,10 @@ class DeployedHost:
         self.env.pop("KUBERNETES_SERVICE_HOST", None)
         self.log_path = self.workdir / "admission-host.log"
         self.proc: Optional[subprocess.Popen] = None
+        # url, wait_ready, stop and log_tail are HostProcess's; only the setup differs.
 
-    @property
-    def url(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
-
-    def start(self) -> "DeployedHost":
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, cwd=str(REPO), env=self.env)
-        return self
+    def start(self, wait: bool = False) -> "DeployedHost":  # the tests check readiness themselves
+        return super().start(wait)
 
     def get(self, path: str, ca_pem: Optional[bytes] = None) -> tuple:
         ctx = ssl.create_default_context(cadata=ca_pem.decode()) if ca_pem else ssl._create_unverified_context()
@@ -515,34 +509,6 @@ class DeployedHost:
         with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
             with ssl._create_unverified_context().wrap_socket(sock) as tls:
                 return x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
-
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        def ready():
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"admission-host exited with {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                return self.get("/readyz")[0] == 200
-            except OSError:
-                return False
-        try:
-            wait_for(ready, timeout, 0.1, "admission-host /readyz")
-        except TimeoutError as exc:
-            raise TimeoutError(f"{exc}\n{self.log_tail()}") from None
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
 
 
 def apply_webhook_to_loopback(cp, objects: List[dict], port: int) -> None:
