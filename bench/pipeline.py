@@ -164,8 +164,11 @@ def stages(size: int, n: int, naive_n: int, log_file: Optional[str]) -> List[Res
             measure("handle: Pipeline.handle(body)", lambda: pipeline.handle(body), n),
         ]
     if log_file:
-        # As served: the INFO line the pipeline writes for every patched request, to a file.
-        handler = logging.StreamHandler(open(log_file, "a"))
+        # As served: the INFO line the pipeline writes for every patched request, through the
+        # handler `admission-host serve` installs (framework/logs.py), to a file.
+        from framework.logs import BufferedStreamHandler
+
+        handler = BufferedStreamHandler(open(log_file, "a"))
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root = logging.getLogger()
         old_level, old_handlers = root.level, root.handlers[:]
@@ -176,7 +179,9 @@ def stages(size: int, n: int, naive_n: int, log_file: Optional[str]) -> List[Res
         finally:
             root.handlers[:] = old_handlers
             root.setLevel(old_level)
-            handler.stream.close()
+            stream = handler.stream
+            handler.close()
+            stream.close()
     results += [
         measure("naive: json.loads(body)", lambda: json.loads(body), naive_n),
         measure("naive: copy.deepcopy(pod)", lambda: copy.deepcopy(original), naive_n),

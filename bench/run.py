@@ -1,7 +1,7 @@
 """The benchmark suite: ``python -m bench`` (see bench/README.md).
 
     python -m bench                          # everything, ~5 minutes on 2 cores
-    python -m bench --quick                  # shorter phases, ~1.5 minutes
+    python -m bench --quick                  # shorter phases, ~2 minutes
     python -m bench --only headline          # or scaling, micro (comma-separated)
     python -m bench --pin                    # servers on CPU 0, load generators on CPU 1
 
@@ -41,7 +41,7 @@ import orjson
 
 from bench import world
 from bench.certs import write_certificates
-from bench.server import OUT, REPO, WRK_MIX_SCRIPT, Variant, phase, run_loadgen, run_wrk
+from bench.server import OUT, REPO, TICK, WRK_MIX_SCRIPT, Variant, phase, run_loadgen, run_wrk
 
 PARTS = ("headline", "scaling", "micro")
 CLASSES_PATCHED = {"create-match": True, "create-nomatch": False, "bind-virtual": True, "bind-normal": False}
@@ -162,7 +162,8 @@ class Bench:
               f"{len(next(b for c, b in requests if c.startswith('bind'))):,} bytes")
         say(f"saturation: {'wrk -t2 -c%d (keep-alive, Lua)' % a.connections if self.use_wrk else 'bench/loadgen.py closed loop'}, "
             f"{a.rounds} x {a.duration:g} s per server; fixed rates {', '.join(f'{r:g}' for r in a.rates)} req/s: "
-            f"bench/loadgen.py open loop, {a.rate_connections} connections, {a.rate_duration:g} s each")
+            f"bench/loadgen.py open loop, {a.rate_connections} connections, "
+            f"{', '.join(f'{d:g}' for d in a.rate_durations)} s per server")
         names = {"ceiling": "ceiling (constant)", "ours": f"ECI-Profile ({a.log_level})",
                  "ours-warning": "ECI-Profile (WARNING)"}
         servers = {"ceiling": self.start("ceiling", params, "constant", constant_body=constant_body),
@@ -180,9 +181,9 @@ class Bench:
             before = {k: s.admissions() for k, s in servers.items() if k != "ceiling"}
             sat = self.rounds(list(servers.values()), {s.name: mix for s in servers.values()}, a.rounds, a.duration)
             rate_results: Dict[str, Dict[str, dict]] = {k: {} for k in servers}
-            for rate in a.rates:
+            for rate, seconds in zip(a.rates, a.rate_durations):
                 for key in ("ceiling", "ours"):
-                    res = self.fixed_rate(servers[key], mix[0], rate, a.rate_duration)
+                    res = self.fixed_rate(servers[key], mix[0], rate, seconds)
                     rate_results[key][str(rate)] = res
                     lat = res["latency_ms"]
                     print(f"  {rate:g} req/s {servers[key].name:>9}: p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms, "
@@ -233,7 +234,8 @@ class Bench:
         say()
         ratio = rate_of("ours") / rate_of("ceiling")
         summary["ratio"] = ratio
-        say(f"ours / ceiling at saturation: **{ratio:.2f}** at log level {a.log_level} (one INFO line per changed admission)")
+        say(f"ours / ceiling at saturation: **{ratio:.2f}** at log level {a.log_level}"
+            + (" (one INFO line per changed admission)" if a.log_level.upper() == "INFO" else ""))
         if "ours-warning" in servers:
             summary["ratio_warning"] = rate_of("ours-warning") / rate_of("ceiling")
             say(f"ours / ceiling at saturation: **{summary['ratio_warning']:.2f}** at log level WARNING")
@@ -273,8 +275,9 @@ class Bench:
 
     # -- scaling ------------------------------------------------------------------------------------------
     def curve(self, title: str, points: List[Tuple[str, world.Params]], classes=world.CLASSES,
-              weights=None, ceiling: bool = False) -> List[dict]:
+              weights=None, ceiling: bool = False, rounds: Optional[int] = None) -> List[dict]:
         a = self.args
+        rounds = rounds or a.scaling_rounds
         weights = weights or a.mix
         servers: List[Variant] = []
         mixes: Dict[str, Tuple[Path, Path]] = {}
@@ -298,7 +301,7 @@ class Bench:
             for s in servers:
                 run_loadgen(s, mixes[s.name][0], self.certs[0], 0, a.scaling_warmup, a.connections, self.client_cpu,
                             mix=True)
-            sat = self.rounds(servers, mixes, a.scaling_rounds, a.scaling_duration, label=f"{title}: ")
+            sat = self.rounds(servers, mixes, rounds, a.scaling_duration, label=f"{title}: ")
         finally:
             for s in servers:
                 s.stop()
@@ -323,7 +326,8 @@ class Bench:
                             pending_pods=a.pending_pods, pod_size=a.pod_size)
         say = self.say
         say(f"## Scaling (saturation, {'wrk' if self.use_wrk else 'bench/loadgen.py'}, {a.scaling_rounds} x "
-            f"{a.scaling_duration:g} s per point, rounds rotating over the points; all else as the headline)")
+            f"{a.scaling_duration:g} s per point ({max(1, a.scaling_rounds - 1)} x for pod sizes), rounds rotating over "
+            f"the points; all else as the headline)")
         curves = {}
         if "selectors" in a.curves:
             sel = [("selectors-%d" % n, _replace(base, selectors=n)) for n in a.selector_points]
@@ -333,8 +337,9 @@ class Bench:
             curves["namespaces"] = self.curve("namespaces", ns)
         if "pod_size" in a.curves:
             sizes = [("podsize-%d" % n, _replace(base, pod_size=n)) for n in a.size_points]
+            # Twice the servers (each size has its ceiling): one round fewer.
             curves["pod_size"] = self.curve("pod size", sizes, classes=("create-match", "create-nomatch"),
-                                            weights=(50, 50), ceiling=True)
+                                            weights=(50, 50), ceiling=True, rounds=max(1, a.scaling_rounds - 1))
         for key, title, col in (("selectors", "Selectors", "selectors"), ("namespaces", "namespaces", "namespaces"),
                                 ("pod_size", "pod bytes (CREATE only, half matching)", "pod_size")):
             if key not in curves:
@@ -389,10 +394,10 @@ class Bench:
         h = self.results.get("headline")
         if h:
             rows.append(("ours / ceiling at saturation (log level %s)" % self.args.log_level, f"≥ {TARGETS['ratio']:.2f}",
-                         f"{h['ratio']:.2f}", h["ratio"] >= TARGETS["ratio"]))
+                         f"{h['ratio']:.3f}", h["ratio"] >= TARGETS["ratio"]))
             if "ratio_warning" in h:
                 rows.append(("ours / ceiling at saturation (WARNING)", f"≥ {TARGETS['ratio']:.2f}",
-                             f"{h['ratio_warning']:.2f}", h["ratio_warning"] >= TARGETS["ratio"]))
+                             f"{h['ratio_warning']:.3f}", h["ratio_warning"] >= TARGETS["ratio"]))
             r500 = h["ours"]["rates"].get("500.0") or h["ours"]["rates"].get("500")
             if r500:
                 p = self.results["headline_params"]
@@ -410,7 +415,7 @@ class Bench:
             first, last = s["selectors"][0], s["selectors"][-1]
             r = last["ours"]["rps"] / first["ours"]["rps"]
             rows.append((f"req/s at {last['params']['selectors']:,} Selectors / at {first['params']['selectors']:,}",
-                         f"≥ {TARGETS['selector_scaling']:g}", f"{r:.2f}", r >= TARGETS["selector_scaling"]))
+                         f"≥ {TARGETS['selector_scaling']:g}", f"{r:.3f}", r >= TARGETS["selector_scaling"]))
         if not rows:
             return True
         say("## Targets")
@@ -421,6 +426,31 @@ class Bench:
             say(f"| {name} | {want} | {got} | {'met' if ok else 'NOT met'} |")
         self.results["targets"] = [{"target": n, "wanted": w, "measured": g, "met": ok} for n, w, g, ok in rows]
         return all(ok for *_, ok in rows)
+
+
+def machine_cpu() -> Tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    total = sum(fields[:8])  # user nice system idle iowait irq softirq steal
+    return (total - idle) / TICK, total / TICK
+
+
+def own_cpu() -> float:
+    """CPU seconds of this process and of every child it has waited for (servers, wrk, loadgen)."""
+    import resource
+
+    me, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
+
+
+def busy_before(seconds: float = 1.0) -> float:
+    """Share of the machine's CPU in use before the benchmark starts."""
+    b0, t0 = machine_cpu()
+    time.sleep(seconds)
+    b1, t1 = machine_cpu()
+    return (b1 - b0) / max(1e-9, t1 - t0)
 
 
 def _replace(params: world.Params, **kw) -> world.Params:
@@ -529,7 +559,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", default=",".join(PARTS), help="comma-separated parts: headline, scaling, micro")
-    parser.add_argument("--quick", action="store_true", help="shorter phases (~1.5 minutes in all)")
+    parser.add_argument("--quick", action="store_true", help="shorter phases (~2 minutes in all)")
     parser.add_argument("--pin", action="store_true", help="servers on CPU 0, load generators on CPU 1")
     parser.add_argument("--loadgen", choices=("auto", "wrk", "python"), default="auto",
                         help="saturation client: wrk if installed (auto), or bench/loadgen.py in closed loop")
@@ -549,7 +579,8 @@ def main(argv=None) -> int:
     parser.add_argument("--rates", default="200,500", help="fixed rates, req/s (200,500)")
     parser.add_argument("--duration", type=int, default=None, help="headline saturation seconds per server per round (5)")
     parser.add_argument("--rounds", type=int, default=None, help="headline saturation rounds (3)")
-    parser.add_argument("--rate-duration", type=float, default=None, help="seconds per fixed rate per server (15)")
+    parser.add_argument("--rate-duration", default=None,
+                        help="seconds per fixed rate per server, one per rate or one for all (10,15)")
     parser.add_argument("--selector-points", type=_ints, default=[10, 100, 1_000, 10_000])
     parser.add_argument("--namespace-points", type=_ints, default=[100, 1_000, 10_000])
     parser.add_argument("--size-points", type=_ints, default=[2_000, 6_500, 20_000, 50_000])
@@ -562,7 +593,7 @@ def main(argv=None) -> int:
     quick = args.quick
     args.duration = args.duration or (4 if quick else 5)
     args.rounds = args.rounds or (1 if quick else 3)
-    args.rate_duration = args.rate_duration or (6 if quick else 15)
+    durations = [float(d) for d in (args.rate_duration or ("6" if quick else "10,15")).split(",") if d]
     args.scaling_duration = args.scaling_duration or 2
     args.scaling_rounds = args.scaling_rounds or (1 if quick else 4)
     args.curves = [c.strip() for c in args.curves.split(",") if c.strip()]
@@ -570,8 +601,13 @@ def main(argv=None) -> int:
         parser.error("--curves takes selectors, namespaces, pod_size")
     args.warmup = 1.0 if quick else 1.5
     args.scaling_warmup = 0.5 if quick else 1.0
-    args.micro_max_time = 0.1 if quick else 0.3
+    args.micro_max_time = 0.1 if quick else 0.2
     args.rates = [float(r) for r in args.rates.split(",") if r]
+    if len(durations) == 1:
+        durations = durations * len(args.rates)
+    if len(durations) != len(args.rates):
+        parser.error("--rate-duration takes one duration, or one per rate")
+    args.rate_durations = durations
     if len(args.mix) != 4:
         parser.error("--mix takes four percentages")
     parts = [p.strip() for p in args.only.split(",") if p.strip()]
@@ -585,8 +621,13 @@ def main(argv=None) -> int:
     bench.say(f"# admission-host benchmark: {m['cpus']} CPUs ({m['cpu_model']}), Python {m['python']}, "
               f"waitress {m['waitress']}, falcon {m['falcon']}, orjson {m['orjson']}, {m['openssl']}"
               f"{'; pinned: servers CPU 0, load CPU 1' if args.pin else '; unpinned (servers and load share the CPUs)'}")
+    busy = busy_before()
+    if busy > 0.10:
+        bench.say(f"WARNING: {busy:.0%} of the machine's CPU was in use before the start: other processes "
+                  f"skew every figure (ratios least)")
     bench.say()
     started = time.monotonic()
+    machine0, own0 = machine_cpu()[0], own_cpu()
     try:
         for part in PARTS:
             if part in parts:
@@ -595,8 +636,13 @@ def main(argv=None) -> int:
         ok = bench.targets()
     finally:
         shutil.rmtree(bench.work, ignore_errors=True)
+    elapsed = time.monotonic() - started
+    others = max(0.0, (machine_cpu()[0] - machine0 - (own_cpu() - own0)) / (elapsed * (os.cpu_count() or 1)))
+    bench.results["other_cpu_share"] = others
     bench.say()
-    bench.say(f"({time.monotonic() - started:.0f} s; results in {OUT / 'results.json'}, tables in {OUT / 'report.md'}, "
+    bench.say(f"CPU used by other processes during the run: {others:.0%} of the machine"
+              + (" (more than 5%: rerun on a quiet machine for figures to compare)" if others > 0.05 else ""))
+    bench.say(f"({elapsed:.0f} s; results in {OUT / 'results.json'}, tables in {OUT / 'report.md'}, "
               f"server logs in {OUT})")
     (OUT / "results.json").write_bytes(orjson.dumps(bench.results, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
     (OUT / "report.md").write_text("\n".join(bench.say.lines) + "\n")

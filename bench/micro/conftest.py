@@ -1,4 +1,4 @@
-"""Hosts with ECI-Profile and generated caches, shared by the micro-benchmarks (built once a session)."""
+"""Hosts with ECI-Profile and generated caches, shared by the micro-benchmarks (built once per pytest run)."""
 
 from __future__ import annotations
 

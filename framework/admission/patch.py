@@ -97,8 +97,10 @@ class Snapshot:
             if type(parent) is not dict:
                 raise ValueError(f"{'.'.join(keys[:-1])} was removed or replaced, outside the declared paths")
             value = parent.get(keys[-1], MISSING)
-            if type(node) is bytes and type(value) in (dict, list) and orjson.dumps(value) == node:
-                continue  # unchanged, the common case
+            if type(node) is bytes and type(value) in (dict, list):
+                if orjson.dumps(value) != node:
+                    _diff(orjson.loads(node), value, _pointer_of(keys), ops)
+                continue  # else unchanged, the common case
             path = _pointer_of(keys)
             if node is MISSING:
                 if value is not MISSING:
