@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """The whole thing on one machine: a real control plane, the host, the seed's Selectors, pods.
 
-Starts etcd + kube-apiserver + kube-scheduler on loopback (built once by
-hack/kube-control-plane/build.sh), runs `admission-host serve` with its ServiceAccount's token,
+Starts the test cluster on loopback (tests/e2e/cluster.py: current Kubernetes with its
+controllers and KWOK's simulated nodes, built once by hack/cluster/build.sh), runs `admission-host serve` with its ServiceAccount's token,
 registers the webhook, applies the original README's Selectors plus two more, creates sample
 pods on two small normal nodes and one virtual node, prints what happened, and keeps it all
 running until Ctrl-C.
@@ -80,10 +80,13 @@ def resolve_winners(admin: KubeClient, pods) -> dict:
 
 def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="admission-host-demo-"))
-    step("control plane binaries (built once per machine; ~4-6 minutes the first time)")
-    bin_dir = cluster.ensure_binaries()
-    step(f"starting etcd, kube-apiserver, kube-scheduler (state in {workdir})")
-    cp = cluster.ControlPlane(workdir / "cluster", bin_dir).start()
+    release = cluster.selected_release()
+    step(f"Kubernetes {release.minor} binaries (built once per machine)")
+    bin_dir = cluster.ensure_binaries(release)
+    parts = "etcd, kube-apiserver, kube-controller-manager, kube-scheduler, KWOK" if release.simulated_nodes \
+        else "etcd, kube-apiserver, kube-scheduler"
+    step(f"starting {parts} (state in {workdir})")
+    cp = cluster.ControlPlane(workdir / "cluster", bin_dir, release).start()
     host = None
     try:
         admin = KubeClient.from_kubeconfig(str(cp.admin_kubeconfig))

@@ -1,14 +1,19 @@
-"""A throwaway Kubernetes v1.20 control plane for end-to-end tests.
+"""A throwaway Kubernetes cluster for end-to-end tests, on loopback ports.
 
-Runs etcd, kube-apiserver and kube-scheduler as local processes on loopback
-ports. There are no kubelets and no controller manager: Pods are bound to fake
-Node objects by the real scheduler but never run, and nothing garbage-collects
-or finishes namespace deletion, so every ``ControlPlane.start()`` uses a fresh
+Two releases, picked with ``ADMISSION_HOST_KUBE_VERSION`` (default: the current one):
+
+- **1.37** (current): etcd, kube-apiserver, kube-controller-manager, kube-scheduler and KWOK,
+  built from the published Go modules by ``hack/cluster/build.sh``. KWOK plays the kubelet of
+  every node the tests create (heartbeats and leases, pods go Running, deletions finish), so
+  Deployments, ReplicaSet scale-in, node lifecycle and evictions behave for real. Karpenter's
+  KWOK provider (``start_autoscaler``) adds an autoscaler for the scenarios that need one.
+- **1.20** (the oldest supported): etcd (Debian's), kube-apiserver and kube-scheduler built from
+  Debian's source by ``hack/cluster-1.20/build.sh``. No controllers and no kubelets: pods
+  are bound to Node objects and never run.
+
+Binaries are built once per machine into ``~/.cache/admission-host`` (``ADMISSION_HOST_CACHE``,
+or ``ADMISSION_HOST_KUBE_BIN`` for the folder itself). Every ``ControlPlane.start()`` uses a fresh
 etcd data directory.
-
-Binaries come from ``hack/kube-control-plane/build.sh`` (built once per machine
-into ``~/.cache/admission-host/kube-bin`` or ``$ADMISSION_HOST_KUBE_BIN``);
-etcd is Debian's ``/usr/bin/etcd``.
 
 Usage::
 
@@ -33,6 +38,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterable, Optional, Sequence
 
@@ -42,20 +48,22 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-BUILD_SCRIPT = REPO_ROOT / "hack" / "kube-control-plane" / "build.sh"
-BINARIES = ("kube-apiserver", "kube-scheduler")
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
+VERSION_ENV = "ADMISSION_HOST_KUBE_VERSION"
+KWOK_STAGES = REPO_ROOT / "hack" / "cluster" / "kwok-stages.yaml"
+KWOK_ANNOTATION = "kwok.x-k8s.io/node"
+CAPACITY_ANNOTATION = "admission-host.e2e/capacity"  # read by KWOK_STAGES' node-initialize
 
 __all__ = [
-    "BUILD_SCRIPT",
     "Certs",
     "ControlPlane",
     "ControlPlaneError",
+    "RELEASES",
+    "Release",
     "create_node",
-    "default_bin_dir",
     "ensure_binaries",
-    "find_etcd",
+    "selected_release",
 ]
 
 
@@ -64,81 +72,96 @@ class ControlPlaneError(RuntimeError):
 
 
 # --------------------------------------------------------------------------
-# Binaries
+# Releases and their binaries
 # --------------------------------------------------------------------------
 
 
-def default_bin_dir() -> Path:
-    """Where build.sh installs the binaries (same defaults as the script)."""
-    env = os.environ.get("ADMISSION_HOST_KUBE_BIN")
-    if env:
-        return Path(env).expanduser()
-    cache = os.environ.get("ADMISSION_HOST_CACHE")
-    if cache:
-        return Path(cache).expanduser() / "kube-bin"
-    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(xdg) / "admission-host" / "kube-bin"
+@dataclass(frozen=True)
+class Release:
+    """A Kubernetes minor the suite runs on, and how its binaries are made."""
+
+    minor: str
+    build_script: Path
+    binaries: tuple
+
+    @property
+    def simulated_nodes(self) -> bool:
+        """KWOK and kube-controller-manager run: nodes heartbeat, pods run, controllers act."""
+        return "kwok" in self.binaries
+
+    def bin_dir(self) -> Path:
+        """Where the build script puts (or has put) this release's binaries."""
+        env = os.environ.get("ADMISSION_HOST_KUBE_BIN")
+        if env:
+            return Path(env).expanduser()
+        out = subprocess.run(["bash", str(self.build_script), "--bin-dir"], capture_output=True, text=True,
+                             check=True, timeout=60)
+        return Path(out.stdout.strip().splitlines()[-1])
 
 
-def find_etcd(bin_dir: Optional[Path] = None) -> Path:
-    """Locate etcd: ``bin_dir/etcd``, then ``$PATH``, then ``/usr/bin/etcd``."""
-    candidates = []
-    if bin_dir is not None:
-        candidates.append(Path(bin_dir) / "etcd")
-    which = shutil.which("etcd")
-    if which:
-        candidates.append(Path(which))
-    candidates.append(Path("/usr/bin/etcd"))
-    for c in candidates:
+CURRENT = Release("1.37", REPO_ROOT / "hack" / "cluster" / "build.sh",
+                  ("kube-apiserver", "kube-scheduler", "kube-controller-manager", "kubectl", "etcd", "kwok",
+                   "kwok-karpenter"))
+OLDEST = Release("1.20", REPO_ROOT / "hack" / "cluster-1.20" / "build.sh",
+                 ("kube-apiserver", "kube-scheduler"))
+RELEASES = {r.minor: r for r in (CURRENT, OLDEST)}
+
+
+def selected_release() -> Release:
+    """The release ``ADMISSION_HOST_KUBE_VERSION`` names (``1.37``, ``v1.20.2``, ``current``, ``oldest``)."""
+    wanted = os.environ.get(VERSION_ENV, "").strip().lower().lstrip("v") or "current"
+    wanted = {"current": CURRENT.minor, "oldest": OLDEST.minor}.get(wanted, wanted)
+    minor = ".".join(wanted.split(".")[:2])
+    if minor not in RELEASES:
+        raise ControlPlaneError("%s=%r: the suite runs on %s" % (
+            VERSION_ENV, os.environ.get(VERSION_ENV), ", ".join(sorted(RELEASES))))
+    return RELEASES[minor]
+
+
+def find_etcd(bin_dir: Path) -> Path:
+    """``bin_dir/etcd`` (built with the current release), else Debian's etcd on ``$PATH``."""
+    for c in (Path(bin_dir) / "etcd", Path(shutil.which("etcd") or "/usr/bin/etcd")):
         if c.is_file() and os.access(c, os.X_OK):
             return c
-    raise ControlPlaneError(
-        "etcd not found (install Debian's etcd-server, or run %s)" % BUILD_SCRIPT
-    )
+    raise ControlPlaneError("etcd not found in %s nor on PATH" % bin_dir)
 
 
-def _binaries_ok(bin_dir: Path) -> bool:
-    for name in BINARIES:
-        path = bin_dir / name
-        if not (path.is_file() and os.access(path, os.X_OK)):
-            return False
-        try:
-            subprocess.run([str(path), "--version"], stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, timeout=30, check=True)
-        except (OSError, subprocess.SubprocessError):
-            return False
-    return True
+def _binaries_ok(release: Release, bin_dir: Path) -> bool:
+    if not all(os.access(bin_dir / name, os.X_OK) for name in release.binaries):
+        return False
+    try:
+        out = subprocess.run([str(bin_dir / "kube-apiserver"), "--version"], capture_output=True, text=True,
+                             timeout=30, check=True).stdout
+        find_etcd(bin_dir)
+    except (OSError, subprocess.SubprocessError, ControlPlaneError):
+        return False
+    return out.startswith("Kubernetes v%s." % release.minor)
 
 
-def ensure_binaries() -> Path:
-    """Return the directory holding kube-apiserver and kube-scheduler.
+def ensure_binaries(release: Optional[Release] = None) -> Path:
+    """Return the folder holding ``release``'s binaries, building them first if needed.
 
-    Runs build.sh (streaming its progress to stderr) when the binaries or etcd
-    are missing; that takes about six minutes the first time on two cores.
+    The build streams its progress to stderr; it takes minutes the first time on two cores
+    (see the build scripts) and nothing afterwards.
     """
-    bin_dir = default_bin_dir()
-    if _binaries_ok(bin_dir):
-        try:
-            find_etcd(bin_dir)
-            return bin_dir
-        except ControlPlaneError:
-            pass
+    release = release or selected_release()
+    bin_dir = release.bin_dir()
+    if _binaries_ok(release, bin_dir):
+        return bin_dir
     env = dict(os.environ, ADMISSION_HOST_KUBE_BIN=str(bin_dir))
-    proc = subprocess.Popen(["bash", str(BUILD_SCRIPT)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, bufsize=1)
-    assert proc.stdout is not None
+    proc = subprocess.Popen(["bash", str(release.build_script)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, bufsize=1)
+    assert proc.stderr is not None
     lines = []
-    for line in proc.stdout:
+    for line in proc.stderr:
         lines.append(line)
         sys.stderr.write(line)
         sys.stderr.flush()
     if proc.wait() != 0:
-        raise ControlPlaneError(
-            "%s failed (exit %d):\n%s" % (BUILD_SCRIPT, proc.returncode, "".join(lines[-40:]))
-        )
-    if not _binaries_ok(bin_dir):
-        raise ControlPlaneError("%s succeeded but %s has no working binaries" % (BUILD_SCRIPT, bin_dir))
-    find_etcd(bin_dir)
+        raise ControlPlaneError("%s failed (exit %d):\n%s" % (
+            release.build_script, proc.returncode, "".join(lines[-40:])))
+    if not _binaries_ok(release, bin_dir):
+        raise ControlPlaneError("%s succeeded but %s has no working binaries" % (release.build_script, bin_dir))
     return bin_dir
 
 
@@ -203,6 +226,8 @@ class Certs:
         self.admin_cert, self.admin_key = self.client_cert("admin", "admin", ["system:masters"])
         self.scheduler_cert, self.scheduler_key = self.client_cert(
             "kube-scheduler", "system:kube-scheduler")
+        self.controller_manager_cert, self.controller_manager_key = self.client_cert(
+            "kube-controller-manager", "system:kube-controller-manager")
 
         sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.sa_key_path: Path = _write(self.dir / "sa.key", _key_pem(sa_key), 0o600)
@@ -322,13 +347,13 @@ class _Proc:
         self.popen: Optional[subprocess.Popen] = None
         self._log: Optional[IO[bytes]] = None
 
-    def start(self, argv: Sequence[str]) -> None:
+    def start(self, argv: Sequence[str], env: Optional[dict] = None) -> None:
         self.stop()  # reap a previous, possibly crashed, instance
         self._log = open(self.log_path, "ab")
         self._log.write(("\n==> %s %s\n" % (time.strftime("%H:%M:%S"), " ".join(argv))).encode())
         self._log.flush()
         self.popen = subprocess.Popen(
-            list(argv), stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+            list(argv), stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, env=env,
             start_new_session=True,  # Ctrl-C in a terminal must not hit the servers directly
             preexec_fn=_die_with_parent if _LIBC is not None else None,
         )
@@ -358,31 +383,37 @@ class _Proc:
 
 
 class ControlPlane:
-    """etcd + kube-apiserver + kube-scheduler on free loopback ports.
+    """The release's components on free loopback ports (see the module's docstring).
 
     Example::
 
-        with ControlPlane(tmp_path, ensure_binaries()) as cp:
+        with ControlPlane(tmp_path) as cp:
             core = kubernetes.client.CoreV1Api(cp.api_client())
             create_node(core, "node-1")
 
     Every ``start()`` begins with an empty etcd; ``restart_apiserver()`` keeps it.
     """
 
-    def __init__(self, workdir: Path, bin_dir: Optional[Path] = None):
+    def __init__(self, workdir: Path, bin_dir: Optional[Path] = None, release: Optional[Release] = None):
         self.workdir = Path(workdir).resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.bin_dir = Path(bin_dir) if bin_dir is not None else default_bin_dir()
+        self.release = release or selected_release()
+        self.bin_dir = Path(bin_dir) if bin_dir is not None else ensure_binaries(self.release)
         self.etcd_bin = find_etcd(self.bin_dir)
-        for name in BINARIES:
+        for name in self.release.binaries:
             if not (self.bin_dir / name).is_file():
-                raise ControlPlaneError(
-                    "%s missing; call ensure_binaries() or run %s" % (self.bin_dir / name, BUILD_SCRIPT))
+                raise ControlPlaneError("%s missing; call ensure_binaries() or run %s" % (
+                    self.bin_dir / name, self.release.build_script))
+        # The release's own kubectl where it has one, else the machine's.
+        self.kubectl = str(self.bin_dir / "kubectl") if "kubectl" in self.release.binaries else "kubectl"
 
         self.etcd_port = _free_port()
         self.etcd_peer_port = _free_port()
         self.apiserver_port = _free_port()
         self.scheduler_port = _free_port()
+        self.controller_manager_port = _free_port()
+        self.kwok_port = _free_port()
+        self.autoscaler_ports = (_free_port(), _free_port())
 
         self._certs: Optional[Certs] = None
         self._admin_token = secrets.token_hex(16)
@@ -390,6 +421,9 @@ class ControlPlane:
         self._etcd = _Proc("etcd", self.workdir / "etcd.log")
         self._apiserver = _Proc("kube-apiserver", self.workdir / "kube-apiserver.log")
         self._scheduler = _Proc("kube-scheduler", self.workdir / "kube-scheduler.log")
+        self._controller_manager = _Proc("kube-controller-manager", self.workdir / "kube-controller-manager.log")
+        self._kwok = _Proc("kwok", self.workdir / "kwok.log")
+        self._autoscaler = _Proc("karpenter", self.workdir / "karpenter.log")
         self._atexit_registered = False
 
     # ---- public properties ----------------------------------------------
@@ -419,7 +453,7 @@ class ControlPlane:
     # ---- lifecycle ------------------------------------------------------
 
     def start(self, timeout: float = 60.0) -> "ControlPlane":
-        """Start etcd, kube-apiserver and kube-scheduler; wait until each is ready."""
+        """Start every component of the release; wait until each is ready."""
         if not self._atexit_registered:
             atexit.register(self.stop)
             self._atexit_registered = True
@@ -427,7 +461,11 @@ class ControlPlane:
             self._write_static_files()
             self._start_etcd(timeout)
             self.start_apiserver(timeout)
+            if self.release.simulated_nodes:
+                self._start_controller_manager(timeout)
             self._start_scheduler(timeout)
+            if self.release.simulated_nodes:
+                self._start_kwok(timeout)
         except BaseException:
             self.stop()
             raise
@@ -435,7 +473,10 @@ class ControlPlane:
 
     def stop(self) -> None:
         """Stop everything (SIGTERM, then SIGKILL after a grace period). Safe to call repeatedly."""
+        self._autoscaler.stop()
+        self._kwok.stop()
         self._scheduler.stop()
+        self._controller_manager.stop()
         self.stop_apiserver()
         self._etcd.stop()
         if self._etcd_data is not None:
@@ -462,7 +503,9 @@ class ControlPlane:
             "--bind-address=127.0.0.1",
             "--advertise-address=127.0.0.1",
             "--secure-port=%d" % self.apiserver_port,
-            "--insecure-port=0",
+            # 1.20 still had an insecure port to turn off; newer releases refuse a loopback
+            # address for the "kubernetes" Service's endpoints, which nothing here dials.
+            *(["--insecure-port=0"] if self.release is OLDEST else ["--endpoint-reconciler-type=none"]),
             "--tls-cert-file=%s" % c.apiserver_cert,
             "--tls-private-key-file=%s" % c.apiserver_key,
             "--client-ca-file=%s" % c.ca_path,
@@ -472,9 +515,11 @@ class ControlPlane:
             "--service-account-signing-key-file=%s" % c.sa_key_path,
             "--service-cluster-ip-range=" + SERVICE_CLUSTER_IP_RANGE,
             "--authorization-mode=Node,RBAC",
-            # No controller manager creates the "default" ServiceAccount, and
-            # nothing would lift the not-ready taint from fake nodes.
-            "--disable-admission-plugins=ServiceAccount,TaintNodesByCondition",
+            # Tests create pods right after their namespace, before the controller manager (if
+            # any) has made its "default" ServiceAccount. Without a node lifecycle controller
+            # (1.20) nothing would lift the not-ready taint from new nodes.
+            "--disable-admission-plugins=ServiceAccount" + (
+                "" if self.release.simulated_nodes else ",TaintNodesByCondition"),
             "--enable-admission-plugins=MutatingAdmissionWebhook,ValidatingAdmissionWebhook",
             "--allow-privileged=true",
             "--cert-dir=%s" % (self.workdir / "apiserver-certs"),
@@ -550,6 +595,9 @@ class ControlPlane:
                               client_key=c.admin_key, user="admin")
         self.write_kubeconfig(self.workdir / "kube-scheduler.kubeconfig", client_cert=c.scheduler_cert,
                               client_key=c.scheduler_key, user="system:kube-scheduler")
+        self.write_kubeconfig(self.workdir / "kube-controller-manager.kubeconfig",
+                              client_cert=c.controller_manager_cert, client_key=c.controller_manager_key,
+                              user="system:kube-controller-manager")
 
     def _start_etcd(self, timeout: float) -> None:
         if self._etcd_data is not None:
@@ -602,11 +650,81 @@ class ControlPlane:
             "--leader-elect=false",
             "--bind-address=127.0.0.1",
             "--secure-port=%d" % self.scheduler_port,
-            "--port=0",
+            *(["--port=0"] if self.release is OLDEST else []),
             "--tls-cert-file=%s" % cert,
             "--tls-private-key-file=%s" % key,
         ])
         self._wait_https(self._scheduler, "https://127.0.0.1:%d/healthz" % self.scheduler_port, timeout)
+
+    def _start_controller_manager(self, timeout: float) -> None:
+        c = self.certs
+        cert, key = c.serving_cert("kube-controller-manager-serving", dns=["localhost"])
+        kubeconfig = self.workdir / "kube-controller-manager.kubeconfig"
+        self._controller_manager.start([
+            str(self.bin_dir / "kube-controller-manager"),
+            "--kubeconfig=%s" % kubeconfig,
+            "--authentication-kubeconfig=%s" % kubeconfig,
+            "--authorization-kubeconfig=%s" % kubeconfig,
+            "--leader-elect=false",
+            "--bind-address=127.0.0.1",
+            "--secure-port=%d" % self.controller_manager_port,
+            "--tls-cert-file=%s" % cert,
+            "--tls-private-key-file=%s" % key,
+            # Each controller with its own ServiceAccount's token, as kubeadm runs it.
+            "--use-service-account-credentials=true",
+            "--service-account-private-key-file=%s" % c.sa_key_path,
+            "--root-ca-file=%s" % c.ca_path,
+            "--cluster-signing-cert-file=%s" % c.ca_path,
+            "--cluster-signing-key-file=%s" % c.ca_key_path,
+            "--service-cluster-ip-range=" + SERVICE_CLUSTER_IP_RANGE,
+            "--profiling=false",
+        ])
+        self._wait_https(self._controller_manager,
+                         "https://127.0.0.1:%d/healthz" % self.controller_manager_port, timeout)
+
+    def _start_kwok(self, timeout: float) -> None:
+        self._kwok.start([
+            str(self.bin_dir / "kwok"),
+            "--kubeconfig=%s" % self.admin_kubeconfig,
+            "--config=%s" % KWOK_STAGES,
+            "--manage-all-nodes=false",
+            "--manage-nodes-with-annotation-selector=%s=fake" % KWOK_ANNOTATION,
+            "--server-address=127.0.0.1:%d" % self.kwok_port,
+            "--node-lease-duration-seconds=40",
+        ])
+        self._wait_https(self._kwok, "http://127.0.0.1:%d/healthz" % self.kwok_port, timeout)
+
+    def start_autoscaler(self, timeout: float = 60.0) -> None:
+        """Install Karpenter's CRDs and start its KWOK provider: NodePools (with a KWOKNodeClass)
+        then grow by simulated nodes for Unschedulable pods and shrink when nodes are empty."""
+        if self._autoscaler.running:
+            return
+        self._run_kubectl("apply", "--server-side", "-f", str(self.bin_dir / "karpenter-crds"))
+        self._run_kubectl("wait", "--for=condition=Established", "--timeout=%ds" % timeout,
+                          "crd/nodepools.karpenter.sh", "crd/nodeclaims.karpenter.sh",
+                          "crd/kwoknodeclasses.karpenter.kwok.sh")
+        metrics, health = self.autoscaler_ports
+        env = dict(os.environ, KUBECONFIG=str(self.admin_kubeconfig), SYSTEM_NAMESPACE="kube-system")
+        self._autoscaler.start([
+            str(self.bin_dir / "kwok-karpenter"),
+            "--disable-leader-election",
+            "--metrics-port=%d" % metrics,
+            "--health-probe-port=%d" % health,
+            # Decide within a second of the first pending pod instead of batching for up to 10 s.
+            "--batch-idle-duration=200ms",
+            "--batch-max-duration=1s",
+        ], env=env)
+        self._wait_https(self._autoscaler, "http://127.0.0.1:%d/healthz" % health, timeout)
+
+    def stop_autoscaler(self) -> None:
+        self._autoscaler.stop()
+
+    def _run_kubectl(self, *args: str) -> str:
+        proc = subprocess.run([self.kubectl, "--kubeconfig", str(self.admin_kubeconfig), *args],
+                              capture_output=True, text=True, timeout=120)
+        if proc.returncode != 0:
+            raise ControlPlaneError("kubectl %s: %s" % (" ".join(args), proc.stderr.strip()))
+        return proc.stdout
 
     def _wait_https(self, proc: _Proc, url: str, timeout: float, headers: Optional[dict] = None) -> None:
         ctx = ssl.create_default_context(cafile=str(self.certs.ca_path))
@@ -635,39 +753,60 @@ class ControlPlane:
 
 
 def create_node(core_v1, name: str, labels: Optional[dict] = None, taints: Optional[list] = None,
-                cpu: str = "2", memory: str = "4Gi", pods: str = "110"):
-    """Create a Node and mark it Ready with the given capacity, so the scheduler binds to it.
+                cpu: str = "2", memory: str = "4Gi", pods: str = "110", timeout: float = 30.0):
+    """Create a Node that is Ready with the given capacity; return it once the scheduler may use it.
 
-    ``taints`` items are ``V1Taint`` or dicts like ``{"key": "k", "value": "v",
-    "effect": "NoSchedule"}``. Returns the Node as stored after the status update.
+    On a release with KWOK the node is simulated: KWOK registers it (status, lease heartbeats) and
+    runs the pods bound to it, and the node lifecycle controller lifts the not-ready taint, which
+    this waits for. On 1.20 the status is written here and nothing runs the pods.
+    ``taints`` items are dicts like ``{"key": "k", "value": "v", "effect": "NoSchedule"}``.
     """
     from kubernetes import client
 
-    taint_objs = None
-    if taints:
-        taint_objs = [t if isinstance(t, client.V1Taint) else client.V1Taint(**t) for t in taints]
     labels = dict(labels or {})
     labels.setdefault("kubernetes.io/hostname", name)
     labels.setdefault("kubernetes.io/os", "linux")
     labels.setdefault("kubernetes.io/arch", "amd64")
-    core_v1.create_node(client.V1Node(
-        metadata=client.V1ObjectMeta(name=name, labels=labels),
-        spec=client.V1NodeSpec(taints=taint_objs),
-    ))
+    annotations = {KWOK_ANNOTATION: "fake", CAPACITY_ANNOTATION: "cpu=%s,memory=%s,pods=%s" % (cpu, memory, pods)}
+    core_v1.create_node({"apiVersion": "v1", "kind": "Node",
+                         "metadata": {"name": name, "labels": labels, "annotations": annotations},
+                         "spec": {"taints": [dict(t) for t in taints or ()] or None}})
 
-    # Status is ignored on create; it must go through the status subresource.
-    now = _dt.datetime.now(_dt.timezone.utc)
-    resources = {"cpu": cpu, "memory": memory, "pods": pods}
-    node = core_v1.read_node(name)
-    node.status = client.V1NodeStatus(
-        capacity=resources,
-        allocatable=resources,
-        conditions=[client.V1NodeCondition(
-            type="Ready", status="True", reason="KubeletReady", message="fake node",
-            last_heartbeat_time=now, last_transition_time=now)],
-        addresses=[client.V1NodeAddress(type="Hostname", address=name)],
-    )
-    return core_v1.replace_node_status(name, node)
+    def usable():
+        node = core_v1.read_node(name)
+        ready = any(c.type == "Ready" and c.status == "True" for c in node.status.conditions or ())
+        not_ready_taint = any(t.key.startswith("node.kubernetes.io/") for t in node.spec.taints or ())
+        return node if ready and not not_ready_taint else None
+
+    deadline = time.monotonic() + timeout
+    node = usable()
+    if node is None and not _kwok_managed(core_v1):
+        # Status is ignored on create; it must go through the status subresource.
+        now = _dt.datetime.now(_dt.timezone.utc)
+        resources = {"cpu": cpu, "memory": memory, "pods": pods}
+        node = core_v1.read_node(name)
+        node.status = client.V1NodeStatus(
+            capacity=resources, allocatable=resources,
+            conditions=[client.V1NodeCondition(
+                type="Ready", status="True", reason="KubeletReady", message="fake node",
+                last_heartbeat_time=now, last_transition_time=now)],
+            addresses=[client.V1NodeAddress(type="Hostname", address=name)],
+        )
+        return core_v1.replace_node_status(name, node)
+    while node is None:
+        if time.monotonic() > deadline:
+            raise ControlPlaneError("node %s not Ready and untainted after %.0f s" % (name, timeout))
+        time.sleep(0.1)
+        node = usable()
+    return node
+
+
+def _kwok_managed(core_v1) -> bool:
+    """Whether this API server's cluster simulates nodes: every release but the oldest does."""
+    from kubernetes import client
+
+    minor = client.VersionApi(core_v1.api_client).get_code().minor
+    return "1.%s" % minor.rstrip("+") != OLDEST.minor
 
 
 # --------------------------------------------------------------------------

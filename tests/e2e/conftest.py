@@ -33,7 +33,7 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture(scope="session")
 def control_plane(tmp_path_factory):
-    cp = cluster.ControlPlane(tmp_path_factory.mktemp("control-plane"), cluster.ensure_binaries())
+    cp = cluster.ControlPlane(tmp_path_factory.mktemp("control-plane"))
     cp.start()
     yield cp
     cp.stop()
@@ -135,6 +135,33 @@ class Cluster:
             body["spec"]["nodeSelector"] = node_selector
         return self.admin.post(f"/api/v1/namespaces/{ns}/pods", body)
 
+    def deployment(self, name, ns, labels, replicas, cpu="100m") -> dict:
+        """A Deployment whose pods carry ``labels``; the controller manager makes its pods."""
+        return self.admin.post(f"/apis/apps/v1/namespaces/{ns}/deployments", {
+            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
+                     "template": {"metadata": {"labels": labels},
+                                  "spec": {"terminationGracePeriodSeconds": 5,
+                                           "containers": [{"name": "main", "image": "nginx", "resources": {
+                                               "requests": {"cpu": cpu, "memory": "64Mi"}}}]}}}})
+
+    def scale(self, ns, name, replicas) -> None:
+        self.admin.patch(f"/apis/apps/v1/namespaces/{ns}/deployments/{name}/scale",
+                         {"spec": {"replicas": replicas}}, content_type="application/merge-patch+json")
+
+    def pods(self, ns, labels) -> list:
+        selector = ",".join(f"{k}={v}" for k, v in labels.items())
+        return self.admin.get(f"/api/v1/namespaces/{ns}/pods", labelSelector=selector).get("items") or []
+
+    def wait_running(self, ns, labels, count, timeout=60) -> list:
+        """Exactly ``count`` pods with ``labels``, every one Running and none being deleted."""
+        def check():
+            pods = self.pods(ns, labels)
+            settled = len(pods) == count and all(
+                p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp") for p in pods)
+            return pods if settled else None
+        return wait_for(check, timeout, 0.2, what=f"{count} Running pods {labels} in {ns}")
+
     def get_pod(self, ns, name) -> dict:
         return self.admin.get(f"/api/v1/namespaces/{ns}/pods/{name}")
 
@@ -160,7 +187,13 @@ class Cluster:
             except ApiError:
                 pass
         for ns in self.namespaces:
-            # No kubelet confirms deletion: remove pods at once, or they hold node capacity.
+            if self.cp.release.simulated_nodes:
+                # Its controllers stop making pods there, and the namespace controller empties it.
+                try:
+                    self.admin.delete(f"/api/v1/namespaces/{ns}")
+                except ApiError:
+                    pass
+            # Remove pods at once, or they hold node capacity while the next test runs.
             for p in self.admin.get(f"/api/v1/namespaces/{ns}/pods").get("items") or ():
                 try:
                     self.admin.delete(f"/api/v1/namespaces/{ns}/pods/{p['metadata']['name']}", gracePeriodSeconds=0)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build kube-apiserver and kube-scheduler (Kubernetes v1.20.2) from Debian's
+# Build kube-apiserver and kube-scheduler of the oldest supported release (Kubernetes v1.20.2) from Debian's
 # `kubernetes` source package and install them into a per-machine cache.
 #
 # etcd is not built: Debian's etcd-server package provides /usr/bin/etcd.
@@ -11,6 +11,9 @@
 #                               (default: ~/.cache/admission-host)
 #   ADMISSION_HOST_KEEP_BUILD=1 keep the source/build tree after a successful build
 #
+#   build.sh             build unless already there; progress on stderr, the folder on stdout
+#   build.sh --bin-dir   only print the folder
+#
 # The script is idempotent: when both binaries are already installed and work,
 # it exits immediately without touching apt or the network.
 set -euo pipefail
@@ -21,6 +24,14 @@ WORK_DIR="$CACHE_DIR/kube-build"
 LOG="$CACHE_DIR/kube-build.log"
 BINARIES=(kube-apiserver kube-scheduler)
 ETCD=/usr/bin/etcd
+
+if [[ "${1:-}" == --bin-dir ]]; then
+    echo "$BIN_DIR"
+    exit 0
+fi
+# Progress goes to stderr; stdout carries only the folder, printed on the way out.
+exec 3>&1 1>&2
+trap '[[ $? -eq 0 ]] && echo "$BIN_DIR" >&3' EXIT
 
 binaries_ok() {
     local b
