@@ -1,6 +1,10 @@
 """normalNodePrefer bursting: pods the scheduler cannot place on normal nodes get the
 virtual-node tolerations, and the scheduler retries them at once (leader only).
 
+When a pod bursts follows the rules of :mod:`plugins.eci_profile.timing` (burstAfter, an
+autoscaler's Events, maxWait) and the Selector's cap (maxVirtualPods). Everything is read from
+the pod and its Events, so a new leader picks up where the last one stopped.
+
 Adding tolerations to an existing pod is one of the few pod spec updates the API server allows.
 Each PATCH tests the pod's resourceVersion first, so a stale cache or a second replica can never
 add the tolerations twice.
@@ -8,34 +12,54 @@ add the tolerations twice.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import threading
+import time
+from typing import Callable, Dict, Optional
 
 from framework import JSON_PATCH, ApiError, WorkQueue, object_path
-from plugins.eci_profile.profile import PENDING_PODS, SELECTORS, EciProfile, strip_pod
+from plugins.eci_profile import timing
+from plugins.eci_profile.profile import PENDING_PODS, SELECTORS, VIRTUAL_PODS, EciProfile, strip_pod
 
 log = logging.getLogger("admission_host.eci_profile.burst")
+
+# While an autoscaler may still speak, look at the pod's Events again this often.
+AUTOSCALER_POLL_SECONDS = 5.0
 
 
 class BurstController:
     name = "eci-profile-burst"
 
-    def __init__(self, profile: EciProfile):
+    def __init__(self, profile: EciProfile, clock: Callable[[], float] = time.time):
         self.profile = profile
+        self.clock = clock
         self.pods = profile.host.store(PENDING_PODS)
         self.queue = WorkQueue(self.name)
         self.active = False
         self.actions = profile.burst_actions
+        #: Selector name -> pods waiting to burst (for the Selector's status), keyed by pod key.
+        self.waiting: Dict[str, Dict[str, str]] = {}
+        self.on_waiting_changed: Callable[[str], None] = lambda selector: None
         self.pods.add_handler(self.on_pod)
         profile.host.store(SELECTORS).add_handler(self.on_selector)
+        profile.host.store(VIRTUAL_PODS).add_handler(self.on_virtual_pod)
 
     def on_pod(self, event, old, new) -> None:
-        if self.active and new is not None and new.get("unschedulable"):
+        if new is None:
+            self._not_waiting(f"{old['metadata']['namespace']}/{old['metadata']['name']}")
+        elif self.active and new.get("unschedulable"):
             self.queue.add([f"{new['metadata']['namespace']}/{new['metadata']['name']}"])
 
     def on_selector(self, event, old, new) -> None:
         if self.active:  # a Selector appeared or changed: pods waiting may now burst
             self.enqueue_unschedulable()
+
+    def on_virtual_pod(self, event, old, new) -> None:
+        # A place under a Selector's cap may have come free: its waiting pods get another look.
+        gone = old if new is None or new.get("deleting") else None
+        if self.active and gone is not None:
+            self.queue.add(self.waiting.get(gone.get("selector"), {}).keys())
 
     def enqueue_unschedulable(self) -> None:
         self.queue.add(f"{p['metadata']['namespace']}/{p['metadata']['name']}"
@@ -49,20 +73,48 @@ class BurstController:
         finally:
             self.active = False
 
+    def _not_waiting(self, key: str, keep: str = "") -> None:
+        """``key`` waits for no Selector (but ``keep``)."""
+        for name, pods in self.waiting.items():
+            if name != keep and pods.pop(key, None) is not None:
+                self.on_waiting_changed(name)
+
+    def _wait(self, key: str, selector, pod_meta: dict, decision_reason: str, message: str, at: float) -> None:
+        self._not_waiting(key, keep=selector.name)  # it may have moved to another Selector
+        pods = self.waiting.setdefault(selector.name, {})
+        if key not in pods:
+            pods[key] = decision_reason
+            self.on_waiting_changed(selector.name)
+        until = datetime.datetime.fromtimestamp(at, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        self.profile.event_later(pod_meta, "BurstDelayed", f"Selector {selector.name}: {message} (at {until} "
+                                 "unless a normal node takes it first)", key=f"{decision_reason}@{until}",
+                                 once_per=3600)
+
     def reconcile(self, key: str) -> None:
         pod = self.pods.get(key)
         for _ in range(3):
-            if pod is None or not pod.get("unschedulable"):
+            if pod is None or not pod.get("unschedulable") or pod.get("leftAlone"):
+                self._not_waiting(key)
                 return
             meta = pod["metadata"]
             selector, _ = self.profile.resolve(pod, meta["namespace"])
-            if selector is None:
-                return
-            policy = self.profile.policies.get(selector.policy)
-            if policy is None or not policy.burst_when_unschedulable:
-                return
+            policy = self.profile.policies.get(selector.policy) if selector else None
             missing = self.profile.settings.missing_tolerations(pod["tolerations"])
-            if not missing:
+            if policy is None or not policy.burst_when_unschedulable or not missing:
+                self._not_waiting(key)
+                return
+            decision = self.decide(pod, selector)
+            if not decision.burst:
+                self._wait(key, selector, meta, decision.reason, decision.message, decision.at)
+                poll = AUTOSCALER_POLL_SECONDS if selector.wait_for_autoscaler else decision.at - self.clock()
+                self.queue.add_after(key, min(decision.at - self.clock(), poll))
+                return
+            cap = selector.max_virtual_pods
+            if cap is not None and self.profile.virtual.count(selector.name) >= cap:
+                # Held until one of its virtual pods goes (on_virtual_pod), or looked at again.
+                self.profile.cap_denials.labels(selector.name, "burst").inc()
+                self._wait(key, selector, meta, "cap", f"maxVirtualPods {cap} reached", self.clock())
+                self.queue.add_after(key, 30.0)
                 return
             path = object_path("v1", "pods", meta["name"], meta["namespace"])
             patch = [{"op": "test", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]},
@@ -72,6 +124,7 @@ class BurstController:
             except ApiError as exc:
                 if exc.status == 404:
                     self.actions.labels("gone").inc()
+                    self._not_waiting(key)
                     return
                 if exc.status not in (409, 422):
                     raise
@@ -80,15 +133,36 @@ class BurstController:
                     fresh = self.profile.kube.get(path)
                 except ApiError as exc2:
                     if exc2.status == 404:
+                        self._not_waiting(key)
                         return
                     raise
                 pod = strip_pod(fresh) if not (fresh.get("spec") or {}).get("nodeName") else None
                 continue
+            self._not_waiting(key)
             self.actions.labels("patched").inc()
+            self.profile.burst_decisions.labels(decision.reason).inc()
             log.info("burst: pod %s is Unschedulable on normal nodes; added virtual-node tolerations "
-                     "(Selector %s, normalNodePrefer)", key, selector.name)
-            self.profile.event({"apiVersion": "v1", "kind": "Pod", "name": meta["name"],
-                                "namespace": meta["namespace"], "uid": meta.get("uid") or ""},
-                               "BurstToVirtualNode",
-                               f"No normal node fits; tolerations for virtual nodes added by Selector {selector.name}")
+                     "(Selector %s, normalNodePrefer, %s)", key, selector.name, decision.reason)
+            self.profile.event_later(meta, "BurstToVirtualNode", f"No normal node fits; tolerations for virtual "
+                                     f"nodes added by Selector {selector.name} ({decision.message})")
             return
+
+    def decide(self, pod: dict, selector) -> timing.Decision:
+        since = pod.get("unschedulableSince") or self.clock()
+        signal = self.autoscaler_signal(pod, since) if selector.wait_for_autoscaler else None
+        return timing.decide(self.clock(), since, selector, signal, self.profile.settings.default_max_wait)
+
+    def autoscaler_signal(self, pod: dict, since: float) -> Optional[timing.Signal]:
+        """What autoscalers said about this pod: its Events, read from the API server each time."""
+        meta = pod["metadata"]
+        try:
+            events = self.profile.kube.get(object_path("v1", "events", namespace=meta["namespace"]),
+                                           fieldSelector=f"involvedObject.uid={meta['uid']}").get("items") or []
+        except ApiError as exc:
+            log.warning("could not read the events of pod %s/%s: %s", meta["namespace"], meta["name"], exc)
+            events = []
+        return timing.autoscaler_signal(events, self.profile.settings.autoscaler_rules, since)
+
+    def waiting_count(self, selector: str) -> int:
+        return len(self.waiting.get(selector, ()))
+

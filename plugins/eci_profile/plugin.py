@@ -7,6 +7,7 @@ import weakref
 from framework import Controller, Mutator, hookimpl
 from plugins.eci_profile import hookspecs, policies
 from plugins.eci_profile.burst import BurstController
+from plugins.eci_profile.drain import DrainBackController
 from plugins.eci_profile.profile import EciProfile
 from plugins.eci_profile.settings import Settings
 from plugins.eci_profile.status import SelectorStatusController
@@ -52,8 +53,11 @@ def admission_host_mutators(host):
 @hookimpl
 def admission_host_controllers(host):
     profile = profile_of(host)
-    burst, status = BurstController(profile), SelectorStatusController(profile)
-    return [Controller(name=burst.name, run=burst.run), Controller(name=status.name, run=status.run)]
+    burst = BurstController(profile)
+    status = SelectorStatusController(profile, waiting_count=burst.waiting_count)
+    burst.on_waiting_changed = lambda selector: status.queue.add([selector])
+    drain = DrainBackController(profile)
+    return [Controller(name=c.name, run=c.run) for c in (burst, status, drain)]
 
 
 @hookimpl

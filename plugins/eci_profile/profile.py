@@ -4,19 +4,30 @@ from __future__ import annotations
 
 import datetime
 import logging
+import queue
+import threading
+import time
 from typing import Dict, List, Mapping, Optional, Tuple
 
 from prometheus_client import Counter
 
-from framework import ApiError, Watch, object_path
-from plugins.eci_profile import selectors
+from framework import ApiError, Denied, Watch, object_path
+from plugins.eci_profile import selectors, timing
+from plugins.eci_profile.cap import SELECTOR_INDEX, SELECTOR_LABEL, VirtualPods
+from plugins.eci_profile.resources import node_fit, requests_of
 from plugins.eci_profile.selectors import InvalidSelectorSpec, Selector
 from plugins.eci_profile.settings import Settings
 
 log = logging.getLogger("admission_host.eci_profile")
 
 SELECTORS, NAMESPACES, NODES, PENDING_PODS = "eci-selectors", "eci-namespaces", "eci-nodes", "eci-pending-pods"
+VIRTUAL_PODS = "eci-virtual-pods"
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
+VIRTUAL_FIRST_COST = "-1000"
+MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
+# What a pod does that a virtual node may not offer: warned about when a Selector sends it there.
+HOST_FIELDS = ("hostNetwork", "hostPID", "hostIPC")
 # API calls on the admission path (cache-miss GETs, the label PATCH at binding) must end well
 # inside the mutator's time budget (2 s) and the webhook's timeout (5 s).
 ADMISSION_API_TIMEOUT = 1.5
@@ -32,7 +43,7 @@ def strip_namespace(obj: dict) -> dict:
 
 def strip_node(obj: dict) -> dict:
     meta = obj.get("metadata") or {}
-    return {"metadata": {"name": meta.get("name"), "labels": meta.get("labels") or {}}}
+    return {"metadata": {"name": meta.get("name"), "labels": meta.get("labels") or {}}, "fit": node_fit(obj)}
 
 
 def is_unschedulable(pod: dict) -> bool:
@@ -42,15 +53,71 @@ def is_unschedulable(pod: dict) -> bool:
     return False
 
 
+def unschedulable_since(pod: dict) -> Optional[float]:
+    """When the scheduler first found no node for the pod (the condition's transition time)."""
+    for cond in (pod.get("status") or {}).get("conditions") or ():
+        if cond.get("type") == "PodScheduled" and cond.get("lastTransitionTime"):
+            try:
+                return timing.parse_time(cond["lastTransitionTime"])
+            except ValueError:
+                return None
+    return None
+
+
+def left_alone(pod: dict, at_creation: bool = True) -> Optional[str]:
+    """Why ECI-Profile never changes this pod (None: it may). Such pods must never move."""
+    meta = pod.get("metadata") or {}
+    for owner in meta.get("ownerReferences") or ():
+        if isinstance(owner, Mapping) and owner.get("kind") == "DaemonSet":
+            return "owned by a DaemonSet"
+        if isinstance(owner, Mapping) and owner.get("kind") == "Node":
+            return "a mirror pod (static pod of a kubelet)"
+    annotations = meta.get("annotations") or {}
+    if MIRROR_ANNOTATION in annotations or annotations.get("kubernetes.io/config.source") in ("file", "http"):
+        return "a static or mirror pod"
+    if at_creation and (pod.get("spec") or {}).get("nodeName"):
+        return "created with spec.nodeName (it bypasses the scheduler)"
+    return None
+
+
 def strip_pod(obj: dict) -> dict:
     """What the binding path and the burst controller need of a pending pod, nothing more."""
     meta = obj.get("metadata") or {}
-    return {
+    stripped = {
         "metadata": {"name": meta.get("name"), "namespace": meta.get("namespace"), "uid": meta.get("uid"),
                      "resourceVersion": meta.get("resourceVersion"), "labels": meta.get("labels") or {}},
         "annotationKeys": sorted(meta.get("annotations") or ()),
         "tolerations": (obj.get("spec") or {}).get("tolerations") or [],
         "unschedulable": is_unschedulable(obj),
+    }
+    if stripped["unschedulable"]:
+        stripped["unschedulableSince"] = unschedulable_since(obj)
+    alone = left_alone(obj, at_creation=False)
+    if alone:
+        stripped["leftAlone"] = alone
+    return stripped
+
+
+def strip_virtual_pod(obj: dict) -> dict:
+    """A pod the host bound to a virtual node: what counts, status and drain-back need."""
+    meta = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    owner = next((o for o in meta.get("ownerReferences") or () if isinstance(o, Mapping) and o.get("controller")),
+                 None)
+    return {
+        "metadata": {"name": meta.get("name"), "namespace": meta.get("namespace"), "uid": meta.get("uid")},
+        "selector": (meta.get("labels") or {}).get(SELECTOR_LABEL, ""),
+        "node": spec.get("nodeName") or "",
+        "deleting": bool(meta.get("deletionTimestamp")),
+        "phase": status.get("phase") or "",
+        "startTime": status.get("startTime") or "",
+        "owner": {"kind": owner.get("kind"), "name": owner.get("name"), "uid": owner.get("uid")} if owner else None,
+        "createdAt": meta.get("creationTimestamp") or "",
+        # What a normal node must offer to take it back (drain-back).
+        "requests": requests_of(spec),
+        "nodeSelector": spec.get("nodeSelector") or {},
+        "tolerations": spec.get("tolerations") or [],
     }
 
 
@@ -75,6 +142,26 @@ class EciProfile:
         self.burst_actions = Counter("eci_profile_burst_actions", "Burst controller decisions on Unschedulable "
                                      "pods (patched, conflict, gone, error).", ["outcome"],
                                      registry=host.metrics.registry)
+        self.burst_decisions = Counter("eci_profile_burst_decisions", "Pods burst to virtual nodes, by why they "
+                                       "burst then (unschedulable, burstAfter, noAutoscaler, autoscalerCannotHelp, "
+                                       "maxWait).", ["reason"], registry=host.metrics.registry)
+        self.cap_denials = Counter("eci_profile_cap_denials", "Bindings to virtual nodes refused and bursts held "
+                                   "because a Selector's maxVirtualPods was reached.", ["selector", "phase"],
+                                   registry=host.metrics.registry)
+        self.drain_backs = Counter("eci_profile_drain_backs", "Pods evicted from virtual nodes back to normal "
+                                   "nodes (evicted), or held back by a PodDisruptionBudget (blocked).",
+                                   ["selector", "outcome"], registry=host.metrics.registry)
+        self._virtual: Optional[VirtualPods] = None
+        self._events: "queue.Queue" = queue.Queue(maxsize=1000)
+        self._events_sent: Dict[tuple, float] = {}
+        self._event_thread: Optional[threading.Thread] = None
+
+    @property
+    def virtual(self) -> VirtualPods:
+        """Each Selector's pods on virtual nodes (the cache exists once the watches are declared)."""
+        if self._virtual is None:
+            self._virtual = VirtualPods(self.host.store(VIRTUAL_PODS))
+        return self._virtual
 
     # -- caches -----------------------------------------------------------------------------------
     def watches(self) -> List[Watch]:
@@ -88,6 +175,9 @@ class EciProfile:
             Watch(name=PENDING_PODS, resource="pods", kind="Pod",
                   field_selector="spec.nodeName=,status.phase!=Succeeded,status.phase!=Failed",
                   transform=strip_pod),
+            # Pods this host bound to virtual nodes: the caps, the status counts and drain-back.
+            Watch(name=VIRTUAL_PODS, resource="pods", kind="Pod", label_selector=SELECTOR_LABEL,
+                  transform=strip_virtual_pod, indexers={SELECTOR_INDEX: lambda p: [p["selector"]]}),
         ]
 
     def compile_selector(self, obj: dict) -> dict:
@@ -202,6 +292,8 @@ class EciProfile:
     # -- admission ----------------------------------------------------------------------------------
     def mutate_pod(self, request) -> None:
         pod = request.object
+        if left_alone(pod):
+            return
         namespace = request.namespace or (pod.get("metadata") or {}).get("namespace") or ""
         selector, _ = self.resolve(pod, namespace)
         if selector is None:
@@ -209,12 +301,16 @@ class EciProfile:
         policy = self.policies.get(selector.policy)
         if policy is None:
             return
+        tolerated_before = not self.settings.missing_tolerations((pod.get("spec") or {}).get("tolerations"))
         changes = policy.at_create(pod, request)
-        node_name = (pod.get("spec") or {}).get("nodeName")
-        if policy.effect_at_create or (node_name and self.node_is_virtual(node_name)):
+        if policy.effect_at_create:
             meta = pod.setdefault("metadata", {})
             changes += self.apply_effect(selector, meta, meta, "annotations", selector.annotations, request)
             changes += self.apply_effect(selector, meta, meta, "labels", selector.labels, request)
+        if changes and not tolerated_before:  # this Selector sends the pod to virtual nodes
+            for field in host_features(pod):
+                request.warn(f"eci-profile: Selector {selector.name} lets this pod run on virtual nodes, "
+                             f"which may not support {field}")
         self.record(request, selector, "create", changes)
 
     def mutate_binding(self, request) -> None:
@@ -232,18 +328,27 @@ class EciProfile:
             log.warning("binding of %s/%s to virtual node %s: pod not found; no effect applied",
                         namespace, name, target["name"])
             return
+        if pod.get("leftAlone"):
+            return
         selector, _ = self.resolve(pod, namespace)
-        if selector is None or not (selector.annotations or selector.labels):
+        if selector is None:
             return
         pod_meta = pod["metadata"]
+        if selector.max_virtual_pods is not None:
+            self.check_cap(selector, pod_meta, request)
         pod_annotations = dict.fromkeys(pod.get("annotationKeys") or ())
+        annotations = dict(selector.annotations)
+        if selector.scale_in == "VirtualFirst" and DELETION_COST not in annotations:
+            annotations[DELETION_COST] = VIRTUAL_FIRST_COST  # a cost the pod has already is kept
         # Annotations ride on the Binding: the API server copies them onto the pod as it binds.
         changes = self.apply_effect(selector, binding.setdefault("metadata", {}), {"annotations": pod_annotations},
-                                    "annotations", selector.annotations, request)
+                                    "annotations", annotations, request)
         labels = {k: v for k, v in selector.labels.items() if k not in pod_meta["labels"]}
         for key in selector.labels:
             if key in pod_meta["labels"] and pod_meta["labels"][key] != selector.labels[key]:
                 self._warn_kept(request, selector, "label", key)
+        # What the caps, the status and drain-back count by.
+        labels[SELECTOR_LABEL] = selector.name
         if labels:
             if request.dry_run:
                 changes.append("labels (skipped: dry run)")
@@ -277,6 +382,17 @@ class EciProfile:
                 added.append(f"{field[:-1]} {key}")
         return added
 
+    def check_cap(self, selector: Selector, pod_meta: Mapping, request) -> None:
+        """Refuse a binding to a virtual node past the Selector's maxVirtualPods (a cache lookup)."""
+        allowed, used = self.virtual.reserve(selector.name, pod_meta.get("uid") or "", selector.max_virtual_pods)
+        if allowed:
+            return
+        self.cap_denials.labels(selector.name, "binding").inc()
+        message = (f"Selector {selector.name} allows at most {selector.max_virtual_pods} pods on virtual nodes "
+                   f"({used} there now); the pod waits for a normal node or a free place")
+        self.event_later(pod_meta, "VirtualPodCapReached", message, "Warning", once_per=60.0)
+        raise Denied(message)
+
     @staticmethod
     def _warn_kept(request, selector: Selector, what: str, key: str) -> None:
         request.warn(f"eci-profile: pod already has {what} {key}; kept its value, Selector {selector.name} skipped it")
@@ -293,6 +409,41 @@ class EciProfile:
                  phase, where, ", ".join(changes) or "no change")
 
     # -- events -----------------------------------------------------------------------------------------
+    def event_later(self, pod_meta: Mapping, reason: str, message: str, type_: str = "Normal",
+                    once_per: float = 0.0, key: str = "") -> None:
+        """An Event on a pod, posted by a background thread: never an API call on the request path.
+
+        With ``once_per``, the same reason (and ``key``) on the same pod is posted at most that often.
+        """
+        if self.kube is None or not self.settings.events:
+            return
+        now = time.monotonic()
+        dedupe = (pod_meta.get("uid"), reason, key)
+        if once_per:
+            if now - self._events_sent.get(dedupe, -once_per) < once_per:
+                return
+            if len(self._events_sent) > 10000:  # forget the oldest half
+                for k, _ in sorted(self._events_sent.items(), key=lambda kv: kv[1])[:5000]:
+                    del self._events_sent[k]
+            self._events_sent[dedupe] = now
+        involved = {"apiVersion": "v1", "kind": "Pod", "name": pod_meta.get("name"),
+                    "namespace": pod_meta.get("namespace"), "uid": pod_meta.get("uid") or ""}
+        try:
+            self._events.put_nowait((involved, reason, message, type_))
+        except queue.Full:
+            log.warning("event queue full; dropped %s on %s", reason, pod_meta.get("name"))
+            return
+        if self._event_thread is None:
+            self._event_thread = threading.Thread(target=self._post_events, name="eci-profile-events", daemon=True)
+            self._event_thread.start()
+
+    def _post_events(self) -> None:
+        while True:
+            try:
+                self.event(*self._events.get())
+            except Exception:  # an Event is worth a log line, never the thread
+                log.exception("could not post an event")
+
     def event(self, involved: Dict[str, str], reason: str, message: str, type_: str = "Normal") -> None:
         if self.kube is None or not self.settings.events:
             return
@@ -308,6 +459,19 @@ class EciProfile:
             self.kube.post(object_path("v1", "events", namespace=namespace), body)
         except ApiError as exc:
             log.warning("could not record event %s on %s: %s", reason, involved.get("name"), exc)
+
+
+def host_features(pod: Mapping) -> List[str]:
+    """The pod's fields that need the node's own kernel, network or disk."""
+    spec = pod.get("spec") or {}
+    found = [f"spec.{f}" for f in HOST_FIELDS if spec.get(f) is True]
+    found += [f"spec.volumes[{v.get('name')}].hostPath" for v in spec.get("volumes") or ()
+              if isinstance(v, Mapping) and v.get("hostPath") is not None]
+    for kind in ("initContainers", "containers"):
+        for c in spec.get(kind) or ():
+            if isinstance(c, Mapping) and ((c.get("securityContext") or {}).get("privileged") is True):
+                found.append(f"spec.{kind}[{c.get('name')}].securityContext.privileged")
+    return found
 
 
 def _labels(labels: Mapping[str, str]) -> str:

@@ -25,6 +25,34 @@ class InvalidSelectorSpec(ValueError):
     """Why a Selector is left out of matching."""
 
 
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
+_DURATION_RE = re.compile(r"^(?:[0-9]+(?:\.[0-9]+)?(?:ms|s|m|h))+$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+SCALE_IN = ("VirtualFirst", "None")
+
+
+def parse_duration(value, where: str) -> float:
+    """``30s``, ``10m``, ``1h30m``, ``500ms`` in seconds (the CRD schema admits the same)."""
+    if not isinstance(value, str) or not _DURATION_RE.match(value):
+        raise InvalidSelectorSpec(f"{where} must be a duration such as 30s, 10m or 1h, not {value!r}")
+    return sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(value))
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(seconds) if float(seconds).is_integer() else seconds
+    if isinstance(seconds, int) and seconds and seconds % 3600 == 0:
+        return f"{seconds // 3600}h"
+    if isinstance(seconds, int) and seconds and seconds % 60 == 0:
+        return f"{seconds // 60}m"
+    return f"{seconds:g}s"
+
+
+def _int(value, where: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= INT32[1]:
+        raise InvalidSelectorSpec(f"{where} must be an integer of at least {minimum}, not {value!r}")
+    return value
+
+
 def check_qualified_name(key: str) -> Optional[str]:
     prefix, slash, name = key.rpartition("/")
     if slash and (not prefix or len(prefix) > 253 or not _DNS1123_SUBDOMAIN.match(prefix)):
@@ -65,6 +93,36 @@ class Selector:
     annotations: Mapping[str, str] = dataclasses.field(default_factory=dict)
     labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
     generation: int = 0
+    # normalNodePrefer's burst timing (seconds); None: the default
+    burst_after: Optional[float] = None
+    wait_for_autoscaler: bool = False
+    max_wait: Optional[float] = None
+    max_virtual_pods: Optional[int] = None  # None: no cap
+    scale_in: str = "None"
+    drain_after: Optional[float] = None  # None: no drain-back
+    drain_per_minute: int = 5
+
+    @property
+    def burst_delay(self) -> float:
+        """How long a pod stays Unschedulable before it bursts (without an autoscaler's word)."""
+        if self.burst_after is not None:
+            return self.burst_after
+        return 30.0 if self.wait_for_autoscaler else 0.0
+
+    def describe_policy(self) -> str:
+        """The policy and its settings in a few words, for ``kubectl get selectors``."""
+        parts = []
+        if self.policy == "normalNodePrefer":
+            if self.burst_delay:
+                parts.append(f"after {format_duration(self.burst_delay)}")
+            if self.wait_for_autoscaler:
+                parts.append("wait for autoscaler" + (f" up to {format_duration(self.max_wait)}"
+                                                      if self.max_wait is not None else ""))
+        if self.scale_in == "VirtualFirst":
+            parts.append("virtual first on scale-in")
+        if self.drain_after is not None:
+            parts.append(f"drain back after {format_duration(self.drain_after)}")
+        return self.policy + (f" ({', '.join(parts)})" if parts else "")
 
     @property
     def sort_key(self) -> tuple:
@@ -116,11 +174,33 @@ def parse(obj: Mapping, known_policies: Iterable[str] = POLICIES) -> Selector:
     effect = spec.get("effect") or {}
     if not isinstance(effect, Mapping):
         raise InvalidSelectorSpec("spec.effect must be an object")
+    burst: dict = {}
+    if policy_name == "normalNodePrefer" and policy_value:
+        where = "spec.policy.normalNodePrefer"
+        if policy_value.get("burstAfter") is not None:
+            burst["burst_after"] = parse_duration(policy_value["burstAfter"], f"{where}.burstAfter")
+        wait = policy_value.get("waitForAutoscaler", False)
+        if not isinstance(wait, bool):
+            raise InvalidSelectorSpec(f"{where}.waitForAutoscaler must be true or false")
+        burst["wait_for_autoscaler"] = wait
+        if policy_value.get("maxWait") is not None:
+            burst["max_wait"] = parse_duration(policy_value["maxWait"], f"{where}.maxWait")
+    if spec.get("maxVirtualPods") is not None:
+        burst["max_virtual_pods"] = _int(spec["maxVirtualPods"], "spec.maxVirtualPods", 0)
+    scale_in = spec.get("scaleIn") or "None"
+    if scale_in not in SCALE_IN:
+        raise InvalidSelectorSpec(f"spec.scaleIn must be VirtualFirst or None, not {scale_in!r}")
+    drain = spec.get("drainBack")
+    if drain is not None:
+        if not isinstance(drain, Mapping) or "after" not in drain:
+            raise InvalidSelectorSpec("spec.drainBack must be an object with after (and maxPerMinute)")
+        burst["drain_after"] = parse_duration(drain["after"], "spec.drainBack.after")
+        burst["drain_per_minute"] = _int(drain.get("maxPerMinute", 5), "spec.drainBack.maxPerMinute", 1)
     return Selector(
         name=name, policy=policy_name, priority=priority, namespace_selector=ns_sel, object_selector=obj_sel,
         annotations=_string_map(effect.get("annotations"), "spec.effect.annotations", label_values=False),
         labels=_string_map(effect.get("labels"), "spec.effect.labels", label_values=True),
-        generation=meta.get("generation") or 0,
+        generation=meta.get("generation") or 0, scale_in=scale_in, **burst,
     )
 
 

@@ -5,13 +5,17 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Dict, List, Mapping, Tuple
 
+from plugins.eci_profile.selectors import InvalidSelectorSpec, parse_duration
+from plugins.eci_profile.timing import DEFAULT_AUTOSCALER_RULES, MEANINGS, AutoscalerRule
+
 DEFAULT_VIRTUAL_NODE_LABELS = {"k8s.aliyun.com/vnode": "true"}
 DEFAULT_VIRTUAL_NODE_TOLERATIONS = [
     {"key": "k8s.aliyun.com/vnode", "operator": "Equal", "value": "true", "effect": "NoSchedule"},
 ]
 TOLERATION_OPERATORS = ("Equal", "Exists")
 TAINT_EFFECTS = ("", "NoSchedule", "PreferNoSchedule", "NoExecute")
-OPTIONS = ("virtualNodeLabels", "virtualNodeTolerations", "auditAnnotation", "events")
+OPTIONS = ("virtualNodeLabels", "virtualNodeTolerations", "auditAnnotation", "events", "autoscalerEvents",
+           "defaultMaxWait")
 
 
 def normalize_toleration(t: Mapping[str, Any]) -> Tuple:
@@ -26,6 +30,9 @@ class Settings:
     virtual_node_tolerations: Tuple[Mapping[str, Any], ...] = tuple(DEFAULT_VIRTUAL_NODE_TOLERATIONS)
     audit_annotation: str = "selector"
     events: bool = True
+    # What autoscalers' Events on a pending pod mean (cluster-autoscaler's and Karpenter's by default).
+    autoscaler_rules: Tuple[AutoscalerRule, ...] = DEFAULT_AUTOSCALER_RULES
+    default_max_wait: float = 600.0
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> "Settings":
@@ -55,9 +62,14 @@ class Settings:
             if "value" in t:
                 t["value"] = str(t["value"])
             checked.append(t)
+        try:
+            max_wait = parse_duration(options.get("defaultMaxWait", "10m"), "defaultMaxWait")
+        except InvalidSelectorSpec as exc:
+            raise ValueError(str(exc)) from None
         return cls(virtual_node_labels=labels, virtual_node_tolerations=tuple(checked),
                    audit_annotation=str(options.get("auditAnnotation", "selector")),
-                   events=bool(options.get("events", True)))
+                   events=bool(options.get("events", True)),
+                   autoscaler_rules=_autoscaler_rules(options.get("autoscalerEvents")), default_max_wait=max_wait)
 
     def is_virtual_node(self, node_labels: Mapping[str, str]) -> bool:
         return all(node_labels.get(k) == v for k, v in self.virtual_node_labels.items())
@@ -65,3 +77,23 @@ class Settings:
     def missing_tolerations(self, tolerations) -> List[Dict[str, Any]]:
         have = {normalize_toleration(t) for t in tolerations or () if isinstance(t, Mapping)}
         return [dict(t) for t in self.virtual_node_tolerations if normalize_toleration(t) not in have]
+
+
+def _autoscaler_rules(value) -> Tuple[AutoscalerRule, ...]:
+    """``autoscalerEvents``: a list of ``{component, reason, means, message}``; replaces the defaults."""
+    if value is None:
+        return DEFAULT_AUTOSCALER_RULES
+    if not isinstance(value, list):
+        raise ValueError("autoscalerEvents must be a list of {component, reason, means[, message]}")
+    rules = []
+    for i, item in enumerate(value):
+        if not isinstance(item, Mapping) or not all(isinstance(item.get(k), str) and item.get(k)
+                                                    for k in ("component", "reason", "means")):
+            raise ValueError(f"autoscalerEvents[{i}] needs component, reason and means (strings)")
+        if item["means"] not in MEANINGS:
+            raise ValueError(f"autoscalerEvents[{i}].means must be one of {', '.join(MEANINGS)}")
+        unknown = set(item) - {"component", "reason", "means", "message"}
+        if unknown:
+            raise ValueError(f"autoscalerEvents[{i}]: unknown key(s) {', '.join(sorted(unknown))}")
+        rules.append(AutoscalerRule(item["component"], item["reason"], item["means"], str(item.get("message", ""))))
+    return tuple(rules)

@@ -1,5 +1,6 @@
-"""Report each Selector's validity on its status (condition ``Valid``) and, when invalid, with a
-Warning Event: an admin sees at ``kubectl get``/``describe`` why a Selector does nothing (leader only).
+"""Report each Selector on its status (leader only): validity (condition ``Valid``, and a Warning
+Event when invalid), the policy in words, its pods on virtual nodes against the cap, and its pods
+waiting to burst; ``kubectl get selectors`` shows them.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import logging
 import threading
 
 from framework import ApiError, WorkQueue
-from plugins.eci_profile.profile import SELECTORS, EciProfile
+from plugins.eci_profile.profile import SELECTORS, VIRTUAL_PODS, EciProfile
 
 log = logging.getLogger("admission_host.eci_profile.status")
 
@@ -25,11 +26,17 @@ def desired_condition(entry: dict) -> dict:
 class SelectorStatusController:
     name = "eci-profile-selector-status"
 
-    def __init__(self, profile: EciProfile):
+    def __init__(self, profile: EciProfile, waiting_count=lambda selector: 0):
         self.profile = profile
         self.store = profile.host.store(SELECTORS)
         self.queue = WorkQueue(self.name)
+        self.waiting_count = waiting_count
+        self.written: dict = {}  # name -> (resourceVersion patched, counts written)
         self.store.add_handler(self.on_selector)
+        profile.host.store(VIRTUAL_PODS).add_handler(self.on_virtual_pod)
+
+    def on_virtual_pod(self, event, old, new) -> None:
+        self.queue.add({p["selector"] for p in (old, new) if p is not None})
 
     def on_selector(self, event, old, new) -> None:
         if new is not None:
@@ -46,20 +53,34 @@ class SelectorStatusController:
         meta = entry["metadata"]
         want = desired_condition(entry)
         status = entry.get("status") or {}
+        counts = self.counts(entry)
+        if self.written.get(name) == (meta.get("resourceVersion"), counts):
+            return  # patched already; the watch has not brought it back yet
         have = next((c for c in status.get("conditions") or () if c.get("type") == "Valid"), {})
         if (all(have.get(k) == want[k] for k in ("status", "reason", "message"))
-                and status.get("observedGeneration") == meta.get("generation")):
+                and status.get("observedGeneration") == meta.get("generation")
+                and all(status.get(k) == v for k, v in counts.items())):
             return
         want["lastTransitionTime"] = (have.get("lastTransitionTime") if have.get("status") == want["status"] else
                                       datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
-        body = {"status": {"observedGeneration": meta.get("generation"), "conditions": [want]}}
+        body = {"status": {"observedGeneration": meta.get("generation"), "conditions": [want], **counts}}
         try:
             self.profile.kube.patch(STATUS_PATH.format(name=name), body)
         except ApiError as exc:
             if exc.status != 404:
                 log.warning("could not update the status of Selector %s: %s", name, exc)
             return
+        self.written[name] = (meta.get("resourceVersion"), counts)
         if entry["error"]:
             self.profile.event({"apiVersion": "eci.aliyun.com/v1", "kind": "Selector", "name": name,
                                 "uid": meta.get("uid") or ""}, "InvalidSelector",
                                f"Selector ignored: {entry['error']}", "Warning")
+
+    def counts(self, entry: dict) -> dict:
+        sel = entry["selector"]
+        if sel is None:
+            return {}
+        used = self.profile.virtual.count(sel.name)
+        cap = sel.max_virtual_pods
+        return {"policy": sel.describe_policy(), "virtualPods": used, "waitingPods": self.waiting_count(sel.name),
+                "virtual": f"{used}/{cap}" if cap is not None else str(used)}

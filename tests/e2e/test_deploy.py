@@ -410,7 +410,8 @@ CLUSTER_WIDE = {
     ("nodes", "", "", "get list watch"),  # cached (labels)
     ("pods", "", "", "get list watch patch"),  # pending pods cached; tolerations (burst), labels (binding)
     ("selectors.eci.aliyun.com/status", "", "", "patch"),  # why a Selector is ignored
-    ("events", "", "", "create"),
+    ("events", "", "", "create list"),
+    ("pods/eviction", "", "", "create"),  # drain-back
     # Its own webhook configuration's caBundle, no other.
     ("mutatingwebhookconfigurations.admissionregistration.k8s.io", "", "admission-host", "get patch"),
 }

@@ -51,13 +51,17 @@ def test_normal_node_prefer_and_only_change_nothing_at_creation(make_harness):
         assert result.audit_annotations == {"selector": sel["metadata"]["name"]}
 
 
-def test_effect_applies_at_creation_when_node_name_is_virtual(make_harness):
-    harness = make_harness(seed("fair.yaml"))
-    on_virtual = harness.create(nginx(nodeName="vk-1")).object
-    assert on_virtual["metadata"]["annotations"] == {"foo": "boo"}
-    assert on_virtual["metadata"]["labels"]["foo"] == "boo"
-    on_normal = harness.create(nginx(nodeName="normal-1")).object
-    assert "annotations" not in on_normal["metadata"]
+def test_pods_that_must_not_move_are_left_alone(make_harness):
+    """DaemonSet pods, static and mirror pods, and pods created with spec.nodeName."""
+    harness = make_harness(seed("virtual-node-only.yaml"))
+    daemon = nginx()
+    daemon["metadata"]["ownerReferences"] = [{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "agent",
+                                              "uid": "u1", "controller": True}]
+    mirror = nginx()
+    mirror["metadata"]["annotations"] = {"kubernetes.io/config.mirror": "abc"}
+    for pod in (daemon, mirror, nginx(nodeName="vk-1"), nginx(nodeName="normal-1")):
+        result = harness.create(pod)
+        assert result.patch == [] and result.audit_annotations == {}, pod
 
 
 def test_existing_keys_win_with_a_warning(make_harness):

@@ -1,0 +1,282 @@
+"""Drain-back (leader only): pods a Selector sent to virtual nodes go back to normal nodes once
+one has room for them, by eviction, so PodDisruptionBudgets hold them back where they must.
+
+A pod is evicted when it has run on a virtual node for the Selector's ``drainBack.after``, is
+owned by a ReplicaSet or StatefulSet (something makes a replacement), and a Ready, schedulable
+normal node fits its requests, nodeSelector and tolerations. At most ``maxPerMinute`` per
+Selector, one pod per workload at a time; a workload whose replacement lands on a virtual node
+again is left alone for a while (doubling up to an hour).
+
+The fit needs the requests of every running pod. They are summed per node from a watch of its
+own that runs only while some Selector asks for drain-back, and keeps three numbers per pod.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Tuple
+
+from framework import ApiError, Watch, object_path
+from framework.kube.reflector import Reflector
+from plugins.eci_profile import timing
+from plugins.eci_profile.cap import counts
+from plugins.eci_profile.profile import NODES, SELECTORS, VIRTUAL_PODS, EciProfile
+from plugins.eci_profile.resources import requests_of
+
+log = logging.getLogger("admission_host.eci_profile.drain")
+
+WORKLOADS = ("ReplicaSet", "StatefulSet")
+BACKOFF_START, BACKOFF_MAX = 300.0, 3600.0
+CLAIM_SECONDS = 60.0
+RUNNING_PODS = Watch(name="eci-drain-back-running-pods", resource="pods", kind="Pod",
+                     field_selector="spec.nodeName!=,status.phase!=Succeeded,status.phase!=Failed")
+
+
+class NodeUsage:
+    """Requests of running pods summed per node: the store of the drain-back watch.
+
+    Keeps ``key -> (node, cpu, memory)`` and the sums, nothing else of the pods."""
+
+    def __init__(self):
+        self._pods: Dict[str, Tuple[str, int, int]] = {}
+        self._nodes: Dict[str, List[int]] = collections.defaultdict(lambda: [0, 0, 0])
+        self._lock = threading.Lock()
+        self._synced = threading.Event()
+        self.resource_version = ""
+
+    @staticmethod
+    def transform(obj: dict) -> dict:
+        meta = obj.get("metadata") or {}
+        spec = obj.get("spec") or {}
+        return {"k": f"{meta.get('namespace')}/{meta.get('name')}", "n": spec.get("nodeName") or "",
+                "r": requests_of(spec)}
+
+    def _add(self, key: str, value: Tuple[str, int, int], sign: int) -> None:
+        node = self._nodes[value[0]]
+        node[0] += sign * value[1]
+        node[1] += sign * value[2]
+        node[2] += sign
+
+    def upsert(self, obj: dict) -> None:
+        value = (obj["n"], *obj["r"])
+        with self._lock:
+            old = self._pods.get(obj["k"])
+            if old is not None:
+                self._add(obj["k"], old, -1)
+            self._pods[obj["k"]] = value
+            self._add(obj["k"], value, 1)
+
+    def delete(self, key: str) -> None:
+        with self._lock:
+            old = self._pods.pop(key, None)
+            if old is not None:
+                self._add(key, old, -1)
+
+    def replace(self, objects: Iterable[dict], resource_version: str = "") -> None:
+        with self._lock:
+            self._pods, self._nodes = {}, collections.defaultdict(lambda: [0, 0, 0])
+        for obj in objects:
+            self.upsert(obj)
+        self.resource_version = resource_version
+        self._synced.set()
+
+    def used(self, node: str) -> Tuple[int, int, int]:
+        cpu, mem, pods = self._nodes.get(node, (0, 0, 0))
+        return cpu, mem, pods
+
+    def has_synced(self) -> bool:
+        return self._synced.is_set()
+
+    def __len__(self) -> int:
+        return len(self._pods)
+
+
+def tolerates(tolerations: Iterable[Mapping], taint: Mapping) -> bool:
+    for t in tolerations or ():
+        if t.get("effect") and t.get("effect") != taint.get("effect"):
+            continue
+        if t.get("operator") == "Exists":
+            if not t.get("key") or t.get("key") == taint.get("key"):
+                return True
+        elif t.get("key") == taint.get("key") and (t.get("value") or "") == (taint.get("value") or ""):
+            return True
+    return False
+
+
+class DrainBackController:
+    name = "eci-profile-drain-back"
+
+    def __init__(self, profile: EciProfile, clock: Callable[[], float] = time.time, interval: float = 5.0):
+        self.profile = profile
+        self.clock = clock
+        self.interval = interval
+        self.selectors = profile.host.store(SELECTORS)
+        self.virtual = profile.host.store(VIRTUAL_PODS)
+        self.nodes = profile.host.store(NODES)
+        self.usage: Optional[NodeUsage] = None
+        self._reflector: Optional[Reflector] = None
+        self._evicted: Dict[str, collections.deque] = {}  # selector -> eviction times (last minute)
+        self._inflight: Dict[str, Tuple[str, float]] = {}  # workload uid -> (pod key, when evicted)
+        self._backoff: Dict[str, Tuple[float, float]] = {}  # workload uid -> (until, last delay)
+        # Room promised to evicted pods' replacements until they show up in the usage (CLAIM_SECONDS).
+        self._claims: List[Tuple[float, str, int, int]] = []  # (until, node, cpu, memory)
+        self.drained = profile.drain_backs
+
+    # -- the loop --------------------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        try:
+            while not stop.is_set():
+                try:
+                    self.step()
+                except Exception:
+                    log.exception("drain-back pass failed")
+                stop.wait(self.interval)
+        finally:
+            self._stop_watch()
+
+    def wanted(self) -> list:
+        return [e["selector"] for e in self.selectors.list()
+                if e.get("selector") is not None and e["selector"].drain_after is not None]
+
+    def step(self) -> int:
+        """One pass: evict what may go back now. Returns the number of pods evicted."""
+        selectors = self.wanted()
+        if not selectors:
+            self._stop_watch()
+            return 0
+        if not self._start_watch():
+            return 0
+        free = self.free_capacity()
+        evicted = 0
+        for sel in sorted(selectors, key=lambda s: s.name):
+            evicted += self.drain(sel, free)
+        return evicted
+
+    def _start_watch(self) -> bool:
+        if self.usage is None:
+            self.usage = NodeUsage()
+            if self.profile.kube is not None:
+                self._reflector = Reflector(self.profile.kube, RUNNING_PODS, self.usage,
+                                            metrics=self.profile.host.metrics)
+                self._reflector.start()
+        return self.usage.has_synced()
+
+    def _stop_watch(self) -> None:
+        if self._reflector is not None:
+            self._reflector.stop()
+        self._reflector, self.usage = None, None  # what it held goes with it
+
+    # -- capacity ----------------------------------------------------------------------------------
+    def free_capacity(self) -> Dict[str, dict]:
+        """Normal nodes a pod may go to, with what is left on each."""
+        now = self.clock()
+        self._claims = [c for c in self._claims if c[0] > now]
+        free = {}
+        for node in self.nodes.list():
+            fit = node.get("fit")
+            labels = node["metadata"]["labels"]
+            if not fit or not fit["ready"] or fit["unschedulable"] or self.profile.settings.is_virtual_node(labels):
+                continue
+            cpu, mem, pods = self.usage.used(node["metadata"]["name"])
+            for until, claimed, c, m in self._claims:
+                if claimed == node["metadata"]["name"]:
+                    cpu, mem, pods = cpu + c, mem + m, pods + 1
+            free[node["metadata"]["name"]] = {"cpu": fit["cpu"] - cpu, "memory": fit["memory"] - mem,
+                                              "pods": fit["pods"] - pods, "labels": labels, "taints": fit["taints"]}
+        return free
+
+    @staticmethod
+    def fits(pod: dict, node: dict) -> bool:
+        cpu, mem = pod["requests"]
+        if node["pods"] < 1 or node["cpu"] < cpu or node["memory"] < mem:
+            return False
+        if any(node["labels"].get(k) != v for k, v in (pod.get("nodeSelector") or {}).items()):
+            return False
+        return all(tolerates(pod.get("tolerations"), t) for t in node["taints"])
+
+    # -- one Selector --------------------------------------------------------------------------------
+    def drain(self, sel, free: Dict[str, dict]) -> int:
+        now = self.clock()
+        recent = self._evicted.setdefault(sel.name, collections.deque())
+        while recent and recent[0] <= now - 60:
+            recent.popleft()
+        evicted = 0
+        pods = sorted((p for p in self.virtual.by_index("selector", sel.name) if counts(p)),
+                      key=lambda p: (p.get("startTime") or "", _key(p)))
+        self._notice_returns(pods)
+        for pod in pods:
+            if len(recent) >= sel.drain_per_minute:
+                break
+            if not self.may_go_back(pod, sel, now):
+                continue
+            target = next((name for name, node in sorted(free.items()) if self.fits(pod, node)), None)
+            if target is None:
+                continue
+            if self.evict(pod, sel, target):
+                node = free[target]
+                node["cpu"] -= pod["requests"][0]
+                node["memory"] -= pod["requests"][1]
+                node["pods"] -= 1
+                self._claims.append((now + CLAIM_SECONDS, target, *pod["requests"]))
+                recent.append(now)
+                self._inflight[pod["owner"]["uid"]] = (_key(pod), now)
+                evicted += 1
+        return evicted
+
+    def may_go_back(self, pod: dict, sel, now: float) -> bool:
+        owner = pod.get("owner")
+        if not owner or owner.get("kind") not in WORKLOADS or pod.get("phase") != "Running":
+            return False
+        if not pod.get("startTime") or now - timing.parse_time(pod["startTime"]) < sel.drain_after:
+            return False
+        if self._backoff.get(owner["uid"], (0.0, 0.0))[0] > now:
+            return False
+        busy = self._inflight.get(owner["uid"])
+        if busy is not None:  # one pod per workload at a time: until the evicted one is gone
+            if self.virtual.get(busy[0]) is not None and now - busy[1] < 300:
+                return False
+            del self._inflight[owner["uid"]]
+        return True
+
+    def _notice_returns(self, pods: List[dict]) -> None:
+        """A replacement that landed on a virtual node again: leave that workload alone for a while."""
+        for pod in pods:
+            owner = pod.get("owner") or {}
+            busy = self._inflight.get(owner.get("uid"))
+            if busy is None or _key(pod) == busy[0] or not pod.get("createdAt"):
+                continue
+            if timing.parse_time(pod["createdAt"]) >= busy[1] - 1:
+                last = self._backoff.get(owner["uid"], (0.0, BACKOFF_START / 2))[1]
+                delay = min(BACKOFF_MAX, last * 2)
+                self._backoff[owner["uid"]] = (self.clock() + delay, delay)
+                del self._inflight[owner["uid"]]
+                log.info("drain-back: the replacement of %s %s is on a virtual node again; retrying in %.0f s",
+                         owner.get("kind"), owner.get("name"), delay)
+
+    def evict(self, pod: dict, sel, target: str) -> bool:
+        meta = pod["metadata"]
+        path = object_path("v1", "pods", meta["name"], meta["namespace"]) + "/eviction"
+        body = {"apiVersion": "policy/v1", "kind": "Eviction",
+                "metadata": {"name": meta["name"], "namespace": meta["namespace"]}}
+        try:
+            self.profile.kube.post(path, body)
+        except ApiError as exc:
+            if exc.status == 429:  # a PodDisruptionBudget says not now
+                self.drained.labels(sel.name, "blocked").inc()
+                return False
+            if exc.status == 404:
+                return False
+            raise
+        self.drained.labels(sel.name, "evicted").inc()
+        log.info("drain-back: evicted %s/%s from virtual node %s (Selector %s); %s has room", meta["namespace"],
+                 meta["name"], pod["node"], sel.name, target)
+        self.profile.event_later(meta, "DrainBack", f"Evicted from virtual node {pod['node']} by Selector "
+                                 f"{sel.name}: normal node {target} has room for it")
+        return True
+
+
+def _key(pod: dict) -> str:
+    return f"{pod['metadata']['namespace']}/{pod['metadata']['name']}"
