@@ -10,6 +10,7 @@ from framework.admission.review import AdmissionRequest
 from framework.hookspecs import hookimpl, hookspec
 from framework.kube.client import JSON_PATCH, MERGE_PATCH, ApiError, KubeClient, object_path
 from framework.kube.labels import InvalidSelector, LabelSelector
+from framework.kube.reflector import Reflector
 from framework.kube.store import Store
 from framework.kube.workqueue import WorkQueue
 from framework.types import FAIL, IGNORE, Controller, Denied, Mutator, Watch
@@ -18,6 +19,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AdmissionRequest", "ApiError", "Controller", "Denied", "FAIL", "IGNORE", "InvalidSelector", "JSON_PATCH",
-    "KubeClient", "LabelSelector", "MERGE_PATCH", "Mutator", "Store", "Watch", "WorkQueue", "hookimpl",
+    "KubeClient", "LabelSelector", "MERGE_PATCH", "Mutator", "Reflector", "Store", "Watch", "WorkQueue", "hookimpl",
     "hookspec", "make_patch", "object_path",
 ]

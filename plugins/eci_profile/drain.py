@@ -19,8 +19,7 @@ import threading
 import time
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
-from framework import ApiError, Watch, object_path
-from framework.kube.reflector import Reflector
+from framework import ApiError, Reflector, Watch, object_path
 from plugins.eci_profile import timing
 from plugins.eci_profile.cap import counts
 from plugins.eci_profile.profile import NODES, SELECTORS, VIRTUAL_PODS, EciProfile
@@ -31,8 +30,6 @@ log = logging.getLogger("admission_host.eci_profile.drain")
 WORKLOADS = ("ReplicaSet", "StatefulSet")
 BACKOFF_START, BACKOFF_MAX = 300.0, 3600.0
 CLAIM_SECONDS = 60.0
-RUNNING_PODS = Watch(name="eci-drain-back-running-pods", resource="pods", kind="Pod",
-                     field_selector="spec.nodeName!=,status.phase!=Succeeded,status.phase!=Failed")
 
 
 class NodeUsage:
@@ -92,6 +89,11 @@ class NodeUsage:
 
     def __len__(self) -> int:
         return len(self._pods)
+
+
+RUNNING_PODS = Watch(name="eci-drain-back-running-pods", resource="pods", kind="Pod",
+                     field_selector="spec.nodeName!=,status.phase!=Succeeded,status.phase!=Failed",
+                     transform=NodeUsage.transform)
 
 
 def tolerates(tolerations: Iterable[Mapping], taint: Mapping) -> bool:

@@ -262,6 +262,10 @@ class EciProfile:
         pod_labels = (pod.get("metadata") or {}).get("labels") or {}
         lines = [f"pod labels: {_labels(pod_labels)}",
                  f"namespace {namespace_name}: " + (f"labels {_labels(ns_labels)}" if ns else "not found (no labels)")]
+        alone = left_alone(pod, at_creation=not (pod.get("status") or {}).get("phase"))
+        if alone:
+            lines.append(f"left alone: the pod is {alone}; ECI-Profile never changes such a pod")
+            return lines
         rows = self.explain(pod, namespace_name)
         if not rows:
             lines.append("no Selectors")
@@ -287,6 +291,35 @@ class EciProfile:
             lines.append(f"effect: annotations {_labels(winner.annotations)}, labels {_labels(winner.labels)}, {when}")
             if policy.burst_when_unschedulable:
                 lines.append("if no normal node fits: the virtual-node tolerations are added and it may burst")
+                lines.append(self._explain_timing(pod, winner))
+        lines += self._explain_burst_engine(pod, winner)
+        return lines
+
+    def _explain_timing(self, pod: dict, sel: Selector) -> str:
+        rule = (f"burst timing: {selectors.format_duration(sel.burst_delay)} after it becomes Unschedulable")
+        if sel.wait_for_autoscaler:
+            max_wait = sel.max_wait if sel.max_wait is not None else self.settings.default_max_wait
+            rule += (f"; held up to {selectors.format_duration(max(max_wait, sel.burst_delay))} while an "
+                     f"autoscaler says it is adding a node for it")
+        since = unschedulable_since(pod) if is_unschedulable(pod) else None
+        if since is not None:
+            at = datetime.datetime.fromtimestamp(since + sel.burst_delay, datetime.timezone.utc)
+            rule += f"; Unschedulable since {_iso(since)}, so not before {at.strftime('%Y-%m-%dT%H:%M:%SZ')}"
+        return rule
+
+    def _explain_burst_engine(self, pod: dict, sel: Selector) -> List[str]:
+        lines = []
+        if sel.max_virtual_pods is not None:
+            lines.append(f"cap: at most {sel.max_virtual_pods} of its pods on virtual nodes; "
+                         f"{self.virtual.count(sel.name)} there now")
+        if sel.scale_in == "VirtualFirst":
+            own = ((pod.get("metadata") or {}).get("annotations") or {}).get(DELETION_COST)
+            cost = sel.annotations.get(DELETION_COST, VIRTUAL_FIRST_COST)
+            lines.append(f"scale-in: on a virtual node its pod-deletion-cost is {own} (its own, kept)" if own else
+                         f"scale-in: bound to a virtual node it gets pod-deletion-cost {cost}, so it goes first")
+        if sel.drain_after is not None:
+            lines.append(f"drain-back: after {selectors.format_duration(sel.drain_after)} on a virtual node it is "
+                         f"evicted when a normal node has room (at most {sel.drain_per_minute} a minute)")
         return lines
 
     # -- admission ----------------------------------------------------------------------------------
@@ -472,6 +505,10 @@ def host_features(pod: Mapping) -> List[str]:
             if isinstance(c, Mapping) and ((c.get("securityContext") or {}).get("privileged") is True):
                 found.append(f"spec.{kind}[{c.get('name')}].securityContext.privileged")
     return found
+
+
+def _iso(epoch: float) -> str:
+    return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _labels(labels: Mapping[str, str]) -> str:

@@ -206,6 +206,60 @@ class Cluster:
                 pass
 
 
+NODEPOOLS = "/apis/karpenter.sh/v1/nodepools"
+NODECLAIMS = "/apis/karpenter.sh/v1/nodeclaims"
+
+
+@pytest.fixture(scope="session")
+def karpenter(control_plane):
+    """The cluster's autoscaler (Karpenter's KWOK provider); idle while no NodePool exists."""
+    control_plane.start_autoscaler()
+    yield control_plane
+    control_plane.stop_autoscaler()
+
+
+@pytest.fixture
+def nodepool(karpenter, admin):
+    """Make NodePools of simulated normal nodes (``max_cpu`` caps the pool; 2-CPU nodes, removed
+    2 s after they are empty); each is deleted, nodes and all, after the test."""
+    made = []
+
+    def make(name, max_cpu="4", node_cpu="2"):
+        admin.post("/apis/karpenter.kwok.sh/v1alpha1/kwoknodeclasses", {
+            "apiVersion": "karpenter.kwok.sh/v1alpha1", "kind": "KWOKNodeClass", "metadata": {"name": name}})
+        admin.post(NODEPOOLS, {
+            "apiVersion": "karpenter.sh/v1", "kind": "NodePool", "metadata": {"name": name},
+            "spec": {"limits": {"cpu": max_cpu},
+                     "disruption": {"consolidationPolicy": "WhenEmpty", "consolidateAfter": "2s"},
+                     "template": {"spec": {
+                         "nodeClassRef": {"group": "karpenter.kwok.sh", "kind": "KWOKNodeClass", "name": name},
+                         "expireAfter": "Never",
+                         "requirements": [
+                             {"key": "karpenter.kwok.sh/instance-cpu", "operator": "In", "values": [node_cpu]},
+                             {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]}]}}}})
+        made.append(name)
+        return name
+
+    yield make
+    for name in made:  # Karpenter finalizes its NodeClaims and nodes: remove pools while it runs
+        admin.delete(f"{NODEPOOLS}/{name}")
+    wait_for(lambda: not admin.get(NODECLAIMS).get("items"), 90, what="Karpenter's nodes removed")
+    for name in made:
+        admin.delete(f"/apis/karpenter.kwok.sh/v1alpha1/kwoknodeclasses/{name}")
+
+
+def pool_nodes(admin, pool) -> list:
+    return admin.get("/api/v1/nodes", labelSelector=f"karpenter.sh/nodepool={pool}").get("items") or []
+
+
+def events_for(admin, ns, pod, component=None) -> list:
+    """Events on a pod, from ``component`` (source or reporting component) if given."""
+    items = admin.get(f"/api/v1/namespaces/{ns}/events",
+                      fieldSelector=f"involvedObject.name={pod}").get("items") or []
+    return [e for e in items if component is None
+            or component in (e.get("reportingComponent"), (e.get("source") or {}).get("component"))]
+
+
 @pytest.fixture
 def k8s(control_plane, admin, core_v1, webhook_host):
     c = Cluster(control_plane, admin, core_v1, webhook_host)

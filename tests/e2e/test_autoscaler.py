@@ -5,55 +5,26 @@ import pytest
 
 from framework import ApiError
 from tests.e2e.cluster import selected_release
+from tests.e2e.conftest import events_for, pool_nodes
 from tests.e2e.host import wait_for
 
 pytestmark = pytest.mark.skipif(not selected_release().simulated_nodes,
                                 reason="needs kube-controller-manager, KWOK and Karpenter (the current release)")
-NODEPOOLS = "/apis/karpenter.sh/v1/nodepools"
-NODECLAIMS = "/apis/karpenter.sh/v1/nodeclaims"
 POOL = "e2e-normal"
 
 
-@pytest.fixture(scope="module")
-def autoscaler(control_plane, admin):
-    """A NodePool of 2-CPU on-demand nodes, at most 4 CPUs (two nodes), emptied nodes removed at once."""
-    control_plane.start_autoscaler()
-    admin.post("/apis/karpenter.kwok.sh/v1alpha1/kwoknodeclasses", {
-        "apiVersion": "karpenter.kwok.sh/v1alpha1", "kind": "KWOKNodeClass", "metadata": {"name": POOL}})
-    admin.post(NODEPOOLS, {
-        "apiVersion": "karpenter.sh/v1", "kind": "NodePool", "metadata": {"name": POOL},
-        "spec": {"limits": {"cpu": "4"},
-                 "disruption": {"consolidationPolicy": "WhenEmpty", "consolidateAfter": "2s"},
-                 "template": {"spec": {
-                     "nodeClassRef": {"group": "karpenter.kwok.sh", "kind": "KWOKNodeClass", "name": POOL},
-                     "expireAfter": "Never",
-                     "requirements": [
-                         {"key": "karpenter.kwok.sh/instance-cpu", "operator": "In", "values": ["2"]},
-                         {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]}]}}}})
-    yield POOL
-    # Karpenter finalizes its NodeClaims and nodes: remove the pool while it still runs.
-    admin.delete(f"{NODEPOOLS}/{POOL}")
-    wait_for(lambda: not admin.get(NODECLAIMS).get("items"), 60, what="Karpenter's nodes removed")
-    admin.delete(f"/apis/karpenter.kwok.sh/v1alpha1/kwoknodeclasses/{POOL}")
-    control_plane.stop_autoscaler()
+@pytest.fixture
+def autoscaler(nodepool):
+    """A NodePool of 2-CPU nodes, at most two of them, emptied nodes removed after 2 s."""
+    return nodepool(POOL, max_cpu="4")
 
 
-def pool_nodes(admin) -> list:
-    return admin.get("/api/v1/nodes", labelSelector=f"karpenter.sh/nodepool={POOL}").get("items") or []
-
-
-def events_for(admin, ns, pod, component) -> list:
-    items = admin.get(f"/api/v1/namespaces/{ns}/events",
-                      fieldSelector=f"involvedObject.name={pod}").get("items") or []
-    return [e for e in items if component in (e.get("reportingComponent"), (e.get("source") or {}).get("component"))]
-
-
-def test_nodepool_grows_for_unschedulable_pods_and_shrinks_when_empty(k8s, autoscaler):
+def test_nodepool_grows_for_unschedulable_pods_and_shrinks_when_empty(autoscaler, k8s):
     ns = k8s.namespace()
     labels = {"app": k8s.id}
     # 1500m each: one per 2-CPU node, and the pool stops at two nodes.
     k8s.deployment("grows", ns, labels, replicas=3, cpu="1500m")
-    wait_for(lambda: len(pool_nodes(k8s.admin)) == 2, 60, what="two nodes added to the pool")
+    wait_for(lambda: len(pool_nodes(k8s.admin, POOL)) == 2, 60, what="two nodes added to the pool")
 
     def two_running_one_pending():
         pods = k8s.pods(ns, labels)
@@ -61,7 +32,7 @@ def test_nodepool_grows_for_unschedulable_pods_and_shrinks_when_empty(k8s, autos
         return pods if len(pods) == 3 and len(running) == 2 else None
     pods = wait_for(two_running_one_pending, 60, what="two pods Running on the new nodes")
     assert {p["spec"]["nodeName"] for p in pods if p["spec"].get("nodeName")} == \
-        {n["metadata"]["name"] for n in pool_nodes(k8s.admin)}
+        {n["metadata"]["name"] for n in pool_nodes(k8s.admin, POOL)}
 
     # What the autoscaler said, on the pods, as the burst engine reads it.
     pending = next(p["metadata"]["name"] for p in pods if not p["spec"].get("nodeName"))
@@ -74,10 +45,10 @@ def test_nodepool_grows_for_unschedulable_pods_and_shrinks_when_empty(k8s, autos
     assert nominated and all(e["message"].startswith("Pod should schedule on: nodeclaim/") for e in nominated)
 
     k8s.scale(ns, "grows", 0)
-    wait_for(lambda: not pool_nodes(k8s.admin), 90, what="empty nodes removed from the pool")
+    wait_for(lambda: not pool_nodes(k8s.admin, POOL), 90, what="empty nodes removed from the pool")
 
 
-def test_an_autoscaler_node_is_a_normal_node_for_the_host(k8s, autoscaler):
+def test_an_autoscaler_node_is_a_normal_node_for_the_host(autoscaler, k8s):
     """Nodes Karpenter adds carry no virtual-node label: what lands there gets no effect."""
     ns = k8s.namespace()
     k8s.apply_selector({

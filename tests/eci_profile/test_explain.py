@@ -37,3 +37,25 @@ def test_explain_command_offline(tmp_path, capsys):
     assert "winner: test-normal-node-prefer (normalNodePrefer), highest priority (0), tie with " \
            "test-virtual-node-only broken by name" in out
     assert "no change" in out
+
+
+def test_explain_tells_burst_timing_cap_scale_in_and_drain_back(make_harness):
+    sel = selector("burst", "normalNodePrefer", object_labels={"matchLabels": {"app": "web"}})
+    sel["spec"]["policy"]["normalNodePrefer"] = {"burstAfter": "30s", "waitForAutoscaler": True, "maxWait": "5m"}
+    sel["spec"].update(maxVirtualPods=20, scaleIn="VirtualFirst", drainBack={"after": "10m", "maxPerMinute": 3})
+    waiting = pod("p", labels={"app": "web"})
+    waiting["status"] = {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False",
+                         "reason": "Unschedulable", "lastTransitionTime": "2027-01-15T08:00:00Z"}]}
+    text = "\n".join(eci.admission_host_explain(make_harness(sel).host, waiting))
+    assert ("burst timing: 30s after it becomes Unschedulable; held up to 5m while an autoscaler says it is "
+            "adding a node for it; Unschedulable since 2027-01-15T08:00:00Z, so not before 2027-01-15T08:00:30Z") in text
+    assert "cap: at most 20 of its pods on virtual nodes; 0 there now" in text
+    assert "scale-in: bound to a virtual node it gets pod-deletion-cost -1000, so it goes first" in text
+    assert "drain-back: after 10m on a virtual node it is evicted when a normal node has room (at most 3 a minute)" in text
+
+
+def test_explain_says_why_a_daemonset_pod_is_left_alone(make_harness):
+    p = pod("agent", labels={"app": "web"})
+    p["metadata"]["ownerReferences"] = [{"kind": "DaemonSet", "name": "agent", "uid": "u", "controller": True}]
+    text = "\n".join(eci.admission_host_explain(make_harness(selector("all")).host, p))
+    assert "left alone: the pod is owned by a DaemonSet" in text and "winner" not in text

@@ -1,0 +1,174 @@
+"""The burst engine on the current release: burstAfter, waiting for the real autoscaler (Karpenter),
+the cap under a burst, scale-in order, drain-back with a PodDisruptionBudget, DaemonSets untouched."""
+
+import time
+
+import pytest
+
+from tests.e2e.cluster import selected_release
+from tests.e2e.conftest import TOLERATION, events_for, pool_nodes
+from tests.e2e.host import wait_for
+from tests.e2e.test_operability import metric
+
+pytestmark = pytest.mark.skipif(not selected_release().simulated_nodes,
+                                reason="needs kube-controller-manager, KWOK and Karpenter (the current release)")
+SELECTOR_LABEL = "eci.aliyun.com/selector"
+
+
+def prefer(k8s, app, timing=None, **spec):
+    return k8s.apply_selector({
+        "apiVersion": "eci.aliyun.com/v1", "kind": "Selector", "metadata": {"name": f"{k8s.id}-{app}"},
+        "spec": {"objectLabels": {"matchLabels": {"app": app}}, "policy": {"normalNodePrefer": timing or {}},
+                 **spec}})
+
+
+def tolerated(pod) -> bool:
+    return TOLERATION in (pod["spec"].get("tolerations") or [])
+
+
+def on_virtual(k8s, pods) -> list:
+    return [p for p in pods if p["spec"].get("nodeName") and k8s.is_virtual(p["spec"]["nodeName"])]
+
+
+def test_burst_after_is_respected(k8s):
+    ns = k8s.namespace()
+    k8s.node("virtual")
+    prefer(k8s, k8s.id, {"burstAfter": "4s"})
+    k8s.pod("late", ns, labels={"app": k8s.id})
+    k8s.wait_unschedulable(ns, "late")
+    seen = time.monotonic()
+    time.sleep(2.5)
+    assert not tolerated(k8s.get_pod(ns, "late")), "burst before burstAfter"
+    bound = k8s.wait_bound(ns, "late", timeout=15)
+    waited = time.monotonic() - seen
+    assert tolerated(bound) and k8s.is_virtual(bound["spec"]["nodeName"])
+    assert 2.5 <= waited < 12, waited
+    reasons = {e["reason"] for e in events_for(k8s.admin, ns, "late", "admission-host-eci-profile")}
+    assert {"BurstDelayed", "BurstToVirtualNode"} <= reasons
+
+
+def test_pods_wait_for_a_node_the_autoscaler_adds(nodepool, k8s):
+    """A pool that can grow: the extra pods land on Karpenter's new normal node, not the virtual one."""
+    ns = k8s.namespace()
+    k8s.node(cpu="1"), k8s.node("virtual")
+    pool = nodepool(f"{k8s.id}-grows", max_cpu="4")
+    prefer(k8s, "nginx", {"waitForAutoscaler": True, "burstAfter": "20s", "maxWait": "3m"})
+    labels = {"app": "nginx"}
+    k8s.deployment("web", ns, labels, replicas=4, cpu="600m")  # one fits the normal node; 3 wait
+    pods = k8s.wait_running(ns, labels, 4, timeout=120)
+    assert not on_virtual(k8s, pods), [p["spec"]["nodeName"] for p in pods]
+    assert not any(tolerated(p) for p in pods)
+    assert pool_nodes(k8s.admin, pool)
+    waited = [e for p in pods for e in events_for(k8s.admin, ns, p["metadata"]["name"], "admission-host-eci-profile")
+              if e["reason"] == "BurstDelayed"]
+    assert any("karpenter is provisioning a node" in e["message"] for e in waited), [e["message"] for e in waited]
+
+
+def test_pods_burst_without_waiting_when_the_autoscaler_cannot_help(nodepool, k8s):
+    """A pool at its maximum: Karpenter says so, and the pods burst at burstAfter, not maxWait."""
+    ns = k8s.namespace()
+    k8s.node("virtual")
+    nodepool(f"{k8s.id}-full", max_cpu="0")
+    prefer(k8s, k8s.id, {"waitForAutoscaler": True, "burstAfter": "3s", "maxWait": "10m"})
+    k8s.pod("full", ns, labels={"app": k8s.id})
+    bound = k8s.wait_bound(ns, "full", timeout=60)
+    assert k8s.is_virtual(bound["spec"]["nodeName"])
+    said = [e for e in events_for(k8s.admin, ns, "full", "karpenter") if e["reason"] == "FailedScheduling"]
+    assert said and "exceed limits" in said[0]["message"]
+    status, text = k8s.host.get("/metrics")
+    assert metric(text, "eci_profile_burst_decisions_total", reason="autoscalerCannotHelp") >= 1
+
+
+def test_the_cap_holds_under_a_burst_of_fifty_pods(k8s):
+    ns = k8s.namespace()
+    k8s.node("virtual")
+    name = f"{k8s.id}-capped"
+    k8s.apply_selector({"apiVersion": "eci.aliyun.com/v1", "kind": "Selector", "metadata": {"name": name},
+                        "spec": {"objectLabels": {"matchLabels": {"app": k8s.id}}, "policy": {"fair": {}},
+                                 "maxVirtualPods": 10}})
+    labels = {"app": k8s.id}
+    k8s.deployment("burst", ns, labels, replicas=50, cpu="10m")
+    most = 0
+    deadline = time.monotonic() + 40
+    while time.monotonic() < deadline:
+        pods = k8s.pods(ns, labels)
+        most = max(most, len(on_virtual(k8s, pods)))
+        if len(pods) == 50 and most >= 10 and time.monotonic() > deadline - 30:
+            break
+        time.sleep(0.2)
+    time.sleep(3)  # the scheduler keeps retrying the others: none may get through
+    pods = k8s.pods(ns, labels)
+    assert most == 10 and len(on_virtual(k8s, pods)) == 10
+    assert all(p["metadata"]["labels"].get(SELECTOR_LABEL) == name for p in on_virtual(k8s, pods))
+    pending = [p for p in pods if not p["spec"].get("nodeName")]
+    assert len(pending) == 40
+    refused = [e for p in pending[:5] for e in events_for(k8s.admin, ns, p["metadata"]["name"])
+               if e["reason"] == "VirtualPodCapReached"]
+    assert refused and "at most 10 pods on virtual nodes" in refused[0]["message"]
+    selector = wait_for(lambda: (lambda s: s if s.get("status", {}).get("virtual") == "10/10" else None)(
+        k8s.admin.get(f"/apis/eci.aliyun.com/v1/selectors/{name}")), 20, what="status 10/10")
+    assert selector["status"]["virtualPods"] == 10
+
+
+def test_scale_down_removes_virtual_pods_first(k8s):
+    ns = k8s.namespace()
+    normal, _ = k8s.node(cpu="1"), k8s.node("virtual")
+    prefer(k8s, k8s.id, scaleIn="VirtualFirst")
+    labels = {"app": k8s.id}
+    k8s.deployment("web", ns, labels, replicas=2, cpu="400m")
+    k8s.wait_running(ns, labels, 2)
+    k8s.scale(ns, "web", 5)
+    pods = k8s.wait_running(ns, labels, 5)
+    assert len(on_virtual(k8s, pods)) == 3
+    for p in on_virtual(k8s, pods):
+        assert p["metadata"]["annotations"]["controller.kubernetes.io/pod-deletion-cost"] == "-1000"
+    k8s.scale(ns, "web", 2)
+    kept = k8s.wait_running(ns, labels, 2)
+    assert {p["spec"]["nodeName"] for p in kept} == {normal}
+
+
+def test_drain_back_respects_the_budget_and_the_rate(k8s):
+    ns = k8s.namespace()
+    k8s.node(cpu="1"), k8s.node("virtual")
+    name = prefer(k8s, k8s.id, drainBack={"after": "2s", "maxPerMinute": 2})["metadata"]["name"]
+    labels = {"app": k8s.id}
+    k8s.admin.post(f"/apis/policy/v1/namespaces/{ns}/poddisruptionbudgets", {
+        "apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "web"},
+        "spec": {"minAvailable": 4, "selector": {"matchLabels": labels}}})
+    k8s.deployment("web", ns, labels, replicas=4, cpu="600m")  # one fits the normal node, 3 burst
+    assert len(on_virtual(k8s, k8s.wait_running(ns, labels, 4))) == 3
+    k8s.node(cpu="4")  # room for all of them on normal nodes now
+    time.sleep(12)  # the budget allows no disruption: nothing moves
+    assert len(on_virtual(k8s, k8s.wait_running(ns, labels, 4))) == 3
+    status, text = k8s.host.get("/metrics")
+    assert metric(text, "eci_profile_drain_backs_total", selector=name, outcome="blocked") >= 1
+
+    k8s.admin.patch(f"/apis/policy/v1/namespaces/{ns}/poddisruptionbudgets/web",
+                    {"spec": {"minAvailable": 3}})
+    started = time.monotonic()
+    wait_for(lambda: len(on_virtual(k8s, k8s.pods(ns, labels))) <= 1, 60, 0.5, what="two pods drained back")
+    two = time.monotonic() - started
+    pods = wait_for(lambda: (lambda ps: ps if not on_virtual(k8s, ps) and len(ps) == 4 and all(
+        p["status"].get("phase") == "Running" for p in ps) else None)(k8s.pods(ns, labels)), 90, 0.5,
+        what="every pod back on normal nodes")
+    total = time.monotonic() - started
+    assert total >= 50, f"maxPerMinute 2 but three pods drained back in {total:.0f} s (two in {two:.0f} s)"
+    assert not any(tolerated(p) for p in pods)  # the replacements got normal nodes without bursting
+
+
+def test_daemonset_pods_are_untouched(k8s):
+    ns = k8s.namespace()
+    normal, _ = k8s.node(), k8s.node("virtual")
+    k8s.apply_selector({"apiVersion": "eci.aliyun.com/v1", "kind": "Selector", "metadata": {"name": f"{k8s.id}-all"},
+                        "spec": {"objectLabels": {"matchLabels": {"app": k8s.id}}, "policy": {"fair": {}},
+                                 "effect": {"labels": {"burst": "yes"}}}})
+    labels = {"app": k8s.id}
+    k8s.admin.post(f"/apis/apps/v1/namespaces/{ns}/daemonsets", {
+        "apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "agent"},
+        "spec": {"selector": {"matchLabels": labels}, "template": {"metadata": {"labels": labels}, "spec": {
+            "containers": [{"name": "a", "image": "agent", "resources": {"requests": {"cpu": "10m"}}}]}}}})
+    pods = wait_for(lambda: (lambda ps: ps if ps and all(p["status"].get("phase") == "Running" for p in ps)
+                             else None)(k8s.pods(ns, labels)), 30, what="DaemonSet pods Running")
+    # Its pods got neither the toleration nor the effect: the virtual node (tainted) runs none.
+    assert {p["spec"]["nodeName"] for p in pods} == {normal}
+    assert not any(tolerated(p) or "burst" in p["metadata"]["labels"] for p in pods)
