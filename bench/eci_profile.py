@@ -145,6 +145,29 @@ def run_memory(n_namespaces: int, n_nodes: int, n_pods: int, n_selectors: int) -
     harness.close()
 
 
+def run_drain_back_memory(n_pods: int, n_nodes: int) -> None:
+    """What drain-back's running-pods watch keeps: full pods through its transform into NodeUsage."""
+    from plugins.eci_profile.drain import NodeUsage
+
+    gc.collect()
+    before = rss_mb()
+    usage = NodeUsage()
+
+    def running():
+        for i in range(n_pods):
+            p = sample_pod(i, f"app-{i % 1000}")
+            p["spec"]["nodeName"] = f"node-{i % n_nodes}"
+            p["spec"]["containers"] = [{"name": f"c{j}", "image": "nginx:1.25", "resources": {
+                "requests": {"cpu": "250m", "memory": "256Mi"}}} for j in range(2)]
+            yield NodeUsage.transform(p)
+
+    usage.replace(running())
+    gc.collect()
+    after = rss_mb()
+    print(f"drain-back: {n_pods} running pods on {n_nodes} nodes: {after - before:.1f} MB "
+          f"({(after - before) * 2**20 / n_pods:.0f} bytes a pod)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--memory", action="store_true", help="measure the caches' RSS instead")
@@ -153,6 +176,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.memory:
         run_memory(10_000, 5_000, 20_000, 1_000)
+        run_drain_back_memory(100_000, 5_000)
         return
     print(f"plugin time per request (µs, median / p99), {args.namespaces} namespaces")
     print(f"{'Selectors':>10} | {'non-matching pod':>18} | {'matching pod':>14} | {'binding to virtual':>19}")

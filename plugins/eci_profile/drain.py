@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import sys
 import threading
 import time
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Tuple
@@ -48,7 +49,8 @@ class NodeUsage:
     def transform(obj: dict) -> dict:
         meta = obj.get("metadata") or {}
         spec = obj.get("spec") or {}
-        return {"k": f"{meta.get('namespace')}/{meta.get('name')}", "n": spec.get("nodeName") or "",
+        # Node names repeat for every pod on the node: one string each, not one per pod.
+        return {"k": f"{meta.get('namespace')}/{meta.get('name')}", "n": sys.intern(spec.get("nodeName") or ""),
                 "r": requests_of(spec)}
 
     def _add(self, key: str, value: Tuple[str, int, int], sign: int) -> None:

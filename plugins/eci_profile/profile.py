@@ -10,6 +10,7 @@ import time
 from typing import Dict, List, Mapping, Optional, Tuple
 
 from prometheus_client import Counter
+from prometheus_client.core import GaugeMetricFamily
 
 from framework import ApiError, Denied, Watch, object_path
 from plugins.eci_profile import selectors, timing
@@ -151,6 +152,7 @@ class EciProfile:
         self.drain_backs = Counter("eci_profile_drain_backs", "Pods evicted from virtual nodes back to normal "
                                    "nodes (evicted), or held back by a PodDisruptionBudget (blocked).",
                                    ["selector", "outcome"], registry=host.metrics.registry)
+        host.metrics.registry.register(_SelectorGauges(self))
         self._virtual: Optional[VirtualPods] = None
         self._events: "queue.Queue" = queue.Queue(maxsize=1000)
         self._events_sent: Dict[tuple, float] = {}
@@ -492,6 +494,31 @@ class EciProfile:
             self.kube.post(object_path("v1", "events", namespace=namespace), body)
         except ApiError as exc:
             log.warning("could not record event %s on %s: %s", reason, involved.get("name"), exc)
+
+
+class _SelectorGauges:
+    """Per Selector: its pods on virtual nodes and its cap, read from the caches at scrape time."""
+
+    def __init__(self, profile: "EciProfile"):
+        self.profile = profile
+
+    def describe(self):  # no samples at registration: the caches may not exist yet
+        return [GaugeMetricFamily("eci_profile_virtual_pods", "", labels=["selector"]),
+                GaugeMetricFamily("eci_profile_virtual_pods_cap", "", labels=["selector"])]
+
+    def collect(self):
+        used = GaugeMetricFamily("eci_profile_virtual_pods", "A Selector's pods on virtual nodes (labelled "
+                                 "eci.aliyun.com/selector, not being deleted).", labels=["selector"])
+        cap = GaugeMetricFamily("eci_profile_virtual_pods_cap", "A Selector's maxVirtualPods.", labels=["selector"])
+        for entry in self.profile.host.store(SELECTORS).list():
+            sel = entry.get("selector")
+            if sel is None:
+                continue
+            used.add_metric([sel.name], self.profile.virtual.count(sel.name))
+            if sel.max_virtual_pods is not None:
+                cap.add_metric([sel.name], sel.max_virtual_pods)
+        yield used
+        yield cap
 
 
 def host_features(pod: Mapping) -> List[str]:

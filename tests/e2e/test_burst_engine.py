@@ -7,7 +7,7 @@ import pytest
 
 from tests.e2e.cluster import selected_release
 from tests.e2e.conftest import TOLERATION, events_for, pool_nodes
-from tests.e2e.host import wait_for
+from tests.e2e.host import kubectl, wait_for
 from tests.e2e.test_operability import metric
 
 pytestmark = pytest.mark.skipif(not selected_release().simulated_nodes,
@@ -108,6 +108,9 @@ def test_the_cap_holds_under_a_burst_of_fifty_pods(k8s):
     selector = wait_for(lambda: (lambda s: s if s.get("status", {}).get("virtual") == "10/10" else None)(
         k8s.admin.get(f"/apis/eci.aliyun.com/v1/selectors/{name}")), 20, what="status 10/10")
     assert selector["status"]["virtualPods"] == 10
+    table = kubectl(k8s.cp, "get", "selector", name).stdout.split("\n")
+    assert table[0].split() == ["NAME", "PRIORITY", "POLICY", "VIRTUAL", "WAITING", "VALID", "AGE"]
+    assert table[1].split()[:4] == [name, "0", "fair", "10/10"]
 
 
 def test_scale_down_removes_virtual_pods_first(k8s):

@@ -185,3 +185,13 @@ def test_pods_sent_to_virtual_nodes_at_creation_are_warned_of_host_features(make
         assert field in fields
     plain = harness.create(pod("plain", labels={"app": "nginx"}))
     assert plain.warnings == []
+
+
+def test_metrics_show_each_selectors_virtual_pods_against_its_cap(make_harness):
+    objects = default_objects() + [on_virtual("a", "capped"), on_virtual("b", "capped")]
+    harness = make_harness(capped(5), objects=objects, kube=RecordingKube())
+    from prometheus_client import generate_latest
+
+    text = generate_latest(harness.host.metrics.registry).decode()
+    assert 'eci_profile_virtual_pods{selector="capped"} 2.0' in text
+    assert 'eci_profile_virtual_pods_cap{selector="capped"} 5.0' in text
