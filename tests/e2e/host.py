@@ -175,3 +175,70 @@ class HostProcess:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no log)"
+
+
+class RoundRobinProxy:
+    """A TCP proxy on loopback that hands each new connection to the next backend in turn, as a
+    Service spreads the API server's webhook connections over the host's replicas. TLS passes
+    through untouched."""
+
+    def __init__(self, backends: List[int]):
+        self.backends = list(backends)
+        self.port = free_port()
+        self._turn = 0
+        self._loop = None
+        self._thread = None
+
+    def start(self) -> "RoundRobinProxy":
+        import asyncio
+        import threading
+
+        ready = threading.Event()
+
+        async def pipe(reader, writer):
+            try:
+                while data := await reader.read(65536):
+                    writer.write(data)
+                    await writer.drain()
+            except (ConnectionError, OSError, asyncio.CancelledError):
+                pass
+            finally:
+                writer.close()
+
+        async def handle(reader, writer):
+            port = self.backends[self._turn % len(self.backends)]
+            self._turn += 1
+            try:
+                up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                writer.close()
+                return
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+        async def main():
+            self._closing = asyncio.Event()
+            server = await asyncio.start_server(handle, "127.0.0.1", self.port)
+            ready.set()
+            await self._closing.wait()
+            server.close()
+            for task in asyncio.all_tasks() - {asyncio.current_task()}:
+                task.cancel()
+
+        def run():
+            self._loop = asyncio.new_event_loop()
+            self._loop.run_until_complete(main())
+            self._loop.close()
+
+        self._thread = threading.Thread(target=run, name="round-robin-proxy", daemon=True)
+        self._thread.start()
+        ready.wait(10)
+        return self
+
+    @property
+    def connections(self) -> int:
+        return self._turn
+
+    def stop(self) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._closing.set)
+            self._thread.join(10)

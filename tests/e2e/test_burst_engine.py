@@ -2,12 +2,13 @@
 the cap under a burst, scale-in order, drain-back with a PodDisruptionBudget, DaemonSets untouched."""
 
 import time
+from pathlib import Path
 
 import pytest
 
 from tests.e2e.cluster import selected_release
 from tests.e2e.conftest import TOLERATION, events_for, pool_nodes
-from tests.e2e.host import kubectl, wait_for
+from tests.e2e.host import HostProcess, RoundRobinProxy, kubectl, register_webhook, wait_for
 from tests.e2e.test_operability import metric
 
 pytestmark = pytest.mark.skipif(not selected_release().simulated_nodes,
@@ -175,3 +176,34 @@ def test_daemonset_pods_are_untouched(k8s):
     # Its pods got neither the toleration nor the effect: the virtual node (tainted) runs none.
     assert {p["spec"]["nodeName"] for p in pods} == {normal}
     assert not any(tolerated(p) or "burst" in p["metadata"]["labels"] for p in pods)
+
+
+def test_how_far_two_replicas_pass_the_cap(k8s, tmp_path):
+    """Two replicas answering bindings at once each count what they have seen plus what they
+    allowed themselves: together they may pass the cap by what is in flight on the other."""
+    second = HostProcess(tmp_path / "second", k8s.host.args[k8s.host.args.index("--kubeconfig") + 1],
+                         *[Path(k8s.host.args[k8s.host.args.index(flag) + 1]) for flag in
+                           ("--tls-cert-file", "--tls-private-key-file")], k8s.cp.certs.ca_path).start()
+    proxy = RoundRobinProxy([k8s.host.port, second.port]).start()
+    try:
+        register_webhook(k8s.admin, f"https://127.0.0.1:{proxy.port}/mutate", k8s.cp.certs.ca_pem)
+        ns = k8s.namespace()
+        k8s.node("virtual")
+        name = f"{k8s.id}-two"
+        k8s.apply_selector({"apiVersion": "eci.aliyun.com/v1", "kind": "Selector", "metadata": {"name": name},
+                            "spec": {"objectLabels": {"matchLabels": {"app": k8s.id}}, "policy": {"fair": {}},
+                                     "maxVirtualPods": 10}})
+        labels = {"app": k8s.id}
+        k8s.deployment("burst", ns, labels, replicas=50, cpu="10m")
+        most, deadline = 0, time.monotonic() + 25
+        while time.monotonic() < deadline:
+            most = max(most, len(on_virtual(k8s, k8s.pods(ns, labels))))
+            time.sleep(0.1)
+        assert proxy.connections >= 2  # both replicas answered
+        # The other replica's bindings in flight are the bound: 10-13 measured on 2 cores. A cap
+        # that one replica alone enforced would let the other half of the 50 through.
+        assert 10 <= most <= 15, most
+    finally:
+        register_webhook(k8s.admin, f"{k8s.host.url}/mutate", k8s.cp.certs.ca_pem)
+        proxy.stop()
+        second.stop()
