@@ -2,12 +2,13 @@
 
 | policy           | at pod creation                                  | effect at creation | when Unschedulable |
 |------------------|--------------------------------------------------|--------------------|--------------------|
-| fair             | add the virtual-node tolerations                 | only if nodeName is virtual | -         |
-| normalNodeOnly   | nothing                                          | only if nodeName is virtual | -         |
-| normalNodePrefer | nothing                                          | only if nodeName is virtual | add the tolerations |
+| fair             | add the virtual-node tolerations                 | no                 | -                  |
+| normalNodeOnly   | nothing                                          | no                 | -                  |
+| normalNodePrefer | nothing                                          | no                 | add the tolerations (burst.py, timing.py) |
 | virtualNodeOnly  | tolerations + virtual-node labels in nodeSelector | yes               | -                  |
 
-At binding time (pods/binding to a virtual node) every policy gets its effect.
+At binding time (pods/binding to a virtual node) every policy gets its effect. Pods created with
+spec.nodeName, DaemonSet pods and static pods are left alone (profile.left_alone).
 """
 
 from __future__ import annotations

@@ -525,11 +525,13 @@ def host_features(pod: Mapping) -> List[str]:
     """The pod's fields that need the node's own kernel, network or disk."""
     spec = pod.get("spec") or {}
     found = [f"spec.{f}" for f in HOST_FIELDS if spec.get(f) is True]
-    found += [f"spec.volumes[{v.get('name')}].hostPath" for v in spec.get("volumes") or ()
-              if isinstance(v, Mapping) and v.get("hostPath") is not None]
+    for v in spec.get("volumes") or ():
+        if isinstance(v, Mapping) and v.get("hostPath") is not None:
+            found.append(f"spec.volumes[{v.get('name')}].hostPath")
     for kind in ("initContainers", "containers"):
         for c in spec.get(kind) or ():
-            if isinstance(c, Mapping) and ((c.get("securityContext") or {}).get("privileged") is True):
+            context = c.get("securityContext") if isinstance(c, Mapping) else None
+            if context and context.get("privileged") is True:
                 found.append(f"spec.{kind}[{c.get('name')}].securityContext.privileged")
     return found
 

@@ -34,7 +34,7 @@ def on_virtual(k8s, pods) -> list:
 def test_burst_after_is_respected(k8s):
     ns = k8s.namespace()
     k8s.node("virtual")
-    prefer(k8s, k8s.id, {"burstAfter": "4s"})
+    prefer(k8s, k8s.id, {"burstAfter": "6s"})
     k8s.pod("late", ns, labels={"app": k8s.id})
     k8s.wait_unschedulable(ns, "late")
     seen = time.monotonic()
@@ -43,7 +43,8 @@ def test_burst_after_is_respected(k8s):
     bound = k8s.wait_bound(ns, "late", timeout=15)
     waited = time.monotonic() - seen
     assert tolerated(bound) and k8s.is_virtual(bound["spec"]["nodeName"])
-    assert 2.5 <= waited < 12, waited
+    # Condition times have whole seconds: the burst comes 5-6 s after we saw the pod Unschedulable.
+    assert 4.5 <= waited < 15, waited
     reasons = {e["reason"] for e in events_for(k8s.admin, ns, "late", "admission-host-eci-profile")}
     assert {"BurstDelayed", "BurstToVirtualNode"} <= reasons
 
