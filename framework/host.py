@@ -51,16 +51,19 @@ class Host:
         for _ in self._each("admission_host_startup"):
             pass
         for plugin, watches in self._each("admission_host_watches"):
-            for watch in watches or ():
+            for watch in _listed(watches, Watch, plugin, "admission_host_watches"):
                 self._add_watch(_own(watch, Watch, plugin, "admission_host_watches"))
         mutators = [_own(m, Mutator, plugin, "admission_host_mutators")
-                    for plugin, ms in self._each("admission_host_mutators") for m in ms or ()]
+                    for plugin, ms in self._each("admission_host_mutators")
+                    for m in _listed(ms, Mutator, plugin, "admission_host_mutators")]
+        _check_unique(mutators)
         try:
             self.pipeline = Pipeline(mutators, self.metrics, self.config.mutator_timeout_seconds)
         except ValueError as exc:
             raise PluginError(str(exc)) from exc
         self.controllers = [_own(c, Controller, plugin, "admission_host_controllers")
-                            for plugin, cs in self._each("admission_host_controllers") for c in cs or ()]
+                            for plugin, cs in self._each("admission_host_controllers")
+                            for c in _listed(cs, Controller, plugin, "admission_host_controllers")]
 
     # -- plugins ---------------------------------------------------------------------------------
     def _check_options(self) -> None:
@@ -228,6 +231,29 @@ class Host:
                 impl.function(**({"host": self} if impl.argnames else {}))
             except Exception:
                 log.exception("plugin %s failed in admission_host_shutdown", pm.get_name(impl.plugin))
+
+
+def _listed(value, cls, plugin: str, hook: str) -> list:
+    """A declaration hook's answer: a list (or tuple) of ``cls``, or None."""
+    if value is None:
+        return []
+    if isinstance(value, cls):
+        raise PluginError(f"plugin {plugin!r}: {hook} returned one {cls.__name__}; return a list: "
+                          f"[{cls.__name__}(...)]")
+    if not isinstance(value, (list, tuple)):
+        raise PluginError(f"plugin {plugin!r}: {hook} returned {type(value).__name__} {value!r}; "
+                          f"return a list of {cls.__name__} objects")
+    return list(value)
+
+
+def _check_unique(mutators) -> None:
+    seen: Dict[str, str] = {}
+    for m in mutators:
+        if m.name in seen:
+            where = (f"plugins {seen[m.name]!r} and {m.plugin!r}" if seen[m.name] != m.plugin
+                     else f"plugin {m.plugin!r} twice")
+            raise PluginError(f"mutator name {m.name!r} is declared by {where}; mutator names must be unique")
+        seen[m.name] = m.plugin
 
 
 def _own(item, cls, plugin: str, hook: str):

@@ -3,10 +3,38 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Tuple
 
 IGNORE = "Ignore"
 FAIL = "Fail"
+OPERATIONS = ("CREATE", "UPDATE", "DELETE", "CONNECT", "*")
+_RESOURCE = re.compile(r"^(\*|[a-z0-9]([-a-z0-9.]*[a-z0-9])?)(/(\*|[a-z0-9]([-a-z0-9]*[a-z0-9])?))?$")
+_VERSION = re.compile(r"^v[0-9]+((alpha|beta)[0-9]+)?$")
+# Kinds written where a resource (a lowercase plural) belongs: a rule naming them never matches.
+_SINGULARS = {"pod": "pods", "node": "nodes", "namespace": "namespaces", "service": "services",
+              "deployment": "deployments", "replicaset": "replicasets", "statefulset": "statefulsets",
+              "daemonset": "daemonsets", "job": "jobs", "cronjob": "cronjobs", "configmap": "configmaps",
+              "secret": "secrets", "ingress": "ingresses", "binding": "bindings", "event": "events",
+              "serviceaccount": "serviceaccounts", "persistentvolumeclaim": "persistentvolumeclaims"}
+
+
+def _check_declaration(name: str, resources: Tuple[str, ...], operations: Tuple[str, ...], group: str) -> None:
+    """Mistakes that would make a mutator silently never match: refuse them with a hint."""
+    for op in operations:
+        if op not in OPERATIONS:
+            hint = f" (did you mean {op.upper()!r}?)" if op.upper() in OPERATIONS else ""
+            raise ValueError(f"mutator {name!r}: unknown operation {op!r}{hint}; "
+                             f"operations are {', '.join(OPERATIONS)}")
+    for resource in resources:
+        base = resource.partition("/")[0]
+        if not _RESOURCE.match(resource) or base.lower() in _SINGULARS:
+            plural = _SINGULARS.get(base.lower(), base.lower())
+            raise ValueError(f"mutator {name!r}: resource {resource!r} must be a lowercase plural as in a "
+                             f"webhook rule, e.g. {resource.replace(base, plural, 1).lower()!r}")
+    if group != "*" and (_VERSION.match(group) or "/" in group or group != group.lower()):
+        raise ValueError(f"mutator {name!r}: group {group!r} looks like a version or apiVersion; group is the "
+                         f"API group alone ('' for core, 'apps', 'batch'), without the version")
 
 
 class Denied(Exception):
@@ -55,6 +83,7 @@ class Mutator:
                              f"not {self.failure_policy!r}")
         if not callable(self.mutate):
             raise TypeError(f"mutator {self.name!r}: mutate must be callable")
+        _check_declaration(self.name, self.resources, self.operations, self.group)
 
     def wants(self, group: str, resource: str, operation: str) -> bool:
         """``resource`` is ``"pods"`` or ``"pods/binding"``.

@@ -86,6 +86,15 @@ class Snapshot:
                 parent[keys[-1]] = _decode(node)
         return obj
 
+    def changed(self, later: "Snapshot") -> List[str]:
+        """The parts (as dotted paths, to the snapshot's depth) that differ in ``later``, a snapshot
+        of the same object taken the same way."""
+        if self.paths is not None:
+            return [".".join(keys) for (keys, a), (_, b) in zip(self.paths, later.paths) if not _same_node(a, b)]
+        out: List[str] = []
+        _changed_nodes(self.tree, later.tree, "", out)
+        return out
+
     def diff(self, new: Any) -> List[dict]:
         """The operations that turn the object as it was into ``new``."""
         ops: List[dict] = []
@@ -139,6 +148,18 @@ def _walk(obj: Any, keys: Tuple[str, ...]) -> Any:
             return MISSING
         obj = obj.get(key, MISSING)
     return obj
+
+
+def _same_node(a: Node, b: Node) -> bool:
+    return a is b or (type(a) is type(b) and a == b)
+
+
+def _changed_nodes(a: Node, b: Node, path: str, out: List[str]) -> None:
+    if type(a) is dict and type(b) is dict:
+        for key in a.keys() | b.keys():
+            _changed_nodes(a.get(key, MISSING), b.get(key, MISSING), f"{path}.{key}" if path else key, out)
+    elif not _same_node(a, b):
+        out.append(path or ".")
 
 
 def _encode(obj: Any, depth: int) -> Node:

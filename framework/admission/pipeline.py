@@ -44,6 +44,7 @@ class Pipeline:
         self.watchdog = Watchdog(mutator_timeout) if mutator_timeout else None
         #: Testing: re-raise the host's own errors, and check declared paths against a full diff.
         self.strict = False
+        self._overlaps_logged: set = set()
 
     def route(self, group: str, resource: str, operation: str) -> Tuple[Mutator, ...]:
         return self._route(group, resource, operation)[0]
@@ -107,11 +108,12 @@ class Pipeline:
         # they declared, when all of them did), which is what the patch and a rollback need.
         if paths is not None and not Snapshot.covers(req.object, paths):
             paths = None
-        before = Snapshot(req.object, paths=paths)
+        before = state = Snapshot(req.object, paths=paths)
         whole = Snapshot(req.object) if self.strict and paths is not None else None
         ran = []
-        for i, mutator in enumerate(mutators):
-            state = Snapshot(req.object, paths=paths) if i else before
+        # Which plugin changed which part, when several plugins share the request.
+        writers: Optional[Dict[str, str]] = {} if len({m.plugin for m in mutators}) > 1 else None
+        for mutator in mutators:
             warnings_before, audit_before = len(req.warnings), dict(req.audit_annotations)
             started = time.perf_counter()
             try:
@@ -121,6 +123,9 @@ class Pipeline:
                 finally:
                     if self.watchdog is not None and self.watchdog.finish(ident):
                         raise MutatorTimeout(f"exceeded its time budget of {self.watchdog.budget:g}s")
+                # The state after it, which a later failure rolls back to: taking it also proves
+                # that what it left can be sent as JSON, so a bad value fails this mutator alone.
+                after = snapshot_after(req.object, paths)
             except Denied as exc:
                 self.metrics.mutator(mutator.plugin, mutator.name, "denied", time.perf_counter() - started)
                 return Outcome(denied=(exc.code, f"{mutator.plugin or mutator.name}: {exc.message}"))
@@ -137,11 +142,24 @@ class Pipeline:
                 req.warn(f"{who} failed and was skipped: {exc}")
                 continue
             self.metrics.mutator(mutator.plugin, mutator.name, "ok", time.perf_counter() - started)
+            if writers is not None:
+                for part in state.changed(after):
+                    first = writers.setdefault(part, mutator.plugin)
+                    if first != mutator.plugin:
+                        self._overlap(first, mutator.plugin, part)
+            state = after
             ran.append(mutator)
         patch = before.diff(req.object)
         if whole is not None:
             self._check_paths(whole, patch, req.object, ran)
         return Outcome(patch=patch, mutators=tuple(ran))
+
+    def _overlap(self, first: str, second: str, part: str) -> None:
+        self.metrics.mutator_overlaps.labels(first, second, part).inc()
+        if (first, second, part) not in self._overlaps_logged:
+            self._overlaps_logged.add((first, second, part))
+            log.warning("plugins %r and %r both change %s in one request; %r runs later and wins "
+                        "(logged once for this pair)", first, second, part, second)
 
     @staticmethod
     def _check_paths(whole: Snapshot, patch: List[dict], final: dict, ran) -> None:
@@ -154,3 +172,39 @@ class Pipeline:
             declared = sorted({p for m in ran for p in m.paths})
             raise AssertionError(f"mutators {', '.join(m.name for m in ran)} changed {', '.join(changed)} "
                                  f"but declared only the paths {', '.join(declared)}")
+
+
+class NotJSON(TypeError):
+    """A mutator left a value in the object that JSON (and so the API server) cannot carry."""
+
+
+def snapshot_after(obj, paths) -> Snapshot:
+    try:
+        return Snapshot(obj, paths=paths)
+    except TypeError as exc:  # orjson's JSONEncodeError is a TypeError
+        where = not_json_at(obj)
+        raise NotJSON(f"left a value that is not JSON at {where or 'an unknown path'} ({exc})") from None
+
+
+def not_json_at(value, path: str = "") -> Optional[str]:
+    """The JSON pointer of the first value JSON cannot carry, or None."""
+    kind = type(value)
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str:
+                return f"{path}/{key!r} (a {type(key).__name__} key)"
+            found = not_json_at(item, f"{path}/{key}")
+            if found:
+                return found
+        return None
+    if kind is list or kind is tuple:
+        for i, item in enumerate(value):
+            found = not_json_at(item, f"{path}/{i}")
+            if found:
+                return found
+        return None
+    if kind is int and not -2 ** 63 <= value < 2 ** 64:
+        return f"{path} (an integer too large for JSON numbers)"
+    if value is None or kind in (str, int, float, bool):
+        return None
+    return f"{path} (a {kind.__name__})"

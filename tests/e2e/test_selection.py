@@ -54,13 +54,20 @@ def test_invalid_selector_is_reported_and_ignored(k8s):
     assert "nodeSelector" not in k8s.pod("p", ns, labels={"app": "x"})["spec"]
 
 
-def test_schema_rejects_two_policies_and_bad_operators(k8s):
+def test_schema_rejects_two_policies_bad_operators_and_bad_durations(k8s):
     from tests.e2e.host import kubectl
     import yaml
 
     for spec in ({"policy": {"fair": {}, "virtualNodeOnly": {}}}, {"policy": {}},
                  {"policy": {"fair": {}}, "objectLabels": {"matchExpressions": [{"key": "a", "operator": "Like"}]}},
-                 {"policy": {"fair": {}}, "priority": "high"}):
+                 {"policy": {"fair": {}}, "priority": "high"},
+                 # the burst engine's fields: durations, negatives, enums
+                 {"policy": {"normalNodePrefer": {"burstAfter": "-30s"}}},
+                 {"policy": {"normalNodePrefer": {"maxWait": "ten minutes"}}},
+                 {"policy": {"fair": {}}, "maxVirtualPods": -1},
+                 {"policy": {"fair": {}}, "scaleIn": "OldestFirst"},
+                 {"policy": {"fair": {}}, "drainBack": {"after": "10"}},
+                 {"policy": {"fair": {}}, "drainBack": {"maxPerMinute": 5}}):
         body = {"apiVersion": "eci.aliyun.com/v1beta1", "kind": "Selector", "metadata": {"name": f"{k8s.id}-x"},
                 "spec": spec}
         proc = kubectl(k8s.cp, "apply", "-f", "-", input=yaml.safe_dump(body), check=False)

@@ -200,23 +200,37 @@ def test_denied_default_code_is_403():
     assert result.status == {"code": 403, "message": "deny: no"}
 
 
-@pytest.mark.parametrize("bad_value", [object(), {1, 2}, b"bytes"])
-def test_internal_error_admits_unchanged_with_a_warning(bad_value, caplog):
+@pytest.mark.parametrize("bad_value,where", [
+    (object(), "/metadata/annotations/x (a object)"), ({1, 2}, "/metadata/annotations/x (a set)"),
+    (b"bytes", "/metadata/annotations/x (a bytes)"), ({1: "a"}, "/metadata/annotations/x/1 (a int key)"),
+    ([1, 2 ** 70], "/metadata/annotations/x/1 (an integer too large")])
+@pytest.mark.parametrize("paths", [None, ("metadata.annotations", "metadata.labels")])
+def test_a_value_that_is_not_json_fails_that_mutator_alone(bad_value, where, paths, caplog):
+    """Others' changes stay, even a Fail mutator's; the culprit and the path are named."""
     def store_junk(req):
         req.object["metadata"]["annotations"] = {"x": bad_value}
 
     metrics = Metrics()
-    for chain in ([Mutator("junk", store_junk)],
-                  [Mutator("junk", store_junk, order=1), labeller("after", "1", order=2)]):
-        with caplog.at_level(logging.ERROR):
-            result = send(Pipeline(chain, metrics), review(pod("p"), uid="u-9"))
-        assert result.allowed
-        assert result.response["uid"] == "u-9"
-        assert "patch" not in result.response
-        assert any("internal error" in w for w in result.warnings)
-        assert "internal error" in caplog.text
+    chain = [labeller("before", "1", order=1, failure_policy=FAIL, paths=paths),
+             dataclasses.replace(Mutator("junk", store_junk, order=2, paths=paths), plugin="sloppy"),
+             labeller("after", "2", order=3, paths=paths)]
+    with caplog.at_level(logging.ERROR):
+        result = send(Pipeline(chain, metrics), review(pod("p"), uid="u-9"))
+    assert result.allowed and result.response["uid"] == "u-9"
+    assert result.object["metadata"]["labels"] == {"before": "1", "after": "2"}
+    assert "annotations" not in result.object["metadata"]
+    assert len(result.warnings) == 1 and "'sloppy'" in result.warnings[0] and where in result.warnings[0]
+    assert "sloppy" in caplog.text and where in caplog.text
     assert metrics.registry.get_sample_value(
-        "admission_host_admissions_total", {"resource": "pods", "operation": "CREATE", "outcome": "error"}) == 2
+        "admission_host_mutator_calls_total", {"plugin": "sloppy", "mutator": "junk", "outcome": "error"}) == 1
+
+
+def test_a_not_json_value_under_failure_policy_fail_denies_naming_the_path():
+    def store_junk(req):
+        req.object["metadata"]["annotations"] = {"x": {1, 2}}
+
+    result = send(Pipeline([Mutator("junk", store_junk, failure_policy=FAIL)]), review(pod("p")))
+    assert not result.allowed and "/metadata/annotations/x (a set)" in result.status["message"]
 
 
 def test_a_mutator_that_replaces_the_object_is_fine():
@@ -272,3 +286,26 @@ def test_metrics_count_outcomes():
                   outcome="unchanged") == 1
     assert sample("admission_host_mutator_calls_total", plugin="", mutator="x", outcome="error") == 1
     assert sample("admission_host_mutator_calls_total", plugin="", mutator="set-a", outcome="ok") == 1
+
+
+@pytest.mark.parametrize("paths", [None, ("metadata.labels",)])
+def test_two_plugins_changing_the_same_part_are_told_once(paths, caplog):
+    first = dataclasses.replace(labeller("team", "a", name="a", order=1, paths=paths), plugin="one")
+    second = dataclasses.replace(labeller("team", "b", name="b", order=2, paths=paths), plugin="two")
+    pipeline = Pipeline([first, second])
+    with caplog.at_level(logging.WARNING):
+        for _ in range(3):
+            assert send(pipeline, review(pod("p"))).object["metadata"]["labels"] == {"team": "b"}
+    lines = [r for r in caplog.records if "both change" in r.getMessage()]
+    assert len(lines) == 1 and "'one' and 'two' both change metadata.labels" in lines[0].getMessage()
+    assert pipeline.metrics.registry.get_sample_value(
+        "admission_host_mutator_overlaps_total", {"first": "one", "second": "two", "path": "metadata.labels"}) == 3
+
+
+def test_a_plugin_is_not_told_of_its_own_changes(caplog):
+    mutators = [dataclasses.replace(labeller(k, "1", order=i), plugin="same") for i, k in enumerate("ab")]
+    mutators.append(dataclasses.replace(labeller("c", "1", order=5, name="other"), plugin="other"))
+    with caplog.at_level(logging.WARNING):
+        send(Pipeline(mutators), review(pod("p")))
+    told = [r.getMessage() for r in caplog.records if "both change" in r.getMessage()]
+    assert len(told) == 1 and "'same' and 'other'" in told[0]

@@ -168,9 +168,34 @@ def test_duplicate_mutator_names_across_plugins_are_an_error():
     def mutators():
         return [Mutator(name="same", mutate=lambda req: None)]
 
-    with pytest.raises(PluginError, match="duplicate mutator name.*same"):
+    with pytest.raises(PluginError, match="mutator name 'same' is declared by plugins 'a' and 'b'"):
         Host(Config(enabled_plugins=[]), extra_plugins=[make_plugin("a", admission_host_mutators=mutators),
                                                         make_plugin("b", admission_host_mutators=mutators)])
+
+
+@pytest.mark.parametrize("returned,message", [
+    (lambda: Mutator(name="one", mutate=lambda req: None), r"returned one Mutator; return a list: \[Mutator"),
+    (lambda: "pods", "returned str 'pods'; return a list of Mutator objects"),
+])
+def test_a_hook_returning_the_wrong_shape_names_the_plugin(returned, message):
+    with pytest.raises(PluginError, match=f"plugin 'sloppy': admission_host_mutators {message}"):
+        Host(Config(enabled_plugins=[]), extra_plugins=[make_plugin("sloppy", admission_host_mutators=returned)])
+
+
+@pytest.mark.parametrize("fields,message", [
+    ({"resources": "Pod"}, "resource 'Pod' must be a lowercase plural as in a webhook rule, e.g. 'pods'"),
+    ({"resources": "pod/binding"}, "e.g. 'pods/binding'"),
+    ({"operations": "create"}, "unknown operation 'create' \\(did you mean 'CREATE'\\?\\)"),
+    ({"operations": "PATCH"}, "unknown operation 'PATCH'"),
+    ({"group": "v1"}, "group 'v1' looks like a version"),
+    ({"group": "apps/v1"}, "group 'apps/v1' looks like a version"),
+])
+def test_declarations_that_could_never_match_are_refused_with_a_hint(fields, message):
+    def mutators():
+        return [Mutator(name="m", mutate=lambda req: None, **fields)]
+
+    with pytest.raises(PluginError, match=f"plugin 'sloppy' failed in admission_host_mutators: .*{message}"):
+        Host(Config(enabled_plugins=[]), extra_plugins=[make_plugin("sloppy", admission_host_mutators=mutators)])
 
 
 def test_declarations_of_the_wrong_type_are_an_error():
