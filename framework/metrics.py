@@ -22,6 +22,9 @@ class Metrics:
         self.mutator_overlaps = Counter(
             "admission_host_mutator_overlaps", "Requests in which a plugin changed a part of the object "
             "another plugin had changed before it (the later one wins).", ["first", "second", "path"], registry=r)
+        self.undeclared_changes = Counter(
+            "admission_host_undeclared_changes", "Changes mutators made outside their declared paths "
+            "(dropped).", ["mutators"], registry=r)
         self.mutator_seconds = Histogram(
             "admission_host_mutator_duration_seconds", "Time spent in one mutator.",
             ["plugin", "mutator"], buckets=LATENCY_BUCKETS, registry=r)

@@ -86,6 +86,43 @@ class Snapshot:
                 parent[keys[-1]] = _decode(node)
         return obj
 
+    def restore_parts(self, obj: Any, parts: Iterable[str]) -> None:
+        """Put the dotted ``parts`` (as :meth:`changed` names them) back in ``obj`` as they were."""
+        for part in parts:
+            keys = tuple(part.split("."))
+            node: Node = self.tree
+            for key in keys:
+                node = node.get(key, MISSING) if type(node) is dict else MISSING
+            parent = _walk(obj, keys[:-1])
+            if type(parent) is not dict:
+                continue
+            if node is MISSING:
+                parent.pop(keys[-1], None)
+            else:
+                parent[keys[-1]] = _decode(node)
+
+    def unchanged_outside(self, whole: bytes, obj: Any) -> bool:
+        """With ``paths``: whether ``obj`` equals the object encoded as ``whole`` everywhere but in
+        the paths (which are swapped back to how they were for one encoding, then restored)."""
+        saved = []
+        for keys, node in self.paths:
+            parent = _walk(obj, keys[:-1])
+            if type(parent) is not dict:
+                return False
+            saved.append((parent, keys[-1], parent.get(keys[-1], MISSING)))
+            if node is MISSING:
+                parent.pop(keys[-1], None)
+            else:
+                parent[keys[-1]] = _decode(node)
+        try:
+            return orjson.dumps(obj) == whole
+        finally:
+            for parent, key, value in reversed(saved):
+                if value is MISSING:
+                    parent.pop(key, None)
+                else:
+                    parent[key] = value
+
     def changed(self, later: "Snapshot") -> List[str]:
         """The parts (as dotted paths, to the snapshot's depth) that differ in ``later``, a snapshot
         of the same object taken the same way."""

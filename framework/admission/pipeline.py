@@ -16,6 +16,7 @@ from framework.metrics import Metrics
 from framework.types import FAIL, Denied, Mutator
 
 log = logging.getLogger("admission_host.admission")
+UNDECLARED_CHECK_EVERY = 16
 
 
 class Outcome:
@@ -45,6 +46,7 @@ class Pipeline:
         #: Testing: re-raise the host's own errors, and check declared paths against a full diff.
         self.strict = False
         self._overlaps_logged: set = set()
+        self._requests = -1  # the first request is checked
 
     def route(self, group: str, resource: str, operation: str) -> Tuple[Mutator, ...]:
         return self._route(group, resource, operation)[0]
@@ -110,6 +112,13 @@ class Pipeline:
             paths = None
         before = state = Snapshot(req.object, paths=paths)
         whole = Snapshot(req.object) if self.strict and paths is not None else None
+        # With declared paths only those are snapshotted, and a change elsewhere is dropped. Two more
+        # encodings of the whole object tell whether that happened; they cost as much as the rest
+        # of the pipeline, so one request in UNDECLARED_CHECK_EVERY pays them: a mutator that
+        # strays does so on every request and is reported within a few.
+        self._requests += 1
+        encoded = (orjson.dumps(req.object) if paths is not None
+                   and (self.strict or self._requests % UNDECLARED_CHECK_EVERY == 0) else None)
         ran = []
         # Which plugin changed which part, when several plugins share the request.
         writers: Optional[Dict[str, str]] = {} if len({m.plugin for m in mutators}) > 1 else None
@@ -126,6 +135,8 @@ class Pipeline:
                 # The state after it, which a later failure rolls back to: taking it also proves
                 # that what it left can be sent as JSON, so a bad value fails this mutator alone.
                 after = snapshot_after(req.object, paths)
+                if paths is None and mutator.paths is not None:
+                    after = self._keep_to_declared(mutator, req, state, after)
             except Denied as exc:
                 self.metrics.mutator(mutator.plugin, mutator.name, "denied", time.perf_counter() - started)
                 return Outcome(denied=(exc.code, f"{mutator.plugin or mutator.name}: {exc.message}"))
@@ -149,10 +160,29 @@ class Pipeline:
                         self._overlap(first, mutator.plugin, part)
             state = after
             ran.append(mutator)
+        if encoded is not None and not before.unchanged_outside(encoded, req.object):
+            self._undeclared(", ".join(m.name for m in ran), "outside the declared paths", req,
+                             "one of the mutators")
         patch = before.diff(req.object)
         if whole is not None:
             self._check_paths(whole, patch, req.object, ran)
         return Outcome(patch=patch, mutators=tuple(ran))
+
+    def _keep_to_declared(self, mutator: Mutator, req: AdmissionRequest, state: Snapshot, after: Snapshot):
+        """Drop what a mutator changed outside its declared paths, as the paths-only diff would."""
+        declared = [tuple(p.split(".")) for p in mutator.paths]
+        stray = [part for part in state.changed(after)
+                 if not any(_prefix(d, tuple(part.split("."))) for d in declared)]
+        if not stray:
+            return after
+        state.restore_parts(req.object, stray)
+        self._undeclared(mutator.name, ", ".join(stray), req, f"plugin {mutator.plugin!r} mutator {mutator.name!r}")
+        return Snapshot(req.object)
+
+    def _undeclared(self, mutators: str, where: str, req: AdmissionRequest, who: str) -> None:
+        self.metrics.undeclared_changes.labels(mutators).inc()
+        log.warning("%s changed %s, not in its declared paths, on %r; the change is dropped", who, where, req)
+        req.warn(f"admission-host: {who} changed {where}, outside its declared paths; dropped")
 
     def _overlap(self, first: str, second: str, part: str) -> None:
         self.metrics.mutator_overlaps.labels(first, second, part).inc()
@@ -208,3 +238,10 @@ def not_json_at(value, path: str = "") -> Optional[str]:
     if value is None or kind in (str, int, float, bool):
         return None
     return f"{path} (a {kind.__name__})"
+
+
+def _prefix(a: Tuple[str, ...], b: Tuple[str, ...]) -> bool:
+    """Whether one path contains the other (a change of a part holding a declared path counts as
+    declared: the snapshot's depth cannot tell more)."""
+    n = min(len(a), len(b))
+    return a[:n] == b[:n]
