@@ -77,13 +77,7 @@ class Snapshot:
         if self.paths is None:
             return _decode(self.tree)
         for keys, node in self.paths:
-            parent = _walk(obj, keys[:-1])
-            if type(parent) is not dict:
-                continue
-            if node is MISSING:
-                parent.pop(keys[-1], None)
-            else:
-                parent[keys[-1]] = _decode(node)
+            _put_back(obj, keys, node)
         return obj
 
     def restore_parts(self, obj: Any, parts: Iterable[str]) -> None:
@@ -93,13 +87,7 @@ class Snapshot:
             node: Node = self.tree
             for key in keys:
                 node = node.get(key, MISSING) if type(node) is dict else MISSING
-            parent = _walk(obj, keys[:-1])
-            if type(parent) is not dict:
-                continue
-            if node is MISSING:
-                parent.pop(keys[-1], None)
-            else:
-                parent[keys[-1]] = _decode(node)
+            _put_back(obj, keys, node)
 
     def unchanged_outside(self, whole: bytes, obj: Any) -> bool:
         """With ``paths``: whether ``obj`` equals the object encoded as ``whole`` everywhere but in
@@ -109,19 +97,13 @@ class Snapshot:
             parent = _walk(obj, keys[:-1])
             if type(parent) is not dict:
                 return False
-            saved.append((parent, keys[-1], parent.get(keys[-1], MISSING)))
-            if node is MISSING:
-                parent.pop(keys[-1], None)
-            else:
-                parent[keys[-1]] = _decode(node)
+            saved.append((keys, parent.get(keys[-1], MISSING)))
+            _put_back(obj, keys, node)
         try:
             return orjson.dumps(obj) == whole
         finally:
-            for parent, key, value in reversed(saved):
-                if value is MISSING:
-                    parent.pop(key, None)
-                else:
-                    parent[key] = value
+            for keys, value in reversed(saved):
+                _put(_walk(obj, keys[:-1]), keys[-1], value)
 
     def changed(self, later: "Snapshot") -> List[str]:
         """The parts (as dotted paths, to the snapshot's depth) that differ in ``later``, a snapshot
@@ -185,6 +167,20 @@ def _walk(obj: Any, keys: Tuple[str, ...]) -> Any:
             return MISSING
         obj = obj.get(key, MISSING)
     return obj
+
+
+def _put(parent: dict, key: str, value: Any) -> None:
+    if value is MISSING:
+        parent.pop(key, None)
+    else:
+        parent[key] = value
+
+
+def _put_back(obj: Any, keys: Tuple[str, ...], node: Node) -> None:
+    """Set the part at ``keys`` to what the snapshot ``node`` holds (absent: removed)."""
+    parent = _walk(obj, keys[:-1])
+    if type(parent) is dict:
+        _put(parent, keys[-1], node if node is MISSING else _decode(node))
 
 
 def _same_node(a: Node, b: Node) -> bool:

@@ -81,15 +81,21 @@ def test_pods_burst_without_waiting_when_the_autoscaler_cannot_help(nodepool, k8
     assert metric(text, "eci_profile_burst_decisions_total", reason="autoscalerCannotHelp") >= 1
 
 
-def test_the_cap_holds_under_a_burst_of_fifty_pods(k8s):
+def burst_of_fifty(k8s, name):
+    """A fair Selector capped at 10 and a Deployment of 50 pods that only a virtual node can take."""
     ns = k8s.namespace()
     k8s.node("virtual")
-    name = f"{k8s.id}-capped"
     k8s.apply_selector({"apiVersion": "eci.aliyun.com/v1", "kind": "Selector", "metadata": {"name": name},
                         "spec": {"objectLabels": {"matchLabels": {"app": k8s.id}}, "policy": {"fair": {}},
                                  "maxVirtualPods": 10}})
     labels = {"app": k8s.id}
     k8s.deployment("burst", ns, labels, replicas=50, cpu="10m")
+    return ns, labels
+
+
+def test_the_cap_holds_under_a_burst_of_fifty_pods(k8s):
+    name = f"{k8s.id}-capped"
+    ns, labels = burst_of_fifty(k8s, name)
     most = 0
     deadline = time.monotonic() + 40
     while time.monotonic() < deadline:
@@ -188,14 +194,7 @@ def test_how_far_two_replicas_pass_the_cap(k8s, tmp_path):
     proxy = RoundRobinProxy([k8s.host.port, second.port]).start()
     try:
         register_webhook(k8s.admin, f"https://127.0.0.1:{proxy.port}/mutate", k8s.cp.certs.ca_pem)
-        ns = k8s.namespace()
-        k8s.node("virtual")
-        name = f"{k8s.id}-two"
-        k8s.apply_selector({"apiVersion": "eci.aliyun.com/v1", "kind": "Selector", "metadata": {"name": name},
-                            "spec": {"objectLabels": {"matchLabels": {"app": k8s.id}}, "policy": {"fair": {}},
-                                     "maxVirtualPods": 10}})
-        labels = {"app": k8s.id}
-        k8s.deployment("burst", ns, labels, replicas=50, cpu="10m")
+        ns, labels = burst_of_fifty(k8s, f"{k8s.id}-two")
         most, deadline = 0, time.monotonic() + 25
         while time.monotonic() < deadline:
             most = max(most, len(on_virtual(k8s, k8s.pods(ns, labels))))
