@@ -161,8 +161,8 @@ class Pipeline:
             state = after
             ran.append(mutator)
         if encoded is not None and not before.unchanged_outside(encoded, req.object):
-            self._undeclared(", ".join(m.name for m in ran), "outside the declared paths", req,
-                             "one of the mutators")
+            names = ", ".join(m.name for m in ran)
+            self._undeclared(names, req, f"mutators {names} changed the object outside their declared paths")
         patch = before.diff(req.object)
         if whole is not None:
             self._check_paths(whole, patch, req.object, ran)
@@ -176,13 +176,14 @@ class Pipeline:
         if not stray:
             return after
         state.restore_parts(req.object, stray)
-        self._undeclared(mutator.name, ", ".join(stray), req, f"plugin {mutator.plugin!r} mutator {mutator.name!r}")
+        self._undeclared(mutator.name, req, f"plugin {mutator.plugin!r} mutator {mutator.name!r} changed "
+                                            f"{', '.join(stray)}, outside its declared paths")
         return Snapshot(req.object)
 
-    def _undeclared(self, mutators: str, where: str, req: AdmissionRequest, who: str) -> None:
+    def _undeclared(self, mutators: str, req: AdmissionRequest, what: str) -> None:
         self.metrics.undeclared_changes.labels(mutators).inc()
-        log.warning("%s changed %s, not in its declared paths, on %r; the change is dropped", who, where, req)
-        req.warn(f"admission-host: {who} changed {where}, outside its declared paths; dropped")
+        log.warning("%s on %r; the change is dropped", what, req)
+        req.warn(f"admission-host: {what}; the change is dropped")
 
     def _overlap(self, first: str, second: str, part: str) -> None:
         self.metrics.mutator_overlaps.labels(first, second, part).inc()

@@ -419,7 +419,11 @@ class EciProfile:
 
     def check_cap(self, selector: Selector, pod_meta: Mapping, request) -> None:
         """Refuse a binding to a virtual node past the Selector's maxVirtualPods (a cache lookup)."""
-        allowed, used = self.virtual.reserve(selector.name, pod_meta.get("uid") or "", selector.max_virtual_pods)
+        if request.dry_run:  # reserves nothing: no pod will be bound
+            used = self.virtual.count(selector.name)
+            allowed = used < selector.max_virtual_pods
+        else:
+            allowed, used = self.virtual.reserve(selector.name, pod_meta.get("uid") or "", selector.max_virtual_pods)
         if allowed:
             return
         self.cap_denials.labels(selector.name, "binding").inc()

@@ -8,7 +8,10 @@ from kubernetes.utils.quantity import parse_quantity
 
 
 def _request(req: Mapping, name: str, scale: int) -> int:
-    return int(parse_quantity(req.get(name, 0)) * scale)
+    try:
+        return int(parse_quantity(req.get(name, 0)) * scale)
+    except (ValueError, TypeError, ArithmeticError):  # the API server validates them; objects from files may not be
+        return 0
 
 
 def requests_of(spec: Mapping) -> Tuple[int, int]:
@@ -31,13 +34,9 @@ def node_fit(obj: Mapping) -> Optional[dict]:
     alloc = status.get("allocatable")
     if not alloc:
         return None
-    try:
-        return {"cpu": _request(alloc, "cpu", 1000), "memory": _request(alloc, "memory", 1),
-                "pods": _request(alloc, "pods", 1),
-                "ready": any(c.get("type") == "Ready" and c.get("status") == "True"
-                             for c in status.get("conditions") or ()),
-                "unschedulable": bool(spec.get("unschedulable")),
-                "taints": [{k: t.get(k) for k in ("key", "value", "effect")} for t in spec.get("taints") or ()
-                           if t.get("effect") in ("NoSchedule", "NoExecute")]}
-    except (ValueError, TypeError, ArithmeticError):
-        return None
+    return {"cpu": _request(alloc, "cpu", 1000), "memory": _request(alloc, "memory", 1),
+            "pods": _request(alloc, "pods", 1),
+            "ready": any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or ()),
+            "unschedulable": bool(spec.get("unschedulable")),
+            "taints": [{k: t.get(k) for k in ("key", "value", "effect")} for t in spec.get("taints") or ()
+                       if t.get("effect") in ("NoSchedule", "NoExecute")]}

@@ -195,3 +195,12 @@ def test_metrics_show_each_selectors_virtual_pods_against_its_cap(make_harness):
     text = generate_latest(harness.host.metrics.registry).decode()
     assert 'eci_profile_virtual_pods{selector="capped"} 2.0' in text
     assert 'eci_profile_virtual_pods_cap{selector="capped"} 5.0' in text
+
+
+def test_a_dry_run_binding_is_capped_but_reserves_nothing(make_harness):
+    objects = default_objects() + [on_virtual("a", "capped"), pending("c"), pending("d")]
+    harness = make_harness(capped(2), objects=objects, kube=RecordingKube())
+    for _ in range(3):
+        assert harness.create(binding("c", "vk-1"), dry_run=True).allowed
+    assert harness.create(binding("d", "vk-1")).allowed  # 2 of 2: the dry runs took no place
+    assert not harness.create(binding("c", "vk-1"), dry_run=True).allowed

@@ -333,8 +333,8 @@ def test_a_change_outside_the_declared_paths_is_dropped_and_said_whatever_else_i
             assert "priority" not in send(pipeline, review(pod("p"))).object["spec"]
     assert result.object["metadata"]["labels"] == {"declared": "yes"}
     assert "priority" not in result.object["spec"]
-    assert [w for w in result.warnings if "outside its declared paths" in w]
-    assert "not in its declared paths" in caplog.text
+    assert [w for w in result.warnings if "declared paths; the change is dropped" in w]
+    assert "declared paths on" in caplog.text and "sneaky" in caplog.text
     said = sum(s.value for s in metrics.undeclared_changes.collect()[0].samples if s.name.endswith("_total"))
     assert said == (41 if others else 3)
     if others:
