@@ -37,6 +37,8 @@ setup(
     },
     entry_points={
         "console_scripts": ["admission-host = framework.cli:main"],
+        # The testing kit's fixtures (plugin_harness) in every pytest run where the package is installed.
+        "pytest11": ["admission_host_testing = framework.pytest_plugin"],
         "admission_host": [
             "eci_profile = plugins.eci_profile.plugin",
             "pod_deletion_cost = plugins.examples.pod_deletion_cost",

@@ -87,8 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="an AdmissionReview (v1 or v1beta1) or a bare object (Pod, Binding), JSON or YAML; - for stdin")
     mutate.add_argument("--objects", nargs="+", action="extend", default=[], metavar="FILE",
                         help="YAML/JSON files (multi-document) whose objects fill the caches")
-    mutate.add_argument("--output", "-o", choices=("response", "object"), default="response",
-                        help="the AdmissionReview response (default) or the object with the patch applied")
+    mutate.add_argument("--output", "-o", choices=("response", "object", "patch"), default="response",
+                        help="the AdmissionReview response (default), the object with the patch applied, "
+                             "or the JSONPatch, one operation a line")
     mutate.add_argument("--dry-run", action="store_true", help="mark the request dryRun")
 
     explain = sub.add_parser("explain", help="why a pod is (or would be) mutated the way it is")
@@ -212,9 +213,17 @@ def cmd_mutate(args, config: Config) -> int:
         if not response.get("allowed"):
             print(f"denied: {response.get('status', {}).get('message')}", file=sys.stderr)
             return 1
+        patch = orjson.loads(base64.b64decode(response["patch"])) if response.get("patch") else []
+        if args.output == "patch":
+            if not patch:
+                print("no change", file=sys.stderr)
+            # A list still, so it can be fed to kubectl patch --type=json, but an operation a line.
+            lines = [orjson.dumps(op).decode() for op in patch]
+            sys.stdout.write("[" + ",\n ".join(lines) + "]\n")
+            return 0
         obj = review["request"]["object"]
-        if response.get("patch"):
-            obj = jsonpatch.apply_patch(obj, orjson.loads(base64.b64decode(response["patch"])))
+        if patch:
+            obj = jsonpatch.apply_patch(obj, patch)
         sys.stdout.write(orjson.dumps(obj, option=orjson.OPT_INDENT_2).decode() + "\n")
         return 0
     finally:

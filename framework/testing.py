@@ -135,6 +135,28 @@ class PluginHarness:
     def close(self) -> None:
         self.host.stop()
 
+    def __enter__(self) -> "PluginHarness":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def harness_fixture():
+    """A pytest fixture body: ``make(*plugins, **kw)`` builds harnesses, all closed after the test.
+
+    Installed with the package as the pytest plugin ``admission_host_testing``, it is the fixture
+    ``plugin_harness`` in any test suite, with no conftest to write."""
+    made: List[PluginHarness] = []
+
+    def make(*plugins, **kw) -> PluginHarness:
+        made.append(PluginHarness(*plugins, **kw))
+        return made[-1]
+
+    yield make
+    for harness in made:
+        harness.close()
+
 
 def _name_of(plugin) -> str:
     module = getattr(plugin, "__name__", None) or type(plugin).__name__

@@ -112,6 +112,18 @@ def test_mutate_output_object_applies_the_patch(tmp_path, capsys):
     assert obj["metadata"]["namespace"] == "default"
 
 
+def test_mutate_output_patch_is_one_operation_a_line(tmp_path, capsys):
+    path = write(tmp_path, "pod.yaml", pod("web", labels={"example.com/deletion-cost": "7"}))
+    code, out, err = run(capsys, "mutate", path, "--plugins", "pod_deletion_cost", "-o", "patch")
+    assert code == 0, err
+    assert out == ('[{"op":"add","path":"/metadata/annotations",'
+                   '"value":{"controller.kubernetes.io/pod-deletion-cost":"7"}}]\n')
+    assert orjson.loads(out)[0]["op"] == "add"
+    plain = write(tmp_path, "plain.yaml", pod("plain"))
+    code, out, err = run(capsys, "mutate", plain, "--plugins", "pod_deletion_cost", "-o", "patch")
+    assert code == 0 and out == "[]\n" and "no change" in err
+
+
 def test_mutate_reports_warnings_on_stderr_with_output_object(tmp_path, capsys):
     path = write(tmp_path, "pod.yaml", pod("web", labels={"example.com/deletion-cost": "lots"}))
     code, out, err = run(capsys, "mutate", path, "--plugins", "pod_deletion_cost", "-o", "object")

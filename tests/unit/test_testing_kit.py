@@ -129,3 +129,14 @@ def test_builders():
     assert (r["resource"]["resource"], r["subResource"], r["namespace"], r["name"]) == ("pods", "binding", "ns", "web")
     r = review(p, dry_run=True)["request"]
     assert r["dryRun"] is True and r["resource"]["resource"] == "pods" and "subResource" not in r
+
+
+def test_the_harness_is_a_context_manager_and_a_pytest_fixture(plugin_harness):
+    from framework.testing import PluginHarness
+    from plugins.examples import pod_deletion_cost
+
+    with PluginHarness(pod_deletion_cost) as harness:
+        assert harness.create(pod("p", labels={"example.com/deletion-cost": "3"})).patch
+    assert harness.host._stopped
+    made = plugin_harness(pod_deletion_cost)
+    assert made.create(pod("p", labels={"example.com/deletion-cost": "3"})).patch
