@@ -221,8 +221,10 @@ class RoundRobinProxy:
             ready.set()
             await self._closing.wait()
             server.close()
-            for task in asyncio.all_tasks() - {asyncio.current_task()}:
+            tasks = asyncio.all_tasks() - {asyncio.current_task()}
+            for task in tasks:
                 task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
         def run():
             self._loop = asyncio.new_event_loop()
