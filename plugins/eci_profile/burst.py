@@ -12,11 +12,10 @@ add the tolerations twice.
 
 from __future__ import annotations
 
-import datetime
 import logging
 import threading
 import time
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Set
 
 from framework import JSON_PATCH, ApiError, WorkQueue, object_path
 from plugins.eci_profile import timing
@@ -38,8 +37,8 @@ class BurstController:
         self.queue = WorkQueue(self.name)
         self.active = False
         self.actions = profile.burst_actions
-        #: Selector name -> pods waiting to burst (for the Selector's status), keyed by pod key.
-        self.waiting: Dict[str, Dict[str, str]] = {}
+        #: Selector name -> keys of its pods waiting to burst (for the Selector's status).
+        self.waiting: Dict[str, Set[str]] = {}
         self.on_waiting_changed: Callable[[str], None] = lambda selector: None
         self.pods.add_handler(self.on_pod)
         profile.host.store(SELECTORS).add_handler(self.on_selector)
@@ -59,7 +58,7 @@ class BurstController:
         # A place under a Selector's cap may have come free: its waiting pods get another look.
         gone = old if new is None or new.get("deleting") else None
         if self.active and gone is not None:
-            self.queue.add(self.waiting.get(gone.get("selector"), {}).keys())
+            self.queue.add(self.waiting.get(gone.get("selector"), ()))
 
     def enqueue_unschedulable(self) -> None:
         self.queue.add(f"{p['metadata']['namespace']}/{p['metadata']['name']}"
@@ -76,16 +75,17 @@ class BurstController:
     def _not_waiting(self, key: str, keep: str = "") -> None:
         """``key`` waits for no Selector (but ``keep``)."""
         for name, pods in self.waiting.items():
-            if name != keep and pods.pop(key, None) is not None:
+            if name != keep and key in pods:
+                pods.discard(key)
                 self.on_waiting_changed(name)
 
     def _wait(self, key: str, selector, pod_meta: dict, decision_reason: str, message: str, at: float) -> None:
         self._not_waiting(key, keep=selector.name)  # it may have moved to another Selector
-        pods = self.waiting.setdefault(selector.name, {})
+        pods = self.waiting.setdefault(selector.name, set())
         if key not in pods:
-            pods[key] = decision_reason
+            pods.add(key)
             self.on_waiting_changed(selector.name)
-        until = datetime.datetime.fromtimestamp(at, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        until = timing.iso_time(at)
         self.profile.event_later(pod_meta, "BurstDelayed", f"Selector {selector.name}: {message} (at {until} "
                                  "unless a normal node takes it first)", key=f"{decision_reason}@{until}",
                                  once_per=3600)
@@ -106,8 +106,10 @@ class BurstController:
             decision = self.decide(pod, selector)
             if not decision.burst:
                 self._wait(key, selector, meta, decision.reason, decision.message, decision.at)
-                poll = AUTOSCALER_POLL_SECONDS if selector.wait_for_autoscaler else decision.at - self.clock()
-                self.queue.add_after(key, min(decision.at - self.clock(), poll))
+                delay = decision.at - self.clock()
+                if selector.wait_for_autoscaler:  # the autoscaler may speak before then
+                    delay = min(delay, AUTOSCALER_POLL_SECONDS)
+                self.queue.add_after(key, delay)
                 return
             cap = selector.max_virtual_pods
             if cap is not None and self.profile.virtual.count(selector.name) >= cap:

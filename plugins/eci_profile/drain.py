@@ -22,7 +22,6 @@ from typing import Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from framework import ApiError, Reflector, Watch, object_path
 from plugins.eci_profile import timing
-from plugins.eci_profile.cap import counts
 from plugins.eci_profile.profile import NODES, SELECTORS, VIRTUAL_PODS, EciProfile
 from plugins.eci_profile.resources import requests_of
 
@@ -53,7 +52,7 @@ class NodeUsage:
         return {"k": f"{meta.get('namespace')}/{meta.get('name')}", "n": sys.intern(spec.get("nodeName") or ""),
                 "r": requests_of(spec)}
 
-    def _add(self, key: str, value: Tuple[str, int, int], sign: int) -> None:
+    def _add(self, value: Tuple[str, int, int], sign: int) -> None:
         node = self._nodes[value[0]]
         node[0] += sign * value[1]
         node[1] += sign * value[2]
@@ -64,15 +63,15 @@ class NodeUsage:
         with self._lock:
             old = self._pods.get(obj["k"])
             if old is not None:
-                self._add(obj["k"], old, -1)
+                self._add(old, -1)
             self._pods[obj["k"]] = value
-            self._add(obj["k"], value, 1)
+            self._add(value, 1)
 
     def delete(self, key: str) -> None:
         with self._lock:
             old = self._pods.pop(key, None)
             if old is not None:
-                self._add(key, old, -1)
+                self._add(old, -1)
 
     def replace(self, objects: Iterable[dict], resource_version: str = "") -> None:
         with self._lock:
@@ -208,8 +207,7 @@ class DrainBackController:
         while recent and recent[0] <= now - 60:
             recent.popleft()
         evicted = 0
-        pods = sorted((p for p in self.virtual.by_index("selector", sel.name) if counts(p)),
-                      key=lambda p: (p.get("startTime") or "", _key(p)))
+        pods = sorted(self.profile.virtual.pods(sel.name), key=lambda p: (p.get("startTime") or "", _key(p)))
         self._notice_returns(pods)
         for pod in pods:
             if len(recent) >= sel.drain_per_minute:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import logging
 import queue
 import threading
@@ -305,8 +304,8 @@ class EciProfile:
                      f"autoscaler says it is adding a node for it")
         since = unschedulable_since(pod) if is_unschedulable(pod) else None
         if since is not None:
-            at = datetime.datetime.fromtimestamp(since + sel.burst_delay, datetime.timezone.utc)
-            rule += f"; Unschedulable since {_iso(since)}, so not before {at.strftime('%Y-%m-%dT%H:%M:%SZ')}"
+            rule += (f"; Unschedulable since {timing.iso_time(since)}, "
+                     f"so not before {timing.iso_time(since + sel.burst_delay)}")
         return rule
 
     def _explain_burst_engine(self, pod: dict, sel: Selector) -> List[str]:
@@ -336,13 +335,12 @@ class EciProfile:
         policy = self.policies.get(selector.policy)
         if policy is None:
             return
-        tolerated_before = not self.settings.missing_tolerations((pod.get("spec") or {}).get("tolerations"))
         changes = policy.at_create(pod, request)
         if policy.effect_at_create:
             meta = pod.setdefault("metadata", {})
             changes += self.apply_effect(selector, meta, meta, "annotations", selector.annotations, request)
             changes += self.apply_effect(selector, meta, meta, "labels", selector.labels, request)
-        if changes and not tolerated_before:  # this Selector sends the pod to virtual nodes
+        if any(c.startswith("toleration ") for c in changes):  # this Selector sends it to virtual nodes
             for field in host_features(pod):
                 request.warn(f"eci-profile: Selector {selector.name} lets this pod run on virtual nodes, "
                              f"which may not support {field}")
@@ -487,7 +485,7 @@ class EciProfile:
         if self.kube is None or not self.settings.events:
             return
         namespace = involved.get("namespace") or "default"
-        now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        now = timing.iso_time(time.time())
         body = {"apiVersion": "v1", "kind": "Event",
                 "metadata": {"generateName": f"{involved.get('name', 'x')}.", "namespace": namespace},
                 "involvedObject": involved, "reason": reason, "message": message, "type": type_,
@@ -538,10 +536,6 @@ def host_features(pod: Mapping) -> List[str]:
             if context and context.get("privileged") is True:
                 found.append(f"spec.{kind}[{c.get('name')}].securityContext.privileged")
     return found
-
-
-def _iso(epoch: float) -> str:
-    return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _labels(labels: Mapping[str, str]) -> str:

@@ -5,11 +5,12 @@ waiting to burst; ``kubectl get selectors`` shows them.
 
 from __future__ import annotations
 
-import datetime
 import logging
 import threading
+import time
 
 from framework import ApiError, WorkQueue
+from plugins.eci_profile import timing
 from plugins.eci_profile.profile import SELECTORS, VIRTUAL_PODS, EciProfile
 
 log = logging.getLogger("admission_host.eci_profile.status")
@@ -62,7 +63,7 @@ class SelectorStatusController:
                 and all(status.get(k) == v for k, v in counts.items())):
             return
         want["lastTransitionTime"] = (have.get("lastTransitionTime") if have.get("status") == want["status"] else
-                                      datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+                                      timing.iso_time(time.time()))
         body = {"status": {"observedGeneration": meta.get("generation"), "conditions": [want], **counts}}
         try:
             self.profile.kube.patch(STATUS_PATH.format(name=name), body)

@@ -61,6 +61,11 @@ def event_time(event: Mapping) -> float:
     return max((parse_time(c) for c in candidates if c), default=0.0)
 
 
+def iso_time(epoch: float) -> str:
+    """An epoch as Kubernetes writes times (RFC 3339, UTC, whole seconds)."""
+    return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def parse_time(text: str) -> float:
     text = text.replace("Z", "+00:00")
     return datetime.datetime.fromisoformat(text).timestamp()

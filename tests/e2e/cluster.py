@@ -638,38 +638,32 @@ class ControlPlane:
                                         % (timeout, _tail(self._etcd.log_path)))
             time.sleep(0.1)
 
-    def _start_scheduler(self, timeout: float) -> None:
-        cert, key = self.certs.serving_cert("kube-scheduler-serving", dns=["localhost"])
-        kubeconfig = self.workdir / "kube-scheduler.kubeconfig"
-        self._scheduler.start([
-            str(self.bin_dir / "kube-scheduler"),
+    def _start_component(self, proc: _Proc, port: int, timeout: float, extra: Sequence[str]) -> None:
+        """kube-scheduler or kube-controller-manager: its own kubeconfig and serving certificate."""
+        cert, key = self.certs.serving_cert(proc.name + "-serving", dns=["localhost"])
+        kubeconfig = self.workdir / ("%s.kubeconfig" % proc.name)
+        proc.start([
+            str(self.bin_dir / proc.name),
             "--kubeconfig=%s" % kubeconfig,
             # Delegated authn/authz for its own /metrics; /healthz is always allowed.
             "--authentication-kubeconfig=%s" % kubeconfig,
             "--authorization-kubeconfig=%s" % kubeconfig,
             "--leader-elect=false",
             "--bind-address=127.0.0.1",
-            "--secure-port=%d" % self.scheduler_port,
-            *(["--port=0"] if self.release is OLDEST else []),
+            "--secure-port=%d" % port,
             "--tls-cert-file=%s" % cert,
             "--tls-private-key-file=%s" % key,
+            *extra,
         ])
-        self._wait_https(self._scheduler, "https://127.0.0.1:%d/healthz" % self.scheduler_port, timeout)
+        self._wait_https(proc, "https://127.0.0.1:%d/healthz" % port, timeout)
+
+    def _start_scheduler(self, timeout: float) -> None:
+        self._start_component(self._scheduler, self.scheduler_port, timeout,
+                              ["--port=0"] if self.release is OLDEST else [])
 
     def _start_controller_manager(self, timeout: float) -> None:
         c = self.certs
-        cert, key = c.serving_cert("kube-controller-manager-serving", dns=["localhost"])
-        kubeconfig = self.workdir / "kube-controller-manager.kubeconfig"
-        self._controller_manager.start([
-            str(self.bin_dir / "kube-controller-manager"),
-            "--kubeconfig=%s" % kubeconfig,
-            "--authentication-kubeconfig=%s" % kubeconfig,
-            "--authorization-kubeconfig=%s" % kubeconfig,
-            "--leader-elect=false",
-            "--bind-address=127.0.0.1",
-            "--secure-port=%d" % self.controller_manager_port,
-            "--tls-cert-file=%s" % cert,
-            "--tls-private-key-file=%s" % key,
+        self._start_component(self._controller_manager, self.controller_manager_port, timeout, [
             # Each controller with its own ServiceAccount's token, as kubeadm runs it.
             "--use-service-account-credentials=true",
             "--service-account-private-key-file=%s" % c.sa_key_path,
@@ -679,8 +673,6 @@ class ControlPlane:
             "--service-cluster-ip-range=" + SERVICE_CLUSTER_IP_RANGE,
             "--profiling=false",
         ])
-        self._wait_https(self._controller_manager,
-                         "https://127.0.0.1:%d/healthz" % self.controller_manager_port, timeout)
 
     def _start_kwok(self, timeout: float) -> None:
         self._kwok.start([
