@@ -54,8 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--context", help="kubeconfig context")
     serve.add_argument("--threads", type=int, default=None, help="worker threads (default 8)")
     serve.add_argument("--max-body-bytes", type=int, default=None, help="largest accepted body (default 7 MiB)")
-    serve.add_argument("--mutator-timeout-seconds", type=float, default=None,
-                       help="time budget of one mutator call; an overrun is interrupted (default 2; 0: none)")
+    serve.add_argument("--admission-deadline-seconds", "--mutator-timeout-seconds", type=float, default=None,
+                       dest="admission_deadline_seconds",
+                       help="answer each admission request within this many seconds, over all its mutators; a "
+                            "late mutator's changes are dropped (default 4, kept inside the API server's timeout)")
     serve.add_argument("--no-leader-elect", action="store_true",
                        help="run controllers without electing a leader (a single replica)")
     serve.add_argument("--lease-namespace", help="namespace of the leader Lease (default: the pod's)")
@@ -111,11 +113,13 @@ def make_config(args) -> Config:
     if args.plugins is not None:
         config.enabled_plugins = args.plugins
     for attr in ("bind_address", "port", "tls_cert_file", "tls_private_key_file", "kubeconfig", "context",
-                 "threads", "max_body_bytes", "mutator_timeout_seconds", "lease_namespace", "lease_name", "shutdown_grace_seconds",
+                 "threads", "max_body_bytes", "admission_deadline_seconds", "lease_namespace", "lease_name", "shutdown_grace_seconds",
                  "cert_reload_interval", "log_level", "log_format"):
         value = getattr(args, attr, None)
         if value is not None:
             setattr(config, attr, value)
+    if config.admission_deadline_seconds <= 0:
+        raise ConfigError("the admission deadline must be more than 0 seconds")
     _certificate_options(args, config)
     if getattr(args, "insecure_http", False):
         config.insecure_http = True

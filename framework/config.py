@@ -48,8 +48,9 @@ class Config:
     request_timeout_seconds: float = 10.0
     # Keep-alive connections idle this long are closed (above the API server's 90 s idle timeout).
     idle_timeout_seconds: int = 120
-    # Per mutator call; well inside the webhook's timeoutSeconds (5 in deploy/).
-    mutator_timeout_seconds: float = 2.0
+    # One deadline per admission request, over all its mutators: inside the webhook's
+    # timeoutSeconds (5 in deploy/), and inside the timeout the API server sends with each call.
+    admission_deadline_seconds: float = 4.0
     cert_reload_interval: float = 5.0
     shutdown_grace_seconds: float = 15.0
     # Controllers run on the replica holding this Lease.
@@ -80,7 +81,8 @@ FILE_KEYS = {
     "port": "port",
     "threads": "threads",
     "maxBodyBytes": "max_body_bytes",
-    "mutatorTimeoutSeconds": "mutator_timeout_seconds",
+    "admissionDeadlineSeconds": "admission_deadline_seconds",
+    "mutatorTimeoutSeconds": "admission_deadline_seconds",  # its name before the deadline was per request
     "leaderElection": None,
     "logLevel": "log_level",
     "logFormat": "log_format",
@@ -88,7 +90,8 @@ FILE_KEYS = {
 
 # Scalar keys are checked here: a string where a number belongs would fail much later, per request.
 FILE_TYPES = {"bindAddress": str, "port": int, "threads": int, "maxBodyBytes": int, "logLevel": str,
-              "logFormat": str, "mutatorTimeoutSeconds": (int, float)}
+              "logFormat": str, "admissionDeadlineSeconds": (int, float),
+              "mutatorTimeoutSeconds": (int, float)}
 FILE_TYPE_NAMES = {str: "a string", int: "an integer", (int, float): "a number"}
 
 

@@ -58,7 +58,7 @@ class Host:
                     for m in _listed(ms, Mutator, plugin, "admission_host_mutators")]
         _check_unique(mutators)
         try:
-            self.pipeline = Pipeline(mutators, self.metrics, self.config.mutator_timeout_seconds)
+            self.pipeline = Pipeline(mutators, self.metrics, self.config.admission_deadline_seconds)
         except ValueError as exc:
             raise PluginError(str(exc)) from exc
         self.controllers = [_own(c, Controller, plugin, "admission_host_controllers")

@@ -69,6 +69,7 @@ class Mutator:
     order: int = 0
     failure_policy: str = IGNORE
     paths: Optional[Tuple[str, ...]] = None
+    inline: bool = False
     plugin: str = ""  # filled in by the host
 
     def __post_init__(self):

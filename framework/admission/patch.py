@@ -139,6 +139,24 @@ class Snapshot:
                 _diff_node(node, value, path, ops)
         return ops
 
+    def diff_to(self, later: "Snapshot") -> List[dict]:
+        """The operations from this state to ``later``, a snapshot of the same object taken the
+        same way (without the object itself, which someone else may be editing)."""
+        if self.paths is None:
+            return self.diff(later.restore())
+        ops: List[dict] = []
+        for (keys, node), (_, new) in zip(self.paths, later.paths):
+            if _same_node(node, new):
+                continue
+            path = _pointer_of(keys)
+            if node is MISSING:
+                ops.append({"op": "add", "path": path, "value": _decode(new)})
+            elif new is MISSING:
+                ops.append({"op": "remove", "path": path})
+            else:
+                _diff_node(node, _decode(new), path, ops)
+        return ops
+
 
 _pointers: Dict[Tuple[str, ...], str] = {}
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import threading
 import time
 from typing import Dict, Iterable, List, Optional, Tuple
 
 import orjson
 
 from framework.admission import review
-from framework.admission.budget import MutatorTimeout, Watchdog
+from framework.admission.deadline import Runner
 from framework.admission.patch import Snapshot
 from framework.admission.review import AdmissionRequest
 from framework.metrics import Metrics
@@ -17,23 +19,59 @@ from framework.types import FAIL, Denied, Mutator
 
 log = logging.getLogger("admission_host.admission")
 UNDECLARED_CHECK_EVERY = 16
+# Seconds from a request's arrival to its answer: inside deploy/'s webhook timeoutSeconds (5),
+# with room for the network and the API server's own work.
+DEFAULT_DEADLINE = 4.0
+# With the API server's own timeout (sent as a query parameter), the share of it the mutators get.
+TIMEOUT_SHARE = 0.8
 
 
 class Outcome:
-    __slots__ = ("patch", "denied", "mutators")
+    __slots__ = ("patch", "denied", "mutators", "warnings", "audit_annotations")
 
-    def __init__(self, patch: Optional[List[dict]] = None, denied: Optional[tuple] = None,
-                 mutators: Tuple[Mutator, ...] = ()):
+    def __init__(self, req: AdmissionRequest, patch: Optional[List[dict]] = None, denied: Optional[tuple] = None,
+                 mutators: Tuple[Mutator, ...] = (), warnings: Optional[List[str]] = None,
+                 audit_annotations: Optional[Dict[str, str]] = None):
         self.patch = patch or []
         self.denied = denied
         self.mutators = mutators
+        self.warnings = req.warnings if warnings is None else warnings
+        self.audit_annotations = req.audit_annotations if audit_annotations is None else audit_annotations
+
+
+class _Run:
+    """One request on its way through its mutators. A runner thread may take it over while the
+    request's thread waits; ``lock`` orders the two, and once ``over`` is set nothing more is
+    taken from the mutators. What has been taken is kept apart from the object (``state``,
+    ``warnings``, ``audit``), since a late mutator may still be editing the object."""
+
+    __slots__ = ("req", "mutators", "paths", "before", "state", "warnings", "audit", "ran", "writers",
+                 "index", "started", "over", "late", "denied", "lock")
+
+    def __init__(self, req: AdmissionRequest, mutators: Tuple[Mutator, ...], paths, before: Snapshot):
+        self.req, self.mutators, self.paths = req, mutators, paths
+        self.before = self.state = before
+        self.warnings, self.audit = list(req.warnings), dict(req.audit_annotations)
+        self.ran: List[Mutator] = []
+        # Which plugin changed which part, when several plugins share the request.
+        self.writers: Optional[Dict[str, str]] = {} if len({m.plugin for m in mutators}) > 1 else None
+        self.index = 0
+        self.started = 0.0
+        self.over = False
+        self.late: Optional[int] = None
+        self.denied: Optional[tuple] = None
+        self.lock = threading.Lock()
+
+
+def _who(mutator: Mutator) -> str:
+    return f"plugin {mutator.plugin!r} mutator {mutator.name!r}" if mutator.plugin else f"mutator {mutator.name!r}"
 
 
 class Pipeline:
     """Mutators in a deterministic order (``order``, then name), composed into one patch."""
 
     def __init__(self, mutators: Iterable[Mutator], metrics: Optional[Metrics] = None,
-                 mutator_timeout: Optional[float] = None):
+                 deadline: float = DEFAULT_DEADLINE):
         self.mutators: Tuple[Mutator, ...] = tuple(sorted(mutators, key=lambda m: (m.order, m.name)))
         names = [m.name for m in self.mutators]
         dupes = sorted({n for n in names if names.count(n) > 1})
@@ -41,8 +79,9 @@ class Pipeline:
             raise ValueError(f"duplicate mutator name(s): {', '.join(dupes)}")
         self.metrics = metrics or Metrics()
         self._routes: Dict[tuple, tuple] = {}
-        # A mutator call that overruns this many seconds is interrupted (its failure policy applies).
-        self.watchdog = Watchdog(mutator_timeout) if mutator_timeout else None
+        #: Seconds from a request's arrival to its answer, over all its mutators (see deadline.py).
+        self.deadline = deadline
+        self.runner = Runner()
         #: Testing: re-raise the host's own errors, and check declared paths against a full diff.
         self.strict = False
         self._overlaps_logged: set = set()
@@ -52,7 +91,8 @@ class Pipeline:
         return self._route(group, resource, operation)[0]
 
     def _route(self, group: str, resource: str, operation: str) -> tuple:
-        """The mutators for a request, and the paths they may change (None: anywhere)."""
+        """The mutators for a request, the paths they may change (None: anywhere), and how many
+        of them run in the request's own thread before a runner thread takes over."""
         key = (group, resource, operation)
         found = self._routes.get(key)
         if found is None:
@@ -60,36 +100,40 @@ class Pipeline:
             paths = None
             if mutators and all(m.paths is not None for m in mutators):
                 paths = tuple(dict.fromkeys(tuple(p.split(".")) for m in mutators for p in m.paths))
-            found = self._routes[key] = (mutators, paths)
+            inline = next((i for i, m in enumerate(mutators) if not m.inline), len(mutators))
+            found = self._routes[key] = (mutators, paths, inline)
         return found
 
-    def handle(self, body: bytes) -> bytes:
+    def handle(self, body: bytes, timeout: Optional[float] = None) -> bytes:
         """One webhook call: AdmissionReview bytes in, AdmissionReview bytes out.
 
-        Raises :class:`review.ReviewError` for a broken call. Any other failure is the host's own
-        bug: the request is admitted unchanged with a warning, never blocked.
+        ``timeout`` is the API server's own (the ``timeout`` query parameter it sends): the
+        deadline is kept inside it. Raises :class:`review.ReviewError` for a broken call. Any
+        other failure is the host's own bug: the request is admitted unchanged with a warning,
+        never blocked.
         """
         start = time.perf_counter()
         api_version, raw = review.parse(body)
-        req = AdmissionRequest(raw)
+        budget = self.deadline if timeout is None else min(self.deadline, timeout * TIMEOUT_SHARE)
+        req = AdmissionRequest(raw, deadline=time.monotonic() + budget)
         resource, operation = req.resource_path, req.operation
         try:
             outcome = self.run(req)
             if outcome.denied:
                 status = "denied"
-                answer = review.response(api_version, req.uid, warnings=req.warnings, denied=outcome.denied,
-                                         audit_annotations=req.audit_annotations)
+                answer = review.response(api_version, req.uid, warnings=outcome.warnings, denied=outcome.denied,
+                                         audit_annotations=outcome.audit_annotations)
             else:
                 status = "patched" if outcome.patch else "unchanged"
-                answer = review.response(api_version, req.uid, patch=outcome.patch, warnings=req.warnings,
-                                         audit_annotations=req.audit_annotations)
+                answer = review.response(api_version, req.uid, patch=outcome.patch, warnings=outcome.warnings,
+                                         audit_annotations=outcome.audit_annotations)
                 if outcome.patch and log.isEnabledFor(logging.INFO):
                     # The one line per changed admission: who changed it, why (the audit
                     # annotations name e.g. the Selector), and which paths; never the values.
                     log.info("patched %s %s %s/%s by %s%s: %s", operation, resource, req.namespace,
-                             req.name or (req.object.get("metadata") or {}).get("generateName", ""),
+                             req.name or ((raw.get("object") or {}).get("metadata") or {}).get("generateName", ""),
                              ",".join(m.name for m in outcome.mutators),
-                             "".join(f" {k}={v}" for k, v in req.audit_annotations.items()),
+                             "".join(f" {k}={v}" for k, v in outcome.audit_annotations.items()),
                              " ".join(f"{op['op']} {op['path']}" for op in outcome.patch))
         except Exception:
             if self.strict:
@@ -102,15 +146,19 @@ class Pipeline:
         return answer
 
     def run(self, req: AdmissionRequest) -> Outcome:
-        """Run the mutators that want ``req`` on ``req.object`` (edited in place: it keeps the result)."""
-        mutators, paths = self._route(req.group, req.resource_path, req.operation)
+        """Run the mutators that want ``req`` on ``req.object``, by ``req.deadline``.
+
+        ``req.object`` is edited in place and keeps the result, unless a mutator was late: then
+        the outcome's patch is all there is (the late mutator may still hold the object).
+        """
+        mutators, paths, inline = self._route(req.group, req.resource_path, req.operation)
         if not mutators or not isinstance(req.object, dict):
-            return Outcome()
+            return Outcome(req)
         # Mutators edit the object itself; the state before them is kept encoded (only the parts
         # they declared, when all of them did), which is what the patch and a rollback need.
         if paths is not None and not Snapshot.covers(req.object, paths):
             paths = None
-        before = state = Snapshot(req.object, paths=paths)
+        run = _Run(req, mutators, paths, Snapshot(req.object, paths=paths))
         whole = Snapshot(req.object) if self.strict and paths is not None else None
         # With declared paths only those are snapshotted, and a change elsewhere is dropped. Two more
         # encodings of the whole object tell whether that happened; they cost as much as the rest
@@ -119,54 +167,109 @@ class Pipeline:
         self._requests += 1
         encoded = (orjson.dumps(req.object) if paths is not None
                    and (self.strict or self._requests % UNDECLARED_CHECK_EVERY == 0) else None)
-        ran = []
-        # Which plugin changed which part, when several plugins share the request.
-        writers: Optional[Dict[str, str]] = {} if len({m.plugin for m in mutators}) > 1 else None
-        for mutator in mutators:
+        self._steps(run, inline)
+        if not run.over and not self.runner.run(functools.partial(self._steps, run, len(mutators)),
+                                                req.time_left()):
+            with run.lock:
+                if not run.over:  # else it finished just now
+                    run.over, run.late = True, run.index
+        if run.late is not None:
+            return self._late(run)
+        if run.denied:
+            return Outcome(req, denied=run.denied)
+        if encoded is not None and not run.before.unchanged_outside(encoded, req.object):
+            names = ", ".join(m.name for m in run.ran)
+            self._undeclared(names, req, f"mutators {names} changed the object outside their declared paths")
+        patch = run.before.diff(req.object)
+        if whole is not None:
+            self._check_paths(whole, patch, req.object, run.ran)
+        return Outcome(req, patch=patch, mutators=tuple(run.ran))
+
+    def _steps(self, run: _Run, stop: int) -> None:
+        """Run mutators ``run.index`` up to ``stop``, in whichever thread has the request."""
+        req, paths = run.req, run.paths
+        while run.index < stop and not run.over:
+            mutator = run.mutators[run.index]
             warnings_before, audit_before = len(req.warnings), dict(req.audit_annotations)
-            started = time.perf_counter()
+            run.started = started = time.perf_counter()
+            error: Optional[Exception] = None
             try:
-                ident = self.watchdog.start(mutator.name) if self.watchdog else 0
-                try:
-                    mutator.mutate(req)
-                finally:
-                    if self.watchdog is not None and self.watchdog.finish(ident):
-                        raise MutatorTimeout(f"exceeded its time budget of {self.watchdog.budget:g}s")
+                mutator.mutate(req)
                 # The state after it, which a later failure rolls back to: taking it also proves
                 # that what it left can be sent as JSON, so a bad value fails this mutator alone.
                 after = snapshot_after(req.object, paths)
                 if paths is None and mutator.paths is not None:
-                    after = self._keep_to_declared(mutator, req, state, after)
-            except Denied as exc:
-                self.metrics.mutator(mutator.plugin, mutator.name, "denied", time.perf_counter() - started)
-                return Outcome(denied=(exc.code, f"{mutator.plugin or mutator.name}: {exc.message}"))
-            except Exception as exc:
-                self.metrics.mutator(mutator.plugin, mutator.name, "error", time.perf_counter() - started)
-                who = f"plugin {mutator.plugin!r} mutator {mutator.name!r}" if mutator.plugin else f"mutator {mutator.name!r}"
-                if mutator.failure_policy == FAIL:
-                    log.exception("%s failed on %r; denying (failure policy Fail)", who, req)
-                    return Outcome(denied=(500, f"{who} failed: {exc!r}"))
-                log.exception("%s failed on %r; its changes are dropped (failure policy Ignore)", who, req)
-                req.object = state.restore(req.object)
-                del req.warnings[warnings_before:]
-                req.audit_annotations = audit_before
-                req.warn(f"{who} failed and was skipped: {exc}")
-                continue
-            self.metrics.mutator(mutator.plugin, mutator.name, "ok", time.perf_counter() - started)
-            if writers is not None:
-                for part in state.changed(after):
-                    first = writers.setdefault(part, mutator.plugin)
-                    if first != mutator.plugin:
-                        self._overlap(first, mutator.plugin, part)
-            state = after
-            ran.append(mutator)
-        if encoded is not None and not before.unchanged_outside(encoded, req.object):
-            names = ", ".join(m.name for m in ran)
-            self._undeclared(names, req, f"mutators {names} changed the object outside their declared paths")
-        patch = before.diff(req.object)
-        if whole is not None:
-            self._check_paths(whole, patch, req.object, ran)
-        return Outcome(patch=patch, mutators=tuple(ran))
+                    after = self._keep_to_declared(mutator, req, run.state, after)
+            except Exception as exc:  # Denied included
+                error = exc
+            elapsed = time.perf_counter() - started
+            with run.lock:
+                if run.over:
+                    return  # the request was answered without it
+                if time.monotonic() > req.deadline:  # an inline mutator, or the runner beat the waiter
+                    run.over, run.late = True, run.index
+                    return
+                if error is not None and not self._failed(run, mutator, error, elapsed,
+                                                          warnings_before, audit_before):
+                    run.over = True
+                    return
+                if error is None:
+                    self.metrics.mutator(mutator.plugin, mutator.name, "ok", elapsed)
+                    if run.writers is not None:
+                        for part in run.state.changed(after):
+                            first = run.writers.setdefault(part, mutator.plugin)
+                            if first != mutator.plugin:
+                                self._overlap(first, mutator.plugin, part)
+                    run.state = after
+                    run.ran.append(mutator)
+                run.warnings, run.audit = list(req.warnings), dict(req.audit_annotations)
+                run.index += 1
+        if stop == len(run.mutators):
+            with run.lock:
+                run.over = True
+
+    def _failed(self, run: _Run, mutator: Mutator, exc: Exception, elapsed: float,
+                warnings_before: int, audit_before: dict) -> bool:
+        """Apply a failed mutator's failure policy; False when the request ends here (denied)."""
+        req = run.req
+        if isinstance(exc, Denied):
+            self.metrics.mutator(mutator.plugin, mutator.name, "denied", elapsed)
+            run.denied = (exc.code, f"{mutator.plugin or mutator.name}: {exc.message}")
+            return False
+        self.metrics.mutator(mutator.plugin, mutator.name, "error", elapsed)
+        who = _who(mutator)
+        if mutator.failure_policy == FAIL:
+            log.error("%s failed on %r; denying (failure policy Fail)", who, req, exc_info=exc)
+            run.denied = (500, f"{who} failed: {exc!r}")
+            return False
+        log.error("%s failed on %r; its changes are dropped (failure policy Ignore)", who, req, exc_info=exc)
+        req.object = run.state.restore(req.object)
+        del req.warnings[warnings_before:]
+        req.audit_annotations = audit_before
+        req.warn(f"{who} failed and was skipped: {exc}")
+        return True
+
+    def _late(self, run: _Run) -> Outcome:
+        """The answer when the deadline passed during mutator ``run.late``: what the ones before it
+        did; its failure policy applies, and so do those of the mutators that never ran."""
+        req, late = run.req, run.mutators[run.late]
+        unrun = run.mutators[run.late + 1:]
+        self.metrics.mutator(late.plugin, late.name, "late", time.perf_counter() - run.started)
+        who = _who(late)
+        log.warning("%s did not finish before the deadline of %r; answering without it (failure policy %s)%s",
+                    who, req, late.failure_policy,
+                    f"; not run: {', '.join(m.name for m in unrun)}" if unrun else "")
+        warnings = run.warnings + [f"{who} did not finish before the request's deadline; its changes are dropped"]
+        if unrun:
+            warnings.append(f"admission-host: mutators {', '.join(m.name for m in unrun)} did not run: "
+                            f"the request's deadline had passed")
+        denied = None
+        failing = [m for m in (late, *unrun) if m.failure_policy == FAIL]
+        if failing:
+            denied = (500, f"{_who(failing[0])} did not {'finish' if failing[0] is late else 'run'} "
+                           f"before the request's deadline (failure policy Fail)")
+        return Outcome(req, patch=None if denied else run.before.diff_to(run.state), denied=denied,
+                       mutators=tuple(run.ran), warnings=warnings, audit_annotations=run.audit)
 
     def _keep_to_declared(self, mutator: Mutator, req: AdmissionRequest, state: Snapshot, after: Snapshot):
         """Drop what a mutator changed outside its declared paths, as the paths-only diff would."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import time
 from typing import Any, Dict, List, Optional
 
 import orjson
@@ -25,9 +26,9 @@ class AdmissionRequest:
 
     __slots__ = ("raw", "uid", "kind", "resource", "sub_resource", "operation", "namespace",
                  "name", "dry_run", "user_info", "object", "old_object", "options",
-                 "warnings", "audit_annotations")
+                 "warnings", "audit_annotations", "deadline")
 
-    def __init__(self, raw: Dict[str, Any]):
+    def __init__(self, raw: Dict[str, Any], deadline: Optional[float] = None):
         self.raw = raw
         self.uid: str = raw["uid"]
         self.kind: dict = raw.get("kind") or {}
@@ -43,6 +44,12 @@ class AdmissionRequest:
         self.options = raw.get("options")
         self.warnings: List[str] = []
         self.audit_annotations: Dict[str, str] = {}
+        #: When the answer is due (``time.monotonic()``); the host sets it from its deadline.
+        self.deadline: float = time.monotonic() + 10.0 if deadline is None else deadline
+
+    def time_left(self) -> float:
+        """Seconds until the answer is due (never below 0): the timeout for any wait a mutator does."""
+        return max(self.deadline - time.monotonic(), 0.0)
 
     @property
     def group(self) -> str:

@@ -92,7 +92,7 @@ class KubeClient:
         try:
             resp = self.pool.request(method, self.url(path, query), body=data,
                                      headers=self._headers(content_type),
-                                     timeout=urllib3.Timeout(connect=5.0, read=timeout))
+                                     timeout=urllib3.Timeout(connect=min(5.0, timeout), read=max(timeout, 0.001)))
         except urllib3.exceptions.HTTPError as exc:
             raise ApiError(0, f"{method} {path}: {exc}") from exc
         return self._decode(method, path, resp.status, resp.data)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from typing import Optional
+
 import falcon
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -10,6 +13,19 @@ from framework import plugins
 from framework.admission.review import ReviewError
 
 JSON = "application/json"
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def go_duration(text: Optional[str]) -> Optional[float]:
+    """Seconds in a Go duration (``5s``, ``1m30s``, ``500ms``): how the API server writes the
+    ``timeout`` it sends with each webhook call. None when absent or not a duration."""
+    if not text:
+        return None
+    parts = _DURATION_PART.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        return None
+    return sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
 
 
 class Mutate:
@@ -36,7 +52,7 @@ class Mutate:
         if len(body) > limit:
             self._reject(falcon.HTTPContentTooLarge(description=f"body larger than {limit} bytes"))
         try:
-            resp.data = self.pipeline.handle(body)
+            resp.data = self.pipeline.handle(body, timeout=go_duration(req.get_param("timeout")))
         except ReviewError as exc:
             self._reject(falcon.HTTPBadRequest(title="Invalid AdmissionReview", description=exc.message))
         resp.content_type = JSON

@@ -42,11 +42,12 @@ def admission_host_watches(host):
 @hookimpl
 def admission_host_mutators(host):
     profile = profile_of(host)
+    # inline: every wait on the admission path takes its timeout from request.time_left().
     return [
         Mutator(name="eci-profile-pod", mutate=profile.mutate_pod, resources=("pods",), operations=("CREATE",),
-                paths=("metadata.annotations", "metadata.labels", "spec.tolerations", "spec.nodeSelector")),
+                paths=("metadata.annotations", "metadata.labels", "spec.tolerations", "spec.nodeSelector"), inline=True),
         Mutator(name="eci-profile-binding", mutate=profile.mutate_binding, resources=("pods/binding",),
-                operations=("CREATE",), paths=("metadata.annotations",)),
+                operations=("CREATE",), paths=("metadata.annotations",), inline=True),
     ]
 
 

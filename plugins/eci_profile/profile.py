@@ -28,9 +28,9 @@ VIRTUAL_FIRST_COST = "-1000"
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
 # What a pod does that a virtual node may not offer: warned about when a Selector sends it there.
 HOST_FIELDS = ("hostNetwork", "hostPID", "hostIPC")
-# API calls on the admission path (cache-miss GETs, the label PATCH at binding) must end well
-# inside the mutator's time budget (2 s) and the webhook's timeout (5 s).
-ADMISSION_API_TIMEOUT = 1.5
+# A cache-miss GET off the admission path (explain, controllers). On the admission path, calls
+# take the time the request has left instead (request.time_left()).
+API_TIMEOUT = 5.0
 
 
 def strip_namespace(obj: dict) -> dict:
@@ -195,33 +195,35 @@ class EciProfile:
             log.warning("Selector %s is invalid and ignored: %s", meta.get("name"), exc)
         return entry
 
-    def _cached_or_get(self, store_name: str, resource: str, strip, name: str, namespace: str = "") -> Optional[dict]:
+    def _cached_or_get(self, store_name: str, resource: str, strip, name: str, namespace: str = "",
+                       timeout: float = API_TIMEOUT) -> Optional[dict]:
         found = self.host.store(store_name).get_by_name(name, namespace)
         if found is not None or self.kube is None:
             return found
         path = object_path("v1", resource, name, namespace)
         try:  # just created and not yet seen by the watch: one GET
-            return strip(self.kube.get(path, timeout=ADMISSION_API_TIMEOUT))
+            return strip(self.kube.get(path, timeout=timeout))
         except ApiError as exc:
             if exc.status != 404:
                 log.warning("GET %s failed: %s", path, exc)
             return None
 
-    def namespace(self, name: str) -> Optional[dict]:
-        return self._cached_or_get(NAMESPACES, "namespaces", strip_namespace, name)
+    def namespace(self, name: str, timeout: float = API_TIMEOUT) -> Optional[dict]:
+        return self._cached_or_get(NAMESPACES, "namespaces", strip_namespace, name, timeout=timeout)
 
-    def node_is_virtual(self, name: str) -> bool:
-        node = self._cached_or_get(NODES, "nodes", strip_node, name)
+    def node_is_virtual(self, name: str, timeout: float = API_TIMEOUT) -> bool:
+        node = self._cached_or_get(NODES, "nodes", strip_node, name, timeout=timeout)
         return node is not None and self.settings.is_virtual_node(node["metadata"]["labels"])
 
-    def pending_pod(self, namespace: str, name: str) -> Optional[dict]:
-        return self._cached_or_get(PENDING_PODS, "pods", strip_pod, name, namespace)
+    def pending_pod(self, namespace: str, name: str, timeout: float = API_TIMEOUT) -> Optional[dict]:
+        return self._cached_or_get(PENDING_PODS, "pods", strip_pod, name, namespace, timeout)
 
     # -- resolution -------------------------------------------------------------------------------
-    def resolve(self, pod: dict, namespace_name: str) -> Tuple[Optional[Selector], Optional[dict]]:
+    def resolve(self, pod: dict, namespace_name: str,
+                timeout: float = API_TIMEOUT) -> Tuple[Optional[Selector], Optional[dict]]:
         """The winning Selector for a pod, and the pod's namespace (as cached)."""
         pod_labels = (pod.get("metadata") or {}).get("labels") or {}
-        ns = self.namespace(namespace_name) if namespace_name else None
+        ns = self.namespace(namespace_name, timeout) if namespace_name else None
         ns_labels = ns["metadata"]["labels"] if ns else {}
         store = self.host.store(SELECTORS)
         if not len(store):
@@ -329,7 +331,7 @@ class EciProfile:
         if left_alone(pod):
             return
         namespace = request.namespace or (pod.get("metadata") or {}).get("namespace") or ""
-        selector, _ = self.resolve(pod, namespace)
+        selector, _ = self.resolve(pod, namespace, request.time_left())
         if selector is None:
             return
         policy = self.policies.get(selector.policy)
@@ -351,19 +353,19 @@ class EciProfile:
         target = binding.get("target") or {}
         if target.get("kind", "Node") != "Node" or not target.get("name"):
             return
-        if not self.node_is_virtual(target["name"]):
+        if not self.node_is_virtual(target["name"], request.time_left()):
             return
         meta = binding.get("metadata") or {}
         namespace = request.namespace or meta.get("namespace") or ""
         name = request.name or meta.get("name") or ""
-        pod = self.pending_pod(namespace, name)
+        pod = self.pending_pod(namespace, name, request.time_left())
         if pod is None:
             log.warning("binding of %s/%s to virtual node %s: pod not found; no effect applied",
                         namespace, name, target["name"])
             return
         if pod.get("leftAlone"):
             return
-        selector, _ = self.resolve(pod, namespace)
+        selector, _ = self.resolve(pod, namespace, request.time_left())
         if selector is None:
             return
         pod_meta = pod["metadata"]
@@ -388,7 +390,7 @@ class EciProfile:
             elif self.kube is not None:
                 try:  # Bindings carry no labels: the pod gets them by PATCH
                     self.kube.patch(object_path("v1", "pods", name, namespace),
-                                    {"metadata": {"labels": labels}}, timeout=ADMISSION_API_TIMEOUT)
+                                    {"metadata": {"labels": labels}}, timeout=request.time_left())
                     changes += [f"label {k}" for k in labels]
                 except ApiError as exc:
                     log.warning("could not label pod %s/%s bound to virtual node: %s", namespace, name, exc)

@@ -40,6 +40,7 @@ maxBodyBytes: 1000
 leaderElection: {enabled: false, namespace: kube-system, name: my-lease}
 logLevel: DEBUG
 logFormat: json
+admissionDeadlineSeconds: 2.5
 """))
     assert config.enabled_plugins == ["eci_profile", "pod_deletion_cost"]
     assert config.plugin_options == {"eci_profile": {"virtualNodeLabels": {"type": "virtual-kubelet"}},
@@ -48,6 +49,11 @@ logFormat: json
     assert (config.bind_address, config.port, config.threads, config.max_body_bytes) == ("127.0.0.1", 9443, 3, 1000)
     assert (config.leader_election, config.lease_namespace, config.lease_name) == (False, "kube-system", "my-lease")
     assert (config.log_level, config.log_format) == ("DEBUG", "json")
+    assert config.admission_deadline_seconds == 2.5
+
+
+def test_the_old_per_mutator_timeout_key_sets_the_request_deadline(tmp_path):
+    assert load_file(write(tmp_path, "mutatorTimeoutSeconds: 3\n")).admission_deadline_seconds == 3
 
 
 def test_options_for_is_a_copy(tmp_path):

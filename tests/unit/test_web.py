@@ -206,3 +206,25 @@ def test_plugins_lists_plugins_versions_and_hooks():
                                 "resource": "namespaces", "labelSelector": None, "fieldSelector": None,
                                 "objects": 0}]
     assert data["controllers"] == []
+
+
+@pytest.mark.parametrize("text, seconds", [("5s", 5.0), ("1m0s", 60.0), ("1.5s", 1.5), ("500ms", 0.5),
+                                           ("1h2m3s", 3723.0), (None, None), ("", None), ("5", None),
+                                           ("5x", None), ("s", None), ("-5s", None)])
+def test_go_duration(text, seconds):
+    from framework.web.resources import go_duration
+
+    assert go_duration(text) == seconds
+
+
+def test_the_api_servers_timeout_parameter_bounds_the_deadline():
+    """kube-apiserver sends ``?timeout=<timeoutSeconds>s`` with each webhook call (rest.Request.Timeout)."""
+    seen = []
+    plugin = make_plugin("deadline", admission_host_mutators=lambda: [
+        Mutator(name="reads-deadline", mutate=lambda req: seen.append(req.time_left()))])
+    c = falcon.testing.TestClient(create_app(make_host(plugin)))
+    for query in ("timeout=1s", "timeout=30s", "timeout=bogus", ""):
+        resp = c.simulate_post("/mutate", body=orjson.dumps(review(pod("p"))), headers=JSON, query_string=query)
+        assert resp.status_code == 200
+    assert 0.7 < seen[0] <= 0.8  # 80 % of the API server's 1 s
+    assert all(3.5 < left <= 4.0 for left in seen[1:])  # the host's own 4 s

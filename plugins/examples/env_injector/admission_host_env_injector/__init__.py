@@ -52,4 +52,5 @@ def admission_host_mutators(host, options):
             if missing:
                 container.setdefault("env", []).extend(dict(e) for e in missing)
 
-    return [Mutator(name="env-injector", mutate=mutate, resources=("pods",), operations=("CREATE",))]
+    # inline: it only reads caches, so it can run in the request's own thread
+    return [Mutator(name="env-injector", mutate=mutate, resources=("pods",), operations=("CREATE",), inline=True)]
