@@ -14,11 +14,14 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
 import orjson
 
+from framework.kube.frozen import thaw
+
 # Encoded subtrees are kept down to this depth (pod -> spec -> tolerations): deep enough that a
 # change decodes only a small part, shallow enough that taking the snapshot stays cheap.
 SNAPSHOT_DEPTH = 2
 
 Node = Union[bytes, Dict[str, Any], str, int, float, bool, None]
+_SCALARS = frozenset((str, int, float, bool, type(None)))
 
 
 def clone(obj: Any) -> Any:
@@ -84,10 +87,36 @@ class Snapshot:
         """Put the dotted ``parts`` (as :meth:`changed` names them) back in ``obj`` as they were."""
         for part in parts:
             keys = tuple(part.split("."))
-            node: Node = self.tree
-            for key in keys:
-                node = node.get(key, MISSING) if type(node) is dict else MISSING
-            _put_back(obj, keys, node)
+            _put_back(obj, keys, self._node(keys))
+
+    def renew(self, obj: Any, parts: Iterable[str]) -> Any:
+        """``obj`` with the dotted ``parts`` replaced by fresh copies of what this snapshot holds.
+
+        Taken after a mutator, so that nothing in the object is shared with a cache or with a
+        plugin's own data when the next mutator edits it in place; read-only containers (cached
+        objects) on the way to a part are replaced by editable copies too."""
+        if type(obj) is not dict and isinstance(obj, dict):
+            obj = thaw(obj)
+        for part in parts:
+            keys = tuple(part.split("."))
+            parent = obj
+            for key in keys[:-1]:
+                child = parent.get(key) if type(parent) is dict else None
+                if type(child) is not dict and isinstance(child, dict):
+                    child = parent[key] = thaw(child)
+                parent = child
+            if type(parent) is dict and keys[-1]:
+                node = self._node(keys)
+                _put(parent, keys[-1], node if node is MISSING else _decode(node))
+        return obj
+
+    def _node(self, keys: Tuple[str, ...]) -> Node:
+        if self.paths is not None:
+            return next((node for path, node in self.paths if path == keys), MISSING)
+        node: Node = self.tree
+        for key in keys:
+            node = node.get(key, MISSING) if type(node) is dict else MISSING
+        return node
 
     def unchanged_outside(self, whole: bytes, obj: Any) -> bool:
         """With ``paths``: whether ``obj`` equals the object encoded as ``whole`` everywhere but in
@@ -215,13 +244,13 @@ def _changed_nodes(a: Node, b: Node, path: str, out: List[str]) -> None:
 
 def _encode(obj: Any, depth: int) -> Node:
     kind = type(obj)
-    if obj is MISSING:
+    if kind in _SCALARS or obj is MISSING:
         return obj
-    if kind is dict:
+    if kind is dict or isinstance(obj, dict):  # subclasses: a cached (read-only) object put in
         if depth:
             return {key: _encode(value, depth - 1) for key, value in obj.items()}
         return orjson.dumps(obj)
-    if kind is list:
+    if kind is list or isinstance(obj, list):
         return orjson.dumps(obj)
     return obj
 

@@ -215,11 +215,17 @@ class Pipeline:
                     return
                 if error is None:
                     self.metrics.mutator(mutator.plugin, mutator.name, "ok", elapsed)
+                    last = run.index + 1 == len(run.mutators)
+                    changed = run.state.changed(after) if run.writers is not None or not last else ()
                     if run.writers is not None:
-                        for part in run.state.changed(after):
+                        for part in changed:
                             first = run.writers.setdefault(part, mutator.plugin)
                             if first != mutator.plugin:
                                 self._overlap(first, mutator.plugin, part)
+                    if changed and not last:
+                        # What it put in may be shared (a cached object, a plugin's own dict):
+                        # the next mutator edits a copy, never the original.
+                        req.object = after.renew(req.object, changed)
                     run.state = after
                     run.ran.append(mutator)
                 run.warnings, run.audit = list(req.warnings), dict(req.audit_annotations)

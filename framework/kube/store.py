@@ -6,6 +6,8 @@ import logging
 import threading
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Set
 
+from framework.kube.frozen import freeze
+
 log = logging.getLogger(__name__)
 
 Handler = Callable[[str, Optional[dict], Optional[dict]], None]
@@ -18,7 +20,8 @@ def key_of(obj: dict) -> str:
 
 
 class Store:
-    """What a watch has seen. Reads are lock-free snapshots of plain dicts; treat them as read-only.
+    """What a watch has seen. Reads are lock-free; the objects are read-only (``frozen.py``): a
+    change raises, and ``framework.thaw(obj)`` gives an editable copy.
 
     ``indexers`` map an index name to ``fn(obj) -> iterable of values``; ``by_index(name, value)``
     returns the objects with that value. Handlers ``fn(event, old, new)`` (event is ``ADDED``,
@@ -89,6 +92,7 @@ class Store:
 
     # -- writing (the reflector, or static objects) ----------------------------------------------
     def upsert(self, obj: dict) -> None:
+        obj = freeze(obj)
         key = key_of(obj)
         with self._lock:
             old = self._items.get(key)
@@ -109,7 +113,7 @@ class Store:
 
     def replace(self, objects: Iterable[dict], resource_version: str = "") -> None:
         """Swap in a full list (after a list call); handlers see the differences only."""
-        new = {key_of(o): o for o in objects}
+        new = {key_of(o): freeze(o) for o in objects}
         with self._lock:
             old = self._items
             self._items = new
