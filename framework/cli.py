@@ -285,11 +285,9 @@ def cmd_explain(args, config: Config) -> int:
         host.start()
     review = as_review(obj, dry_run=True)
     obj = review["request"]["object"]
-    pm = host.pluginmanager
-    for impl in reversed(pm.hook.admission_host_explain.get_hookimpls()):
-        lines = impl.function(**{a: {"host": host, "obj": obj}[a] for a in impl.argnames})
+    for name, lines in host.each_plugin("admission_host_explain", obj=obj):
         if lines:
-            print(f"== {pm.get_name(impl.plugin)}")
+            print(f"== {name}")
             for line in lines:
                 print(f"  {line}")
     answer = orjson.loads(host.pipeline.handle(orjson.dumps(review)))["response"]
@@ -310,14 +308,21 @@ def cmd_explain(args, config: Config) -> int:
 
 def cmd_plugins(args, config: Config) -> int:
     from framework.host import Host
-    from framework.plugins import describe
+    from framework.plugins import describe, get_plugin_manager
 
-    host = Host(config)
-    out = {"plugins": describe(host.pluginmanager),
-           "mutators": [m.name for m in host.pipeline.mutators],
-           "watches": [w.name for w in host.watches.values()],
-           "controllers": [c.name for c in host.controllers]}
+    pm = get_plugin_manager(config.enabled_plugins)
+    out: dict = {"plugins": describe(pm)}
+    try:  # what they declare needs them started; the list above is shown even when that fails
+        host = Host(config, pluginmanager=pm)
+    except PluginError as exc:
+        out["error"] = str(exc)
+    else:
+        out.update(mutators=[m.name for m in host.pipeline.mutators], watches=[w.name for w in host.watches.values()],
+                   controllers=[c.name for c in host.controllers])
     sys.stdout.write(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode() + "\n")
+    if "error" in out:
+        print(f"admission-host: error: {out['error']}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -22,6 +22,18 @@ def admission_host_addhooks(pluginmanager):
 
 
 @hookspec
+def admission_host_options():
+    """Return this plugin's options as a dataclass (the class, not an instance), or None.
+
+    Each field is an option: its key in the config file is the field's name in camelCase, its
+    type the annotation, its help ``field(metadata={"help": ...})``. The host checks the plugin's
+    section of the config file against it before any plugin starts (unknown keys, wrong types,
+    missing required options: exit 2 naming the plugin), and the other hooks then receive an
+    instance as ``options``. Without it they receive the section as a dict, unchecked.
+    """
+
+
+@hookspec
 def admission_host_startup(host, options):
     """Validate ``options`` and prepare; raise to stop the host from starting.
 

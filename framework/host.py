@@ -5,10 +5,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from typing import Callable, Dict, Iterable, List, Optional
+from typing import Any, Callable, Dict, Iterable, List, Optional
 
 import pluggy
 
+from framework import options
 from framework.admission.pipeline import Pipeline
 from framework.config import Config
 from framework.kube.client import KubeClient
@@ -47,14 +48,15 @@ class Host:
         self._started = self._stopped = False
         # Host features outside plugins (the serving certificate) add ``() -> reason or None`` here.
         self.readiness_checks: List[Callable[[], Optional[str]]] = []
+        self._options: Dict[str, Any] = {}
         self._check_options()
-        for _ in self._each("admission_host_startup"):
+        for _ in self.each_plugin("admission_host_startup"):
             pass
-        for plugin, watches in self._each("admission_host_watches"):
+        for plugin, watches in self.each_plugin("admission_host_watches"):
             for watch in _listed(watches, Watch, plugin, "admission_host_watches"):
                 self._add_watch(_own(watch, Watch, plugin, "admission_host_watches"))
         mutators = [_own(m, Mutator, plugin, "admission_host_mutators")
-                    for plugin, ms in self._each("admission_host_mutators")
+                    for plugin, ms in self.each_plugin("admission_host_mutators")
                     for m in _listed(ms, Mutator, plugin, "admission_host_mutators")]
         _check_unique(mutators)
         try:
@@ -62,7 +64,7 @@ class Host:
         except ValueError as exc:
             raise PluginError(str(exc)) from exc
         self.controllers = [_own(c, Controller, plugin, "admission_host_controllers")
-                            for plugin, cs in self._each("admission_host_controllers")
+                            for plugin, cs in self.each_plugin("admission_host_controllers")
                             for c in _listed(cs, Controller, plugin, "admission_host_controllers")]
 
     # -- plugins ---------------------------------------------------------------------------------
@@ -75,25 +77,49 @@ class Host:
                 log.warning("config has options for plugin %r, which is not enabled", name)
             else:
                 raise PluginError(f"config has options for unknown plugin {name!r}")
-
-    def _each(self, hook_name: str):
-        """Call a declaration hook plugin by plugin (registration order), with its own options."""
-        pm = self.pluginmanager
-        caller = getattr(pm.hook, hook_name)
-        for impl in caller.get_hookimpls():  # registration order (pluggy calls them last-first)
-            name = pm.get_name(impl.plugin)
-            available = {"host": self, "options": self.config.options_for(name)}
+        # Declared options are checked here, for every plugin, before any of them starts.
+        for name, declared in self.each_plugin("admission_host_options"):
+            if declared is None:
+                continue
             try:
-                yield name, impl.function(**{arg: available[arg] for arg in impl.argnames})
+                self._options[name] = options.parse(declared, self.config.options_for(name))
+            except options.OptionsError as exc:
+                raise PluginError(f"plugin {name!r}: {exc}") from None
+
+    def options_of(self, plugin: str) -> Any:
+        """What a plugin's hooks receive as ``options``: an instance of its declared options
+        dataclass, or (undeclared) its section of the config file as a dict."""
+        found = self._options.get(plugin)
+        return self.config.options_for(plugin) if found is None else found
+
+    def each_plugin(self, hook_name: str, on_error: Optional[Callable[[str, Exception], Any]] = None,
+                    reverse: bool = False, **kwargs):
+        """Call a hook plugin by plugin, yielding ``(plugin name, result)``: the one way the host
+        calls its hooks. The order is pluggy's own (``tryfirst``/``trylast``, then the plugin
+        registered last first); ``reverse`` for teardown. Each plugin gets its own ``options``.
+        An exception becomes a :class:`PluginError` naming the plugin, unless ``on_error(name,
+        exc)`` gives the result to yield instead."""
+        pm = self.pluginmanager
+        impls = [i for i in getattr(pm.hook, hook_name).get_hookimpls() if not (i.hookwrapper or i.wrapper)]
+        for impl in (impls if reverse else reversed(impls)):
+            name = pm.get_name(impl.plugin)
+            available = {"host": self, **kwargs}
+            if "options" in impl.argnames:
+                available["options"] = self.options_of(name)
+            try:
+                result = impl.function(**{arg: available[arg] for arg in impl.argnames})
             except PluginError:
                 raise
             except Exception as exc:
-                raise PluginError(f"plugin {name!r} failed in {hook_name}: {exc!r}") from exc
+                if on_error is None:
+                    raise PluginError(f"plugin {name!r} failed in {hook_name}: {exc!r}") from exc
+                result = on_error(name, exc)
+            yield name, result
 
     def _add_watch(self, watch: Watch) -> None:
         if watch.name in self.watches:
-            other = self.watches[watch.name].plugin
-            raise PluginError(f"watch {watch.name!r} is declared by both {other!r} and {watch.plugin!r}")
+            first, second = sorted((self.watches[watch.name].plugin, watch.plugin))
+            raise PluginError(f"watch {watch.name!r} is declared by both {first!r} and {second!r}")
         self.watches[watch.name] = watch
         self.stores[watch.name] = Store(watch.name, watch.indexers)
 
@@ -208,12 +234,7 @@ class Host:
         return reasons
 
     def _ready_results(self):
-        pm = self.pluginmanager
-        for impl in pm.hook.admission_host_ready.get_hookimpls():
-            try:
-                yield pm.get_name(impl.plugin), impl.function(**({"host": self} if impl.argnames else {}))
-            except Exception as exc:
-                yield pm.get_name(impl.plugin), f"readiness check failed: {exc!r}"
+        return self.each_plugin("admission_host_ready", on_error=lambda name, exc: f"readiness check failed: {exc!r}")
 
     def stop(self) -> None:
         if self._stopped:
@@ -225,12 +246,9 @@ class Host:
         for reflector in self.reflectors:
             reflector.stop()
         # Plugin by plugin, the reverse of startup: one failing must not keep the others from cleaning up.
-        pm = self.pluginmanager
-        for impl in reversed(pm.hook.admission_host_shutdown.get_hookimpls()):
-            try:
-                impl.function(**({"host": self} if impl.argnames else {}))
-            except Exception:
-                log.exception("plugin %s failed in admission_host_shutdown", pm.get_name(impl.plugin))
+        for _ in self.each_plugin("admission_host_shutdown", reverse=True, on_error=lambda name, exc: log.error(
+                "plugin %s failed in admission_host_shutdown", name, exc_info=exc)):
+            pass
 
 
 def _listed(value, cls, plugin: str, hook: str) -> list:
@@ -250,7 +268,7 @@ def _check_unique(mutators) -> None:
     seen: Dict[str, str] = {}
     for m in mutators:
         if m.name in seen:
-            where = (f"plugins {seen[m.name]!r} and {m.plugin!r}" if seen[m.name] != m.plugin
+            where = ("plugins {!r} and {!r}".format(*sorted((seen[m.name], m.plugin))) if seen[m.name] != m.plugin
                      else f"plugin {m.plugin!r} twice")
             raise PluginError(f"mutator name {m.name!r} is declared by {where}; mutator names must be unique")
         seen[m.name] = m.plugin

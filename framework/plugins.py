@@ -8,7 +8,7 @@ from typing import Iterable, Optional
 
 import pluggy
 
-from framework import hookspecs
+from framework import hookspecs, options
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +76,17 @@ def describe(pm: pluggy.PluginManager) -> list:
         if plugin is None:
             continue
         project, version = getattr(pm, "distributions", {}).get(name, (None, None))
-        out.append({
+        entry = {
             "name": name,
             "distribution": project,
             "version": version,
             "hooks": sorted(caller.name for caller in (pm.get_hookcallers(plugin) or [])),
-        })
+        }
+        impl = next((i for i in pm.hook.admission_host_options.get_hookimpls() if i.plugin is plugin), None)
+        if impl is not None:
+            try:
+                entry["options"] = options.describe(impl.function())
+            except Exception as exc:  # listed all the same: this is where one looks for the mistake
+                entry["optionsError"] = f"{exc!r}"
+        out.append(entry)
     return out

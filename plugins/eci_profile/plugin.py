@@ -9,7 +9,7 @@ from plugins.eci_profile import hookspecs, policies
 from plugins.eci_profile.burst import BurstController
 from plugins.eci_profile.drain import DrainBackController
 from plugins.eci_profile.profile import EciProfile
-from plugins.eci_profile.settings import Settings
+from plugins.eci_profile.settings import Options, Settings
 from plugins.eci_profile.status import SelectorStatusController
 
 BUILTIN = "eci_profile.builtin"
@@ -27,6 +27,11 @@ def admission_host_addhooks(pluginmanager):
     pluginmanager.add_hookspecs(hookspecs)
     if not pluginmanager.is_registered(policies):
         pluginmanager.register(policies, name=BUILTIN)
+
+
+@hookimpl
+def admission_host_options():
+    return Options
 
 
 @hookimpl

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, List, Mapping, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 from plugins.eci_profile.selectors import InvalidSelectorSpec, parse_duration
 from plugins.eci_profile.timing import DEFAULT_AUTOSCALER_RULES, MEANINGS, AutoscalerRule
@@ -14,8 +14,31 @@ DEFAULT_VIRTUAL_NODE_TOLERATIONS = [
 ]
 TOLERATION_OPERATORS = ("Equal", "Exists")
 TAINT_EFFECTS = ("", "NoSchedule", "PreferNoSchedule", "NoExecute")
-OPTIONS = ("virtualNodeLabels", "virtualNodeTolerations", "auditAnnotation", "events", "autoscalerEvents",
-           "defaultMaxWait")
+
+
+def _option(default=dataclasses.MISSING, factory=dataclasses.MISSING, help: str = ""):
+    return dataclasses.field(default=default, default_factory=factory, metadata={"help": help})
+
+
+@dataclasses.dataclass
+class Options:
+    """The options as written in the config file (types checked by the host); :class:`Settings`
+    is what they mean."""
+
+    virtual_node_labels: Dict[str, Union[str, int, bool]] = _option(
+        factory=lambda: dict(DEFAULT_VIRTUAL_NODE_LABELS), help="a node with all these labels is virtual")
+    virtual_node_tolerations: List[Dict[str, Any]] = _option(
+        factory=lambda: [dict(t) for t in DEFAULT_VIRTUAL_NODE_TOLERATIONS],
+        help="what fair, virtualNodeOnly and normalNodePrefer add to a pod")
+    audit_annotation: str = _option("selector", help="key of the audit annotation naming the winning Selector")
+    events: bool = _option(True, help="record Events (burst, held burst, cap reached, drain-back, invalid Selector)")
+    autoscaler_events: Optional[List[Dict[str, str]]] = _option(
+        None, help="what Events on a pending pod mean: [{component, reason, means, message}]; "
+                   "default: cluster-autoscaler's and Karpenter's")
+    default_max_wait: str = _option("10m", help="maxWait of Selectors that wait for an autoscaler and name none")
+
+    def __post_init__(self):
+        Settings.from_options(self)  # a value that means nothing is reported as the host checks options
 
 
 def normalize_toleration(t: Mapping[str, Any]) -> Tuple:
@@ -35,21 +58,13 @@ class Settings:
     default_max_wait: float = 600.0
 
     @classmethod
-    def from_options(cls, options: Mapping[str, Any]) -> "Settings":
-        unknown = sorted(set(options) - set(OPTIONS))
-        if unknown:
-            raise ValueError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(OPTIONS)}")
-        labels = options.get("virtualNodeLabels", DEFAULT_VIRTUAL_NODE_LABELS)
-        if not isinstance(labels, Mapping) or not labels:
+    def from_options(cls, options: Options) -> "Settings":
+        labels = options.virtual_node_labels
+        if not labels:
             raise ValueError("virtualNodeLabels must be a non-empty map of node labels")
         labels = {str(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in labels.items()}
-        tolerations = options.get("virtualNodeTolerations", DEFAULT_VIRTUAL_NODE_TOLERATIONS)
-        if not isinstance(tolerations, list):
-            raise ValueError("virtualNodeTolerations must be a list of tolerations")
         checked: List[Dict[str, Any]] = []
-        for i, t in enumerate(tolerations):
-            if not isinstance(t, Mapping):
-                raise ValueError(f"virtualNodeTolerations[{i}] must be a toleration object")
+        for i, t in enumerate(options.virtual_node_tolerations):
             t = {k: (str(v).lower() if isinstance(v, bool) else v) for k, v in t.items()}
             op = t.get("operator", "Equal")
             if op not in TOLERATION_OPERATORS:
@@ -63,13 +78,12 @@ class Settings:
                 t["value"] = str(t["value"])
             checked.append(t)
         try:
-            max_wait = parse_duration(options.get("defaultMaxWait", "10m"), "defaultMaxWait")
+            max_wait = parse_duration(options.default_max_wait, "defaultMaxWait")
         except InvalidSelectorSpec as exc:
             raise ValueError(str(exc)) from None
         return cls(virtual_node_labels=labels, virtual_node_tolerations=tuple(checked),
-                   audit_annotation=str(options.get("auditAnnotation", "selector")),
-                   events=bool(options.get("events", True)),
-                   autoscaler_rules=_autoscaler_rules(options.get("autoscalerEvents")), default_max_wait=max_wait)
+                   audit_annotation=options.audit_annotation, events=options.events,
+                   autoscaler_rules=_autoscaler_rules(options.autoscaler_events), default_max_wait=max_wait)
 
     def is_virtual_node(self, node_labels: Mapping[str, str]) -> bool:
         return all(node_labels.get(k) == v for k, v in self.virtual_node_labels.items())
@@ -83,12 +97,9 @@ def _autoscaler_rules(value) -> Tuple[AutoscalerRule, ...]:
     """``autoscalerEvents``: a list of ``{component, reason, means, message}``; replaces the defaults."""
     if value is None:
         return DEFAULT_AUTOSCALER_RULES
-    if not isinstance(value, list):
-        raise ValueError("autoscalerEvents must be a list of {component, reason, means[, message]}")
     rules = []
     for i, item in enumerate(value):
-        if not isinstance(item, Mapping) or not all(isinstance(item.get(k), str) and item.get(k)
-                                                    for k in ("component", "reason", "means")):
+        if not all(item.get(k) for k in ("component", "reason", "means")):
             raise ValueError(f"autoscalerEvents[{i}] needs component, reason and means (strings)")
         if item["means"] not in MEANINGS:
             raise ValueError(f"autoscalerEvents[{i}].means must be one of {', '.join(MEANINGS)}")

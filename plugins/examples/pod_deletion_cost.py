@@ -11,6 +11,8 @@ Config::
         label: example.com/deletion-cost    # the default
 """
 
+import dataclasses
+
 from framework import Mutator, hookimpl
 
 ANNOTATION = "controller.kubernetes.io/pod-deletion-cost"
@@ -40,13 +42,16 @@ def make_mutator(label: str) -> Mutator:
                    order=100, paths=("metadata.annotations",), inline=True)
 
 
+@dataclasses.dataclass
+class Options:
+    label: str = dataclasses.field(default=DEFAULT_LABEL, metadata={"help": "the pod label holding the cost"})
+
+
 @hookimpl
-def admission_host_startup(options):
-    unknown = set(options) - {"label"}
-    if unknown:
-        raise ValueError(f"unknown option(s): {', '.join(sorted(unknown))}")
+def admission_host_options():
+    return Options
 
 
 @hookimpl
 def admission_host_mutators(options):
-    return [make_mutator(options.get("label", DEFAULT_LABEL))]
+    return [make_mutator(options.label)]

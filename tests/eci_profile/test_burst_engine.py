@@ -6,7 +6,7 @@ import pytest
 from framework.testing import binding, pod
 from plugins.eci_profile import selectors, timing
 from plugins.eci_profile.cap import SELECTOR_LABEL
-from plugins.eci_profile.settings import Settings
+from plugins.eci_profile.settings import Options, Settings
 
 from .conftest import TOLERATION, RecordingKube, default_objects, seed, selector
 
@@ -77,15 +77,15 @@ def test_the_newest_word_wins_and_words_before_unschedulable_are_ignored():
 
 
 def test_custom_autoscaler_rules_replace_the_defaults():
-    settings = Settings.from_options({"autoscalerEvents": [
-        {"component": "my-scaler", "reason": "Provisioning", "means": "provisioning"}], "defaultMaxWait": "2m"})
+    settings = Settings.from_options(Options(autoscaler_events=[
+        {"component": "my-scaler", "reason": "Provisioning", "means": "provisioning"}], default_max_wait="2m"))
     assert settings.default_max_wait == 120
     found = timing.autoscaler_signal([event("my-scaler", "Provisioning", T0)], settings.autoscaler_rules, T0)
     assert found.means == timing.PROVISIONING
-    for bad in ([{"component": "x", "reason": "y", "means": "maybe"}], "TriggeredScaleUp",
-                [{"component": "x", "reason": "y", "means": "provisioning", "extra": 1}]):
+    for bad in ([{"component": "x", "reason": "y", "means": "maybe"}],
+                [{"component": "x", "reason": "y", "means": "provisioning", "extra": "1"}]):
         with pytest.raises(ValueError):
-            Settings.from_options({"autoscalerEvents": bad})
+            Options(autoscaler_events=bad)
 
 
 # -- Selector fields ----------------------------------------------------------------------------

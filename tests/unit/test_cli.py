@@ -220,7 +220,7 @@ def test_mutate_with_a_config_file(tmp_path, capsys):
      "unknown key(s) prot"),
     (lambda tmp: [write(tmp, "pod.yaml", pod("a")), "--plugins", "pod_deletion_cost", "--config",
                   write(tmp, "c.yaml", {"plugins": {"pod_deletion_cost": {"lable": "x"}}})],
-     "plugin 'pod_deletion_cost' failed in admission_host_startup: ValueError('unknown option(s): lable')"),
+     "plugin 'pod_deletion_cost': unknown option(s) lable; known: label"),
 ])
 def test_mutate_errors_exit_2_with_a_message(tmp_path, capsys, make_args, message):
     args = make_args(tmp_path)

@@ -119,9 +119,9 @@ def test_host_passes_each_plugin_its_own_options():
     assert seen[("one", "admission_host_startup")] == {"a": 1}
     assert seen[("two", "admission_host_mutators")] == {"b": [2]}
     assert seen[("three", "admission_host_watches")] == {}
-    # startup runs for every plugin before any watch is declared, in registration order.
-    assert [(n, h) for n, h, _ in calls][:4] == [("one", "admission_host_startup"), ("two", "admission_host_startup"),
-                                                  ("three", "admission_host_startup"), ("one", "admission_host_watches")]
+    # startup runs for every plugin before any watch is declared, in pluggy's order (last registered first).
+    assert [(n, h) for n, h, _ in calls][:4] == [("three", "admission_host_startup"), ("two", "admission_host_startup"),
+                                                  ("one", "admission_host_startup"), ("three", "admission_host_watches")]
 
 
 def test_options_are_a_copy():

@@ -195,7 +195,10 @@ def test_plugins_lists_plugins_versions_and_hooks():
     assert set(by_name) == {"pod_deletion_cost", "webtest"}
     assert by_name["pod_deletion_cost"]["distribution"] == "admission-host"
     assert by_name["pod_deletion_cost"]["version"]
-    assert by_name["pod_deletion_cost"]["hooks"] == ["admission_host_mutators", "admission_host_startup"]
+    assert by_name["pod_deletion_cost"]["hooks"] == ["admission_host_mutators", "admission_host_options"]
+    assert by_name["pod_deletion_cost"]["options"] == [
+        {"name": "label", "type": "string", "required": False, "default": "example.com/deletion-cost",
+         "help": "the pod label holding the cost"}]
     assert by_name["webtest"]["hooks"] == ["admission_host_mutators", "admission_host_watches"]
     assert by_name["webtest"]["version"] is None
     mutators = {m["name"]: m for m in data["mutators"]}

@@ -12,6 +12,9 @@ Config::
         env: {CLUSTER_NAME: prod-eu-1}
 """
 
+import dataclasses
+from typing import Dict, Union
+
 from framework import Mutator, Watch, hookimpl
 
 DEFAULT_LABEL = "env-injector.example.com/enabled"
@@ -22,11 +25,17 @@ def strip_namespace(obj):
     return {"metadata": {"name": meta.get("name"), "labels": meta.get("labels") or {}}}
 
 
+@dataclasses.dataclass
+class Options:
+    namespace_label: str = dataclasses.field(
+        default=DEFAULT_LABEL, metadata={"help": 'pods of namespaces with this label set to "true" get the variables'})
+    env: Dict[str, Union[str, int, float, bool]] = dataclasses.field(
+        default_factory=dict, metadata={"help": "the variables: name -> value"})
+
+
 @hookimpl
-def admission_host_startup(options):
-    env = options.get("env") or {}
-    if not isinstance(env, dict) or not all(isinstance(k, str) for k in env):
-        raise ValueError("option 'env' must map variable names to values")
+def admission_host_options():
+    return Options
 
 
 @hookimpl
@@ -37,8 +46,8 @@ def admission_host_watches():
 
 @hookimpl
 def admission_host_mutators(host, options):
-    label = options.get("namespaceLabel", DEFAULT_LABEL)
-    env = [{"name": k, "value": str(v)} for k, v in sorted((options.get("env") or {}).items())]
+    label = options.namespace_label
+    env = [{"name": k, "value": str(v)} for k, v in sorted(options.env.items())]
     namespaces = host.store("env-injector-namespaces")
 
     def mutate(request):

@@ -1,0 +1,119 @@
+"""Declared plugin options: checked in one place, before any plugin starts; listed by `plugins`."""
+
+import orjson
+import pytest
+
+from framework import hookimpl
+from framework.cli import main
+from framework.config import Config
+from framework.host import Host
+from framework.plugins import PluginError
+
+from .helpers import make_plugin
+
+SOURCE = '''
+import dataclasses
+from typing import Dict, List, Optional
+
+from framework import hookimpl
+
+STARTED = []
+
+
+@dataclasses.dataclass
+class Options:
+    endpoint: str = dataclasses.field(metadata={"help": "where to send things"})
+    retries: int = 3
+    ratio: float = 0.5
+    headers: Dict[str, str] = dataclasses.field(default_factory=dict)
+    tags: Optional[List[str]] = None
+
+    def __post_init__(self):
+        if not self.endpoint.startswith("https://"):
+            raise ValueError(f"endpoint must be an https:// URL, got {self.endpoint!r}")
+
+
+@hookimpl
+def admission_host_options():
+    return Options
+
+
+@hookimpl
+def admission_host_startup(options):
+    STARTED.append(options)
+'''
+
+
+@pytest.fixture
+def declared(install_plugin):
+    install_plugin("declared", "declared_options_plugin", SOURCE)
+    import declared_options_plugin
+
+    return declared_options_plugin
+
+
+def host(options, *extra):
+    return Host(Config(enabled_plugins=["declared"], plugin_options={"declared": options}), extra_plugins=extra)
+
+
+def test_hooks_receive_an_instance_of_the_declared_dataclass(declared):
+    host({"endpoint": "https://x", "retries": 5, "ratio": 1, "headers": {"a": "b"}})
+    options = declared.STARTED[-1]
+    assert isinstance(options, declared.Options)
+    assert (options.endpoint, options.retries, options.ratio, options.headers, options.tags) == \
+        ("https://x", 5, 1, {"a": "b"}, None)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"endpoint": "https://x", "retrys": 1}, "unknown option(s) retrys; known: endpoint, headers, ratio, retries, tags"),
+    ({"endpoint": "https://x", "retries": "3"}, "option retries must be an integer, got '3'"),
+    ({"endpoint": "https://x", "retries": True}, "option retries must be an integer, got True"),
+    ({"endpoint": "https://x", "headers": {"a": 1}}, "option headers.a must be a string, got 1"),
+    ({"endpoint": "https://x", "tags": ["a", {}]}, "option tags[1] must be a string, got {}"),
+    ({}, "missing required option(s) endpoint"),
+    ({"endpoint": "http://x"}, "endpoint must be an https:// URL, got 'http://x'"),
+])
+def test_mistakes_stop_the_host_before_any_plugin_starts_naming_the_plugin(declared, options, message):
+    other_started = []
+    other = make_plugin("other", admission_host_startup=lambda: other_started.append(True))
+    with pytest.raises(PluginError) as info:
+        host(options, other)
+    assert str(info.value) == f"plugin 'declared': {message}"
+    assert not declared.STARTED and not other_started
+
+
+def test_plugins_lists_options_with_defaults_and_still_lists_when_one_is_missing(declared, capsys, restore_logging):
+    code = main(["plugins", "--plugins", "declared,pod_deletion_cost"])
+    out, err = capsys.readouterr()
+    assert code == 2 and "plugin 'declared': missing required option(s) endpoint" in err
+    listed = {p["name"]: p for p in orjson.loads(out)["plugins"]}
+    assert set(listed) == {"declared", "pod_deletion_cost"}
+    options = {o["name"]: o for o in listed["declared"]["options"]}
+    assert options["endpoint"] == {"name": "endpoint", "type": "string", "required": True,
+                                   "help": "where to send things"}
+    assert options["retries"] == {"name": "retries", "type": "integer", "required": False, "default": 3}
+    assert options["headers"]["type"] == "map of string" and options["tags"]["type"] == "list of string or null"
+
+
+def test_hooks_are_called_in_pluggys_order_tryfirst_and_trylast_honoured():
+    calls = []
+
+    def plugin(name, **marks):
+        module = make_plugin(name)
+        module.admission_host_startup = hookimpl(**marks)(lambda: calls.append(name))
+        return module
+
+    Host(Config(enabled_plugins=[]), extra_plugins=[plugin("early", tryfirst=True), plugin("a"), plugin("b"),
+                                                    plugin("late", trylast=True)])
+    assert calls == ["early", "b", "a", "late"]
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"virtualNodeLabels": ["type=virtual-kubelet"]}, "option virtualNodeLabels must be a map"),
+    ({"events": "yes"}, "option events must be a boolean, got 'yes'"),
+    ({"defaultMaxWait": "ten minutes"}, "defaultMaxWait"),
+    ({"virtualNodeTolerations": [{"operator": "Sometimes"}]}, "operator must be Equal or Exists"),
+])
+def test_eci_profile_options_are_declared(options, message):
+    with pytest.raises(PluginError, match="plugin 'eci_profile': .*" + message):
+        Host(Config(enabled_plugins=["eci_profile"], plugin_options={"eci_profile": options}))
