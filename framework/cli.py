@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import logging
 import os
 import sys
 import uuid
@@ -17,6 +18,8 @@ from framework import logs
 from framework.admission.review import ReviewError
 from framework.config import Config, ConfigError, load_file
 from framework.plugins import PluginError
+
+log = logging.getLogger("admission_host")
 
 
 def _plugins_arg(value: str) -> List[str]:
@@ -58,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
                        dest="admission_deadline_seconds",
                        help="answer each admission request within this many seconds, over all its mutators; a "
                             "late mutator's changes are dropped (default 4, kept inside the API server's timeout)")
+    serve.add_argument("--local", action="store_true",
+                       help="serve with no API server: caches come from --objects, controllers do not run "
+                            "(the default when no kubeconfig is found and no plugin watches anything)")
+    serve.add_argument("--objects", nargs="+", action="extend", default=[], metavar="FILE",
+                       help="with --local: YAML/JSON files whose objects fill the caches")
     serve.add_argument("--no-leader-elect", action="store_true",
                        help="run controllers without electing a leader (a single replica)")
     serve.add_argument("--lease-namespace", help="namespace of the leader Lease (default: the pod's)")
@@ -235,11 +243,22 @@ def cmd_mutate(args, config: Config) -> int:
 
 
 def cmd_serve(args, config: Config) -> int:
+    from kubernetes.config import ConfigException
+
     from framework.host import Host
     from framework.kube.client import KubeClient
     from framework.web.serve import Server
 
-    kube = KubeClient.from_kubeconfig(config.kubeconfig, config.context)
+    kube, no_cluster = None, None
+    if not args.local:
+        try:
+            kube = KubeClient.from_kubeconfig(config.kubeconfig, config.context)
+        except ConfigException as exc:
+            no_cluster = exc
+    if kube is None and (config.cert_secret or args.local and (config.kubeconfig or config.context)):
+        raise ConfigError("--cert-secret and --kubeconfig/--context need an API server; drop --local")
+    if args.objects and kube is not None:
+        raise ConfigError("--objects fills the caches only with --local (with an API server, watches do)")
     certs = None
     if config.cert_secret:
         from framework.certs import CertManager
@@ -248,6 +267,12 @@ def cmd_serve(args, config: Config) -> int:
         certs.prepare()  # a throwaway pair until the Secret's is in place
         config.tls_cert_file, config.tls_private_key_file = certs.cert_file, certs.key_file
     host = Host(config, kube)
+    if kube is None:
+        if not args.local and host.watches:
+            raise ConfigError(f"no API server ({no_cluster}), and plugins watch {', '.join(sorted(host.watches))}: "
+                              f"give --kubeconfig, or --local with --objects FILE to fill their caches from files")
+        host.load_objects([o for path in args.objects for o in read_documents(path)])
+        log.info("serving with no API server: caches from %d file(s), controllers off", len(args.objects))
     server = Server(host, config)
     if certs is not None:
         host.readiness_checks.append(certs.not_ready)
