@@ -20,6 +20,7 @@ import jsonpatch
 import orjson
 
 from framework.config import Config
+from framework.kube.client import JSON_PATCH, ApiError
 from framework.plugins import get_plugin_manager, installed_plugins
 
 
@@ -95,17 +96,116 @@ class Result:
         return f"<Result allowed={self.allowed} patch={self.patch} warnings={self.warnings}>"
 
 
+class FakeKube:
+    """A stand-in for :class:`framework.KubeClient` (``host.kube``) in tests: it answers from
+    objects kept by path and records every call.
+
+    ``FakeKube({"/api/v1/namespaces/default/pods/web": pod})``. ``calls`` lists ``(method, path,
+    body)``; ``writes("PATCH")`` those of one method. ``get`` of a collection path lists the
+    objects under it. ``post`` stores (``generateName`` gets a suffix), ``patch`` applies a merge
+    patch or a JSON patch (``content_type=JSON_PATCH``) to the stored object, ``put`` replaces,
+    ``delete`` removes; a missing object is a 404 :class:`framework.ApiError`, as from a server.
+    ``fail(method, error, path=None, times=1)`` makes the next calls fail with ``error``.
+    """
+
+    def __init__(self, objects: Optional[Dict[str, dict]] = None):
+        self.objects: Dict[str, dict] = {path: copy.deepcopy(obj) for path, obj in (objects or {}).items()}
+        self.calls: List[tuple] = []
+        self._failures: List[list] = []
+
+    def fail(self, method: str, error: ApiError, path: Optional[str] = None, times: int = 1) -> None:
+        self._failures.append([method.upper(), path, error, times])
+
+    def writes(self, method: str = "PATCH") -> List[tuple]:
+        return [c for c in self.calls if c[0] == method]
+
+    def _call(self, method: str, path: str, body: Any = None) -> None:
+        self.calls.append((method, path, copy.deepcopy(body)))
+        for failure in self._failures:
+            if failure[0] == method and failure[1] in (None, path) and failure[3] > 0:
+                failure[3] -= 1
+                raise failure[2]
+
+    def _stored(self, method: str, path: str) -> dict:
+        if path not in self.objects:
+            raise ApiError(404, f"{method} {path}: not found", {"reason": "NotFound", "code": 404})
+        return self.objects[path]
+
+    def get(self, path: str, timeout: float = 30.0, **query) -> Any:
+        self._call("GET", path)
+        if path in self.objects:
+            return copy.deepcopy(self.objects[path])
+        items = [copy.deepcopy(o) for p, o in sorted(self.objects.items()) if p.rpartition("/")[0] == path]
+        if items:
+            return {"kind": "List", "metadata": {}, "items": items}
+        return self._stored("GET", path)
+
+    def post(self, path: str, body: Any, timeout: float = 30.0, **query) -> Any:
+        self._call("POST", path, body)
+        obj = copy.deepcopy(body)
+        meta = obj.setdefault("metadata", {})
+        if not meta.get("name") and meta.get("generateName"):
+            meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
+        key = f"{path}/{meta.get('name')}"
+        if key in self.objects:
+            raise ApiError(409, f"POST {path}: {meta.get('name')} already exists", {"reason": "AlreadyExists"})
+        self.objects[key] = obj
+        return copy.deepcopy(obj)
+
+    def patch(self, path: str, body: Any, content_type: Optional[str] = None, timeout: float = 30.0, **query) -> Any:
+        self._call("PATCH", path, body)
+        current = self._stored("PATCH", path)
+        if content_type == JSON_PATCH:
+            try:
+                patched = jsonpatch.apply_patch(current, body)
+            except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as exc:
+                raise ApiError(422, f"PATCH {path}: {exc}", {"reason": "Invalid"}) from None
+        else:
+            patched = _merge(copy.deepcopy(current), body)
+        self.objects[path] = patched
+        return copy.deepcopy(patched)
+
+    def put(self, path: str, body: Any, timeout: float = 30.0, **query) -> Any:
+        self._call("PUT", path, body)
+        self._stored("PUT", path)
+        self.objects[path] = copy.deepcopy(body)
+        return copy.deepcopy(body)
+
+    def delete(self, path: str, timeout: float = 30.0, **query) -> Any:
+        self._call("DELETE", path)
+        return self.objects.pop(path, None) or self._stored("DELETE", path)
+
+
+def _merge(target: Any, patch: Any) -> Any:
+    """RFC 7386 merge patch."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    if not isinstance(target, dict):
+        target = {}
+    for key, value in patch.items():
+        if value is None:
+            target.pop(key, None)
+        else:
+            target[key] = _merge(target.get(key), value)
+    return target
+
+
 class PluginHarness:
     """A host with the given plugins (modules or objects), static caches and no API server.
 
     Only the plugins passed are loaded, never the other installed entry points. A plugin is a
     module or object, or a ``(name, plugin)`` pair; by default it is named by its entry point
-    (so ``options`` are keyed as in the config file). ``kube`` may be a fake or a real
+    (so ``options`` are keyed as in the config file). ``kube`` may be a :class:`FakeKube` or a real
     :class:`framework.KubeClient` for plugins that call the API server.
+
+    Strict: an error of the host raises, declared paths are checked against a full diff, and each
+    change is sent through the pipeline once more (as the API server's reinvocation would, marked
+    ``dryRun`` so side effects are not repeated): a second patch that is not empty fails the test,
+    since mutators must be idempotent. ``idempotent=False`` skips that last check.
     """
 
     def __init__(self, *plugins, options: Optional[Dict[str, dict]] = None, objects: Iterable[dict] = (),
-                 config: Optional[Config] = None, kube=None):
+                 config: Optional[Config] = None, kube=None, idempotent: bool = True):
         from framework.host import Host
 
         config = config or Config()
@@ -120,13 +220,23 @@ class PluginHarness:
         self.host.load_objects(list(objects))
         self.host.start(watches=False, controllers=False)
         self.host.pipeline.strict = True  # host errors raise; declared mutator paths are checked
+        self.idempotent = idempotent
 
     def store(self, name: str):
         return self.host.store(name)
 
     def send(self, sent: dict) -> Result:
         """Send a whole AdmissionReview through the pipeline (bytes in, bytes out, like the server)."""
-        return Result(sent, orjson.loads(self.host.pipeline.handle(orjson.dumps(sent))))
+        result = Result(sent, orjson.loads(self.host.pipeline.handle(orjson.dumps(sent))))
+        request = sent.get("request") or {}
+        if self.idempotent and result.allowed and result.patch and request.get("operation") in ("CREATE", "UPDATE"):
+            again = {**sent, "request": {**request, "object": result.object, "dryRun": True,
+                                         "uid": str(uuid.uuid4())}}
+            second = Result(again, orjson.loads(self.host.pipeline.handle(orjson.dumps(again))))
+            if second.patch:
+                raise AssertionError(f"mutators are not idempotent: run again on their own result (as the API "
+                                     f"server may), they changed it again: {second.patch}")
+        return result
 
     def create(self, obj: dict, **kw) -> Result:
         """Admit the creation of ``obj`` (a Binding becomes a CREATE of pods/binding)."""

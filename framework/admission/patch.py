@@ -35,6 +35,14 @@ def pointer(path: str, key: Any) -> str:
     return path + "/" + key.replace("~", "~0").replace("/", "~1")
 
 
+def _container_kind(value: Any):
+    """dict or list for those and their subclasses (read-only cached objects), else None."""
+    kind = type(value)
+    if kind is dict or kind is list:
+        return kind
+    return dict if isinstance(value, dict) else list if isinstance(value, list) else None
+
+
 def _same(old: Any, new: Any) -> bool:
     # ``True == 1 == 1.0`` in Python; JSON keeps them apart. Scalars of different types differ,
     # and containers that compare equal are confirmed by their encodings (still C speed), since
@@ -42,7 +50,11 @@ def _same(old: Any, new: Any) -> bool:
     if old is new:
         return True
     kind = type(old)
-    if kind is not type(new) or old != new:
+    if kind is not type(new):  # a read-only (cached) dict or list is still a dict or a list
+        kind = _container_kind(old)
+        if kind is None or kind is not _container_kind(new):
+            return False
+    if old != new:
         return False
     if kind is dict or kind is list:
         return (orjson.dumps(old) == orjson.dumps(new)
@@ -154,7 +166,7 @@ class Snapshot:
             if type(parent) is not dict:
                 raise ValueError(f"{'.'.join(keys[:-1])} was removed or replaced, outside the declared paths")
             value = parent.get(keys[-1], MISSING)
-            if type(node) is bytes and type(value) in (dict, list):
+            if type(node) is bytes and _container_kind(value):
                 if orjson.dumps(value) != node:
                     _diff(orjson.loads(node), value, _pointer_of(keys), ops)
                 continue  # else unchanged, the common case
@@ -267,14 +279,14 @@ def _decode(node: Node) -> Any:
 def _diff_node(node: Node, new: Any, path: str, ops: List[dict]) -> None:
     kind = type(node)
     if kind is bytes:
-        if type(new) not in (dict, list) or orjson.dumps(new) != node:
+        if _container_kind(new) is None or orjson.dumps(new) != node:
             _diff_strict(orjson.loads(node), new, path, ops)
         return
     if kind is not dict:  # a scalar
         if type(new) is not kind or new != node:
             ops.append({"op": "replace", "path": path, "value": new})
         return
-    if type(new) is not dict:
+    if _container_kind(new) is not dict:
         ops.append({"op": "replace", "path": path, "value": new})
         return
     for key, child in node.items():
@@ -285,7 +297,7 @@ def _diff_node(node: Node, new: Any, path: str, ops: List[dict]) -> None:
         child_kind = type(child)
         # The common case, unchanged, decided inline: no path is built, no call made.
         if child_kind is bytes:
-            if type(value) in (dict, list) and orjson.dumps(value) == child:
+            if (type(value) in (dict, list) or _container_kind(value)) and orjson.dumps(value) == child:
                 continue
         elif child_kind is not dict and type(value) is child_kind and value == child:
             continue
@@ -307,7 +319,7 @@ def _diff_strict(old: Any, new: Any, path: str, ops: List[dict]) -> None:
 
 
 def _diff(old: Any, new: Any, path: str, ops: List[dict]) -> None:
-    if type(old) is dict and type(new) is dict:
+    if _container_kind(old) is dict and _container_kind(new) is dict:
         for key, value in old.items():
             if key not in new:
                 ops.append({"op": "remove", "path": pointer(path, key)})
@@ -321,7 +333,7 @@ def _diff(old: Any, new: Any, path: str, ops: List[dict]) -> None:
         for key, value in new.items():
             if key not in old:
                 ops.append({"op": "add", "path": pointer(path, key), "value": value})
-    elif type(old) is list and type(new) is list:
+    elif _container_kind(old) is list and _container_kind(new) is list:
         n = len(old)
         if len(new) == n:
             for i in range(n):

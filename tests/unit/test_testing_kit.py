@@ -140,3 +140,61 @@ def test_the_harness_is_a_context_manager_and_a_pytest_fixture(plugin_harness):
     assert harness.host._stopped
     made = plugin_harness(pod_deletion_cost)
     assert made.create(pod("p", labels={"example.com/deletion-cost": "3"})).patch
+
+
+# -- the idempotency check and the fake API client ----------------------------------------------
+class AppendsEveryTime:
+    @hookimpl
+    def admission_host_mutators(self):
+        def mutate(req):  # a classic mistake: adds its toleration again on every call
+            req.object["spec"].setdefault("tolerations", []).append({"key": "spot", "operator": "Exists"})
+        return [Mutator(name="appends", mutate=mutate)]
+
+
+def test_a_mutator_that_is_not_idempotent_fails_the_test():
+    with PluginHarness(AppendsEveryTime()) as harness:
+        with pytest.raises(AssertionError, match="not idempotent.*tolerations/-"):
+            harness.create(pod("p"))
+    with PluginHarness(AppendsEveryTime(), idempotent=False) as harness:
+        assert harness.create(pod("p")).patch
+
+
+class LabelsThroughTheApi:
+    """Labels the pod's namespace through the API server the first time it sees a pod there."""
+
+    @hookimpl
+    def admission_host_mutators(self, host):
+        def mutate(req):
+            if req.dry_run:
+                return
+            path = f"/api/v1/namespaces/{req.namespace}"
+            ns = host.kube.get(path, timeout=req.time_left())
+            if "seen" not in ns["metadata"].get("labels", {}):
+                host.kube.patch(path, {"metadata": {"labels": {"seen": "yes"}}}, timeout=req.time_left())
+            req.object["metadata"].setdefault("annotations", {})["namespace-seen"] = "yes"
+        return [Mutator(name="through-api", mutate=mutate)]
+
+
+def test_the_fake_api_client_answers_records_and_fails_on_request():
+    from framework import ApiError
+    from framework.testing import FakeKube
+
+    kube = FakeKube({"/api/v1/namespaces/shop": namespace("shop")})
+    with PluginHarness(LabelsThroughTheApi(), kube=kube) as harness:
+        assert harness.create(pod("a", namespace="shop")).allowed
+        assert harness.create(pod("b", namespace="shop")).allowed
+        assert kube.writes("PATCH") == [("PATCH", "/api/v1/namespaces/shop", {"metadata": {"labels": {"seen": "yes"}}})]
+        assert kube.objects["/api/v1/namespaces/shop"]["metadata"]["labels"] == {"seen": "yes"}
+        assert [c[0] for c in kube.calls] == ["GET", "PATCH", "GET"]  # the dry-run second pass made none
+        # no such namespace: a 404, as from a server; the mutator's failure is its own
+        result = harness.create(pod("c", namespace="gone"))
+        assert result.allowed and "404" in result.warnings[0]
+        kube.fail("GET", ApiError(500, "etcd is down"), path="/api/v1/namespaces/shop")
+        assert "etcd is down" in harness.create(pod("d", namespace="shop")).warnings[0]
+    assert kube.get("/api/v1/namespaces")["items"][0]["metadata"]["name"] == "shop"
+    created = kube.post("/api/v1/namespaces/shop/events", {"metadata": {"generateName": "x."}, "reason": "R"})
+    assert created["metadata"]["name"].startswith("x.")
+    with pytest.raises(ApiError) as info:
+        kube.patch("/api/v1/namespaces/shop", [{"op": "test", "path": "/metadata/name", "value": "no"}],
+                   content_type="application/json-patch+json")
+    assert info.value.status == 422
