@@ -33,6 +33,7 @@ import os
 import statistics
 import sys
 import time
+import types
 from typing import Callable, List, Optional
 
 import jsonpatch
@@ -123,6 +124,7 @@ def stages(size: int, n: int, naive_n: int, log_file: Optional[str]) -> List[Res
     body = orjson.dumps(review(pod))
     pipeline = Pipeline([plugin.MUTATOR])
     undeclared = Pipeline([plugin.UNDECLARED])
+    on_runner = Pipeline([plugin.ON_RUNNER])
     patch = check(body, pipeline)
     assert check(body, undeclared) == patch
     api_version, raw = review_mod.parse(body)
@@ -130,6 +132,12 @@ def stages(size: int, n: int, naive_n: int, log_file: Optional[str]) -> List[Res
     mutated = clone(original)
     plugin.mutate(_Req(mutated))
     uid = raw["uid"]
+
+    def serialise(patch):
+        if hasattr(review_mod, "encode"):
+            verdict = types.SimpleNamespace(patch=patch, denied=None, warnings=[], audit_annotations={})
+            return review_mod.encode(api_version, uid, verdict)
+        return review_mod.response(api_version, uid, patch=patch)  # before the pipeline had admit()
     paths = tuple(tuple(p.split(".")) for p in plugin.PATHS)
 
     def fresh_request():
@@ -147,20 +155,19 @@ def stages(size: int, n: int, naive_n: int, log_file: Optional[str]) -> List[Res
             measure("before: Snapshot(pod, declared paths)", lambda: Snapshot(original, paths=paths), n),
             measure("mutator: 2 annotations + 1 toleration", plugin.mutate, n, setup=fresh_request),
             measure("patch: snapshot.diff(pod), declared paths", lambda: declared.diff(mutated), n),
-            measure("serialise: review.response(...)",
-                    lambda: review_mod.response(api_version, uid, patch=patch), n),
+            measure("serialise: the AdmissionReview answer", lambda: serialise(patch), n),
             measure("handle: Pipeline.handle(body)", lambda: pipeline.handle(body), n),
             measure("before: Snapshot(pod), whole pod", lambda: Snapshot(original), n),
             measure("patch: snapshot.diff(pod), whole pod", lambda: whole.diff(mutated), n),
             measure("handle, mutator without declared paths", lambda: undeclared.handle(body), n),
+            measure("handle, mutator on a runner thread (not inline)", lambda: on_runner.handle(body), n),
         ]
     else:
         results += [
             measure("before: clone(pod) (working copy)", lambda: clone(original), n),
             measure("mutator: 2 annotations + 1 toleration", plugin.mutate, n, setup=fresh_request),
             measure("patch: make_patch(original, edited)", lambda: make_patch(original, mutated), n),
-            measure("serialise: review.response(...)",
-                    lambda: review_mod.response(api_version, uid, patch=patch), n),
+            measure("serialise: the AdmissionReview answer", lambda: serialise(patch), n),
             measure("handle: Pipeline.handle(body)", lambda: pipeline.handle(body), n),
         ]
     if log_file:

@@ -29,11 +29,14 @@ def mutate(request):
 PATHS = ("metadata.annotations", "spec.tolerations")
 
 # As the bundled plugins do, the mutator declares the parts of the pod it changes, so the host
-# snapshots and diffs only those; UNDECLARED is the same mutator without the declaration.
+# snapshots and diffs only those, and runs inline (it waits for nothing); UNDECLARED is the same
+# mutator without the declaration, ON_RUNNER the same one handed to a runner thread.
 MUTATOR = Mutator(name="bench-two-annotations-and-a-toleration", mutate=mutate, resources=("pods",),
-                  operations=("CREATE",), paths=PATHS)
+                  operations=("CREATE",), paths=PATHS, inline=True)
 UNDECLARED = Mutator(name="bench-two-annotations-and-a-toleration", mutate=mutate, resources=("pods",),
-                     operations=("CREATE",))
+                     operations=("CREATE",), inline=True)
+ON_RUNNER = Mutator(name="bench-two-annotations-and-a-toleration", mutate=mutate, resources=("pods",),
+                    operations=("CREATE",), paths=PATHS)
 
 
 @hookimpl

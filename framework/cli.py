@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import base64
 import logging
 import os
 import sys
@@ -15,7 +14,8 @@ import orjson
 import yaml
 
 from framework import logs
-from framework.admission.review import ReviewError
+from framework.admission.patch import clone
+from framework.admission.review import ReviewError, answer, build, validate
 from framework.config import Config, ConfigError, load_file
 from framework.plugins import PluginError
 
@@ -169,36 +169,10 @@ def as_review(obj: dict, dry_run: bool = False) -> dict:
     """Wrap a bare object as the AdmissionReview the API server would send for its creation."""
     if obj.get("kind") == "AdmissionReview":
         return obj
-    kind = obj.get("kind") or ""
-    api_version = obj.get("apiVersion") or "v1"
-    group, _, version = api_version.rpartition("/")
-    meta = obj.get("metadata") or {}
-    if kind == "Binding":
-        resource, sub_resource, resource_group = "pods", "binding", ""
-        version = "v1"
-    else:  # the plural as the API server guesses it from the kind
-        resource, sub_resource, resource_group = kind.lower(), "", group
-        if resource.endswith("s"):
-            resource += "es"
-        elif resource.endswith("y"):
-            resource = resource[:-1] + "ies"
-        else:
-            resource += "s"
-    request = {
-        "uid": str(uuid.uuid4()), "kind": {"group": group, "version": version, "kind": kind},
-        "resource": {"group": resource_group, "version": version, "resource": resource},
-        "requestKind": {"group": group, "version": version, "kind": kind},
-        "requestResource": {"group": resource_group, "version": version, "resource": resource},
-        "name": meta.get("name", ""), "namespace": meta.get("namespace", "default"),
-        "operation": "CREATE", "userInfo": {"username": "admission-host-mutate"},
-        "object": obj, "oldObject": None, "dryRun": dry_run,
-        "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"},
-    }
-    if sub_resource:
-        request["subResource"] = sub_resource
-    if kind == "Pod" and not meta.get("namespace"):
-        obj.setdefault("metadata", {})["namespace"] = "default"
-    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request}
+    meta = obj.setdefault("metadata", {})
+    if obj.get("kind") in ("Pod", "Binding") and not meta.get("namespace"):
+        meta["namespace"] = "default"
+    return build(obj, dry_run=dry_run, username="admission-host-mutate")
 
 
 def cmd_mutate(args, config: Config) -> int:
@@ -215,17 +189,18 @@ def cmd_mutate(args, config: Config) -> int:
         objects = [o for path in args.objects for o in read_documents(path)]
         host.load_objects(objects)
         host.start()
-        answer = orjson.loads(host.pipeline.handle(orjson.dumps(review)))
-        response = answer["response"]
+        api_version, raw = validate(clone(review))
+        outcome = host.pipeline.admit(host.pipeline.request(raw))
         if args.output == "response":
-            sys.stdout.write(orjson.dumps(answer, option=orjson.OPT_INDENT_2).decode() + "\n")
+            sys.stdout.write(orjson.dumps(answer(api_version, raw["uid"], outcome),
+                                          option=orjson.OPT_INDENT_2).decode() + "\n")
             return 0
-        for warning in response.get("warnings") or ():
+        for warning in outcome.warnings:
             print(f"warning: {warning}", file=sys.stderr)
-        if not response.get("allowed"):
-            print(f"denied: {response.get('status', {}).get('message')}", file=sys.stderr)
+        if outcome.denied:
+            print(f"denied: {outcome.denied[1]}", file=sys.stderr)
             return 1
-        patch = orjson.loads(base64.b64decode(response["patch"])) if response.get("patch") else []
+        patch = outcome.patch
         if args.output == "patch":
             if not patch:
                 print("no change", file=sys.stderr)
@@ -315,17 +290,17 @@ def cmd_explain(args, config: Config) -> int:
             print(f"== {name}")
             for line in lines:
                 print(f"  {line}")
-    answer = orjson.loads(host.pipeline.handle(orjson.dumps(review)))["response"]
+    outcome = host.pipeline.admit(host.pipeline.request(validate(clone(review))[1]))
     print("== result (as a dry-run creation)")
-    patch = orjson.loads(base64.b64decode(answer["patch"])) if answer.get("patch") else []
+    patch = [] if outcome.denied else outcome.patch
     for op in patch:
         value = orjson.dumps(op.get("value")).decode() if "value" in op else ""
         print(f"  {op['op']} {op['path']} {value}".rstrip())
     if not patch:
         print("  no change")
-    for warning in answer.get("warnings") or ():
+    for warning in outcome.warnings:
         print(f"  warning: {warning}")
-    for key, value in (answer.get("auditAnnotations") or {}).items():
+    for key, value in outcome.audit_annotations.items():
         print(f"  audit: {key}={value}")
     host.stop()
     return 0

@@ -19,6 +19,8 @@ from typing import Any, Dict, Iterable, List, Optional
 import jsonpatch
 import orjson
 
+from framework.admission.patch import clone
+from framework.admission.review import answer, build, validate
 from framework.config import Config
 from framework.kube.client import JSON_PATCH, ApiError
 from framework.plugins import get_plugin_manager, installed_plugins
@@ -51,44 +53,26 @@ def binding(pod_name: str, node_name: str, namespace: str = "default") -> dict:
             "target": {"apiVersion": "v1", "kind": "Node", "name": node_name}}
 
 
-def review(obj: dict, *, operation: str = "CREATE", resource: Optional[str] = None, sub_resource: str = "",
-           group: str = "", version: str = "v1", namespace: Optional[str] = None, name: Optional[str] = None,
-           dry_run: bool = False, api_version: str = "admission.k8s.io/v1", old_object: Optional[dict] = None,
-           uid: Optional[str] = None) -> dict:
-    """An AdmissionReview request as the API server sends it. ``resource`` defaults from the kind."""
-    meta = obj.get("metadata") or {}
-    kind = obj.get("kind", "")
-    if resource is None:
-        resource, sub_resource = ("pods", "binding") if kind == "Binding" else (kind.lower() + "s", sub_resource)
-    request = {
-        "uid": uid or str(uuid.uuid4()),
-        "kind": {"group": group, "version": version, "kind": kind},
-        "resource": {"group": group, "version": version, "resource": resource},
-        "operation": operation,
-        "namespace": meta.get("namespace", "") if namespace is None else namespace,
-        "name": meta.get("name", "") if name is None else name,
-        "userInfo": {"username": "tester"},
-        "object": obj,
-        "oldObject": old_object,
-        "dryRun": dry_run,
-    }
-    if sub_resource:
-        request["subResource"] = sub_resource
-    return {"apiVersion": api_version, "kind": "AdmissionReview", "request": request}
+def review(obj: dict, **kw) -> dict:
+    """An AdmissionReview request as the API server sends it (see :func:`framework.admission.review.build`:
+    ``operation``, ``resource``, ``sub_resource``, ``group``, ``version``, ``namespace``, ``name``,
+    ``dry_run``, ``api_version``, ``old_object``, ``uid``). ``resource`` defaults from the kind."""
+    return build(obj, **kw)
 
 
 class Result:
     """An AdmissionReview response, decoded, with the patched object."""
 
-    def __init__(self, sent: dict, answer: dict):
+    def __init__(self, sent: dict, answer: dict, patch: Optional[List[dict]] = None):
         self.review = answer
         self.response: dict = answer["response"]
         self.allowed: bool = self.response["allowed"]
         self.warnings: List[str] = self.response.get("warnings") or []
         self.audit_annotations: dict = self.response.get("auditAnnotations") or {}
         self.status: dict = self.response.get("status") or {}
-        self.patch: List[dict] = (orjson.loads(base64.b64decode(self.response["patch"]))
-                                  if "patch" in self.response else [])
+        if patch is None:
+            patch = orjson.loads(base64.b64decode(self.response["patch"])) if "patch" in self.response else []
+        self.patch: List[dict] = patch
         original = sent["request"]["object"]
         self.object = jsonpatch.apply_patch(original, self.patch) if self.patch else copy.deepcopy(original)
 
@@ -226,17 +210,23 @@ class PluginHarness:
         return self.host.store(name)
 
     def send(self, sent: dict) -> Result:
-        """Send a whole AdmissionReview through the pipeline (bytes in, bytes out, like the server)."""
-        result = Result(sent, orjson.loads(self.host.pipeline.handle(orjson.dumps(sent))))
+        """Send a whole AdmissionReview through the pipeline, checked as the server checks it."""
+        result = self._admit(sent)
         request = sent.get("request") or {}
         if self.idempotent and result.allowed and result.patch and request.get("operation") in ("CREATE", "UPDATE"):
             again = {**sent, "request": {**request, "object": result.object, "dryRun": True,
                                          "uid": str(uuid.uuid4())}}
-            second = Result(again, orjson.loads(self.host.pipeline.handle(orjson.dumps(again))))
+            second = self._admit(again)
             if second.patch:
                 raise AssertionError(f"mutators are not idempotent: run again on their own result (as the API "
                                      f"server may), they changed it again: {second.patch}")
         return result
+
+    def _admit(self, sent: dict) -> Result:
+        pipeline = self.host.pipeline
+        api_version, raw = validate(clone(sent))  # a copy: mutators edit the object they are given
+        outcome = pipeline.admit(pipeline.request(raw))
+        return Result(sent, answer(api_version, raw["uid"], outcome), outcome.patch)
 
     def create(self, obj: dict, **kw) -> Result:
         """Admit the creation of ``obj`` (a Binding becomes a CREATE of pods/binding)."""

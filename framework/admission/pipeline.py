@@ -27,7 +27,10 @@ TIMEOUT_SHARE = 0.8
 
 
 class Outcome:
-    __slots__ = ("patch", "denied", "mutators", "warnings", "audit_annotations")
+    """The verdict on one request: a patch, or a denial ``(code, message)``; the warnings and
+    audit annotations to return; the mutators whose work it holds."""
+
+    __slots__ = ("patch", "denied", "mutators", "warnings", "audit_annotations", "status")
 
     def __init__(self, req: AdmissionRequest, patch: Optional[List[dict]] = None, denied: Optional[tuple] = None,
                  mutators: Tuple[Mutator, ...] = (), warnings: Optional[List[str]] = None,
@@ -37,6 +40,8 @@ class Outcome:
         self.mutators = mutators
         self.warnings = req.warnings if warnings is None else warnings
         self.audit_annotations = req.audit_annotations if audit_annotations is None else audit_annotations
+        #: For the metrics: patched, unchanged, denied (or error, set by the host).
+        self.status = "denied" if denied else "patched" if self.patch else "unchanged"
 
 
 class _Run:
@@ -105,45 +110,45 @@ class Pipeline:
         return found
 
     def handle(self, body: bytes, timeout: Optional[float] = None) -> bytes:
-        """One webhook call: AdmissionReview bytes in, AdmissionReview bytes out.
+        """One webhook call: AdmissionReview bytes in, AdmissionReview bytes out (the only place
+        with bytes). ``timeout`` is the API server's own (the ``timeout`` query parameter it sends):
+        the deadline is kept inside it. Raises :class:`review.ReviewError` for a broken call."""
+        api_version, raw = review.parse(body)
+        req = self.request(raw, timeout)
+        return review.encode(api_version, req.uid, self.admit(req))
 
-        ``timeout`` is the API server's own (the ``timeout`` query parameter it sends): the
-        deadline is kept inside it. Raises :class:`review.ReviewError` for a broken call. Any
-        other failure is the host's own bug: the request is admitted unchanged with a warning,
-        never blocked.
+    def request(self, raw: dict, timeout: Optional[float] = None) -> AdmissionRequest:
+        """The :class:`AdmissionRequest` of a validated ``request`` (``review.validate``), due by
+        the host's deadline, or by a share of the API server's ``timeout`` when that is shorter."""
+        budget = self.deadline if timeout is None else min(self.deadline, timeout * TIMEOUT_SHARE)
+        return AdmissionRequest(raw, deadline=time.monotonic() + budget)
+
+    def admit(self, req: AdmissionRequest) -> Outcome:
+        """The verdict on one request: what the webhook answers, before it is encoded.
+
+        Any failure other than a mutator's is the host's own bug: the request is admitted
+        unchanged with a warning, never blocked (in strict mode, for tests, it raises).
         """
         start = time.perf_counter()
-        api_version, raw = review.parse(body)
-        budget = self.deadline if timeout is None else min(self.deadline, timeout * TIMEOUT_SHARE)
-        req = AdmissionRequest(raw, deadline=time.monotonic() + budget)
-        resource, operation = req.resource_path, req.operation
         try:
             outcome = self.run(req)
-            if outcome.denied:
-                status = "denied"
-                answer = review.response(api_version, req.uid, warnings=outcome.warnings, denied=outcome.denied,
-                                         audit_annotations=outcome.audit_annotations)
-            else:
-                status = "patched" if outcome.patch else "unchanged"
-                answer = review.response(api_version, req.uid, patch=outcome.patch, warnings=outcome.warnings,
-                                         audit_annotations=outcome.audit_annotations)
-                if outcome.patch and log.isEnabledFor(logging.INFO):
-                    # The one line per changed admission: who changed it, why (the audit
-                    # annotations name e.g. the Selector), and which paths; never the values.
-                    log.info("patched %s %s %s/%s by %s%s: %s", operation, resource, req.namespace,
-                             req.name or ((raw.get("object") or {}).get("metadata") or {}).get("generateName", ""),
-                             ",".join(m.name for m in outcome.mutators),
-                             "".join(f" {k}={v}" for k, v in outcome.audit_annotations.items()),
-                             " ".join(f"{op['op']} {op['path']}" for op in outcome.patch))
         except Exception:
             if self.strict:
                 raise
             log.exception("internal error on %r; admitting it unchanged", req)
-            status = "error"
-            answer = review.response(api_version, req.uid,
-                                     warnings=["admission-host: internal error, request admitted unchanged"])
-        self.metrics.admission(resource, operation, status, time.perf_counter() - start)
-        return answer
+            outcome = Outcome(req, warnings=["admission-host: internal error, request admitted unchanged"],
+                              audit_annotations={})
+            outcome.status = "error"
+        if outcome.patch and not outcome.denied and log.isEnabledFor(logging.INFO):
+            # The one line per changed admission: who changed it, why (the audit annotations
+            # name e.g. the Selector), and which paths; never the values.
+            log.info("patched %s %s %s/%s by %s%s: %s", req.operation, req.resource_path, req.namespace,
+                     req.name or ((req.raw.get("object") or {}).get("metadata") or {}).get("generateName", ""),
+                     ",".join(m.name for m in outcome.mutators),
+                     "".join(f" {k}={v}" for k, v in outcome.audit_annotations.items()),
+                     " ".join(f"{op['op']} {op['path']}" for op in outcome.patch))
+        self.metrics.admission(req.resource_path, req.operation, outcome.status, time.perf_counter() - start)
+        return outcome
 
     def run(self, req: AdmissionRequest) -> Outcome:
         """Run the mutators that want ``req`` on ``req.object``, by ``req.deadline``.

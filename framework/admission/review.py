@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import time
+import uuid
 from typing import Any, Dict, List, Optional
 
 import orjson
@@ -86,6 +87,12 @@ def parse(body: bytes) -> tuple:
         review = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         _fail(f"body is not valid JSON: {exc}")
+    return validate(review)
+
+
+def validate(review: Any) -> tuple:
+    """An AdmissionReview (decoded) checked as the webhook checks what it receives:
+    ``(apiVersion, request dict)``, or :class:`ReviewError` saying what is wrong."""
     if not isinstance(review, dict):
         _fail(f"expected an AdmissionReview object, got a JSON {type(review).__name__}")
     api_version = review.get("apiVersion")
@@ -115,18 +122,70 @@ def parse(body: bytes) -> tuple:
     return api_version, request
 
 
-def response(api_version: str, uid: str, *, patch: Optional[List[dict]] = None,
-             warnings: Optional[List[str]] = None, audit_annotations: Optional[dict] = None,
-             denied: Optional[tuple] = None) -> bytes:
-    """Serialise an AdmissionReview response. ``denied`` is ``(code, message)``."""
-    resp: Dict[str, Any] = {"uid": uid, "allowed": denied is None}
-    if denied is not None:
-        resp["status"] = {"code": denied[0], "message": denied[1]}
-    if patch:
+def answer(api_version: str, uid: str, outcome) -> Dict[str, Any]:
+    """The AdmissionReview answering a request, as a dict: from an outcome of the pipeline
+    (``patch``, ``denied`` as ``(code, message)``, ``warnings``, ``audit_annotations``)."""
+    resp: Dict[str, Any] = {"uid": uid, "allowed": outcome.denied is None}
+    if outcome.denied is not None:
+        resp["status"] = {"code": outcome.denied[0], "message": outcome.denied[1]}
+    elif outcome.patch:
         resp["patchType"] = "JSONPatch"
-        resp["patch"] = base64.b64encode(orjson.dumps(patch)).decode()
-    if warnings:
-        resp["warnings"] = warnings
-    if audit_annotations:
-        resp["auditAnnotations"] = audit_annotations
-    return orjson.dumps({"apiVersion": api_version, "kind": "AdmissionReview", "response": resp})
+        resp["patch"] = base64.b64encode(orjson.dumps(outcome.patch)).decode()
+    if outcome.warnings:
+        resp["warnings"] = outcome.warnings
+    if outcome.audit_annotations:
+        resp["auditAnnotations"] = outcome.audit_annotations
+    return {"apiVersion": api_version, "kind": "AdmissionReview", "response": resp}
+
+
+def encode(api_version: str, uid: str, outcome) -> bytes:
+    return orjson.dumps(answer(api_version, uid, outcome))
+
+
+def plural(kind: str) -> str:
+    """The resource name the API server gives a kind, by its default rule (Ingress -> ingresses,
+    NetworkPolicy -> networkpolicies)."""
+    lower = kind.lower()
+    if lower.endswith(("s", "x", "ch", "sh")):
+        return lower + "es"
+    if lower.endswith("y") and lower[-2:-1] not in ("a", "e", "i", "o", "u"):
+        return lower[:-1] + "ies"
+    return lower + "s"
+
+
+def build(obj: dict, *, operation: str = "CREATE", resource: Optional[str] = None, sub_resource: str = "",
+          group: Optional[str] = None, version: Optional[str] = None, namespace: Optional[str] = None,
+          name: Optional[str] = None, dry_run: bool = False, api_version: str = "admission.k8s.io/v1",
+          old_object: Optional[dict] = None, uid: Optional[str] = None, username: str = "tester") -> dict:
+    """The AdmissionReview the API server sends for ``operation`` on ``obj``: the group, version
+    and resource follow from the object's apiVersion and kind unless given; a Binding is the
+    CREATE of ``pods/binding``."""
+    meta = obj.get("metadata") or {}
+    kind = obj.get("kind", "")
+    obj_group, _, obj_version = (obj.get("apiVersion") or "v1").rpartition("/")
+    group = obj_group if group is None else group
+    version = obj_version if version is None else version
+    resource_group = group
+    if resource is None:
+        if kind == "Binding":
+            resource, sub_resource, resource_group = "pods", "binding", ""
+        else:
+            resource = plural(kind)
+    request = {
+        "uid": uid or str(uuid.uuid4()),
+        "kind": {"group": group, "version": version, "kind": kind},
+        "resource": {"group": resource_group, "version": version, "resource": resource},
+        "requestKind": {"group": group, "version": version, "kind": kind},
+        "requestResource": {"group": resource_group, "version": version, "resource": resource},
+        "operation": operation,
+        "namespace": meta.get("namespace", "") if namespace is None else namespace,
+        "name": meta.get("name", "") if name is None else name,
+        "userInfo": {"username": username},
+        "object": obj,
+        "oldObject": old_object,
+        "dryRun": dry_run,
+        "options": {"apiVersion": "meta.k8s.io/v1", "kind": f"{operation.capitalize()}Options"},
+    }
+    if sub_resource:
+        request["subResource"] = sub_resource
+    return {"apiVersion": api_version, "kind": "AdmissionReview", "request": request}

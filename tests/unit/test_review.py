@@ -1,11 +1,18 @@
 """AdmissionReview in (parse: every broken call says what is wrong) and out (response)."""
 
 import base64
+from types import SimpleNamespace
 
 import orjson
 import pytest
 
-from framework.admission.review import AdmissionRequest, ReviewError, parse, response
+from framework.admission.review import AdmissionRequest, ReviewError, encode, parse
+
+
+def response(api_version, uid, patch=None, warnings=None, audit_annotations=None, denied=None):
+    verdict = SimpleNamespace(patch=patch or [], denied=denied, warnings=warnings or [],
+                              audit_annotations=audit_annotations or {})
+    return encode(api_version, uid, verdict)
 from framework.testing import pod, review
 
 
