@@ -97,7 +97,7 @@ class BurstController:
                 self._not_waiting(key)
                 return
             meta = pod["metadata"]
-            selector, _ = self.profile.resolve(pod, meta["namespace"])
+            selector = self.profile.resolve(pod, meta["namespace"]).selector
             policy = self.profile.policies.get(selector.policy) if selector else None
             missing = self.profile.settings.missing_tolerations(pod["tolerations"])
             if policy is None or not policy.burst_when_unschedulable or not missing:

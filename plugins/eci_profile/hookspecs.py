@@ -33,6 +33,9 @@ def eci_resolve(matching, pod, namespace):
     """Return the winning Selector among ``matching`` (a non-empty list sorted by priority,
     highest first, then name), or None to defer. The default takes the first.
 
-    ``pod`` is the pod as admitted (a dict); ``namespace`` is its cached Namespace (name and
-    labels) or None.
+    ``pod`` is a Pod (a dict): at creation the pod as admitted; at binding, in the burst
+    controller and in ``explain`` of a live pod, the pod as cached (``apiVersion``, ``kind``,
+    ``metadata`` with name, namespace, uid and labels, ``spec.tolerations``). ``namespace`` is its
+    cached Namespace (name and labels) or None. ``admission-host explain`` names the winner this
+    hook chose, and runs ``eci_selector_matches`` as admission does.
     """

@@ -80,6 +80,35 @@ def left_alone(pod: dict, at_creation: bool = True) -> Optional[str]:
     return None
 
 
+class Decision:
+    """The winning Selector for a pod (or None), the pod's namespace as cached, and when asked
+    for, a row per Selector saying whether it matched and why not."""
+
+    __slots__ = ("selector", "namespace", "matching", "rows")
+
+    def __init__(self, namespace: Optional[dict], rows: Optional[List[dict]]):
+        self.selector: Optional[Selector] = None
+        self.namespace = namespace
+        self.matching: List[Selector] = []
+        self.rows = rows
+
+    def add(self, sel: Selector, matched: bool, why: str) -> None:
+        self.rows.append({"selector": sel.name, "priority": sel.priority, "policy": sel.policy,
+                          "matched": matched, "why": why})
+
+
+def as_pod(pod: dict) -> dict:
+    """A Pod as the hooks document it: a cached pending pod (see :func:`strip_pod`) becomes one with
+    its metadata and tolerations; a Pod is returned as it is."""
+    if "annotationKeys" not in pod:
+        return pod
+    meta = pod["metadata"]
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": meta.get("name"), "namespace": meta.get("namespace"), "uid": meta.get("uid"),
+                         "labels": dict(meta.get("labels") or {})},
+            "spec": {"tolerations": [dict(t) for t in pod.get("tolerations") or ()]}}
+
+
 def strip_pod(obj: dict) -> dict:
     """What the binding path and the burst controller need of a pending pod, nothing more."""
     meta = obj.get("metadata") or {}
@@ -219,45 +248,48 @@ class EciProfile:
         return self._cached_or_get(PENDING_PODS, "pods", strip_pod, name, namespace, timeout)
 
     # -- resolution -------------------------------------------------------------------------------
-    def resolve(self, pod: dict, namespace_name: str,
-                timeout: float = API_TIMEOUT) -> Tuple[Optional[Selector], Optional[dict]]:
-        """The winning Selector for a pod, and the pod's namespace (as cached)."""
+    def resolve(self, pod: dict, namespace_name: str, timeout: float = API_TIMEOUT,
+                reasons: bool = False) -> "Decision":
+        """Which Selector wins for a pod, and (with ``reasons``) why each one did or did not match:
+        the one resolution admission, the burst controller and ``explain`` share. ``pod`` is a Pod
+        (or the cached view of one, which :func:`as_pod` turns into one for the hooks)."""
+        pod = as_pod(pod)
         pod_labels = (pod.get("metadata") or {}).get("labels") or {}
         ns = self.namespace(namespace_name, timeout) if namespace_name else None
         ns_labels = ns["metadata"]["labels"] if ns else {}
+        decision = Decision(ns, [] if reasons else None)
         store = self.host.store(SELECTORS)
         if not len(store):
-            return None, ns
-        candidates = selectors.candidates(store, pod_labels, ns_labels)
-        if not candidates:
-            return None, ns
-        if self.custom_match:
-            matching = [s for s in candidates if self.hook.eci_selector_matches(
-                selector=s, pod_labels=pod_labels, namespace_labels=ns_labels)]
-        else:
-            matching = [s for s in candidates if s.matches(pod_labels, ns_labels)]
-        if not matching:
-            return None, ns
-        if self.custom_resolve:
-            return self.hook.eci_resolve(matching=matching, pod=pod, namespace=ns), ns
-        return matching[0], ns
-
-    def explain(self, pod: dict, namespace_name: str) -> List[dict]:
-        """Every Selector, whether it matched and why not: for ``admission-host explain``."""
-        pod_labels = (pod.get("metadata") or {}).get("labels") or {}
-        ns = self.namespace(namespace_name) if namespace_name else None
-        ns_labels = ns["metadata"]["labels"] if ns else {}
-        rows = []
-        for entry in sorted(self.host.store(SELECTORS).list(), key=lambda e: e["metadata"]["name"]):
-            sel = entry["selector"]
-            if sel is None:
-                rows.append({"selector": entry["metadata"]["name"], "matched": False,
-                             "why": f"invalid, ignored: {entry['error']}"})
-                continue
-            why = sel.explain(pod_labels, ns_labels)
-            rows.append({"selector": sel.name, "priority": sel.priority, "policy": sel.policy,
-                         "matched": why is None, "why": why or "matched"})
-        return rows
+            return decision
+        found = selectors.candidates(store, pod_labels, ns_labels)
+        matching = []
+        for sel in found:
+            if self.custom_match:
+                matched = self.hook.eci_selector_matches(selector=sel, pod_labels=pod_labels,
+                                                         namespace_labels=ns_labels)
+                why = "matched" if matched else "not matched (a plugin's eci_selector_matches said no)"
+            else:
+                why = sel.explain(pod_labels, ns_labels) if reasons else None
+                matched = why is None if reasons else sel.matches(pod_labels, ns_labels)
+            if matched:
+                matching.append(sel)
+            if reasons:
+                decision.add(sel, matched, why or "matched")
+        if reasons:  # the Selectors the index did not even propose, and the invalid ones
+            proposed = {sel.name for sel in found}
+            for entry in store.list():
+                sel = entry["selector"]
+                if sel is None:
+                    decision.rows.append({"selector": entry["metadata"]["name"], "matched": False,
+                                          "why": f"invalid, ignored: {entry['error']}"})
+                elif sel.name not in proposed:
+                    decision.add(sel, False, sel.explain(pod_labels, ns_labels) or "not matched")
+            decision.rows.sort(key=lambda row: row["selector"])
+        if matching:
+            decision.selector = (self.hook.eci_resolve(matching=matching, pod=pod, namespace=ns)
+                                 if self.custom_resolve else matching[0])
+            decision.matching = matching
+        return decision
 
     def explain_lines(self, pod: dict, namespace_name: str) -> List[str]:
         ns = self.namespace(namespace_name)
@@ -269,23 +301,25 @@ class EciProfile:
         if alone:
             lines.append(f"left alone: the pod is {alone}; ECI-Profile never changes such a pod")
             return lines
-        rows = self.explain(pod, namespace_name)
-        if not rows:
+        decision = self.resolve(pod, namespace_name, reasons=True)
+        if not decision.rows:
             lines.append("no Selectors")
-        for row in rows:
+        for row in decision.rows:
             head = f"Selector {row['selector']}"
             if "priority" in row:
                 head += f" (priority {row['priority']}, {row['policy']})"
             lines.append(f"{head}: {row['why']}")
-        winner, _ = self.resolve(pod, namespace_name)
+        winner = decision.selector
         if winner is None:
             lines.append("winner: none; the pod is left alone")
             return lines
-        ties = [r["selector"] for r in rows if r["matched"] and r.get("priority") == winner.priority
-                and r["selector"] != winner.name]
-        why = f"highest priority ({winner.priority})"
-        if ties:
-            why += f", tie with {', '.join(ties)} broken by name"
+        if self.custom_resolve:
+            why = "chosen by a plugin's eci_resolve"
+        else:
+            ties = [s.name for s in decision.matching if s.priority == winner.priority and s is not winner]
+            why = f"highest priority ({winner.priority})"
+            if ties:
+                why += f", tie with {', '.join(ties)} broken by name"
         lines.append(f"winner: {winner.name} ({winner.policy}), {why}")
         policy = self.policies.get(winner.policy)
         if policy is not None:
@@ -331,7 +365,7 @@ class EciProfile:
         if left_alone(pod):
             return
         namespace = request.namespace or (pod.get("metadata") or {}).get("namespace") or ""
-        selector, _ = self.resolve(pod, namespace, request.time_left())
+        selector = self.resolve(pod, namespace, request.time_left()).selector
         if selector is None:
             return
         policy = self.policies.get(selector.policy)
@@ -365,7 +399,7 @@ class EciProfile:
             return
         if pod.get("leftAlone"):
             return
-        selector, _ = self.resolve(pod, namespace, request.time_left())
+        selector = self.resolve(pod, namespace, request.time_left()).selector
         if selector is None:
             return
         pod_meta = pod["metadata"]

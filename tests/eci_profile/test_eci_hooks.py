@@ -56,3 +56,37 @@ def test_resolution_can_be_replaced(make_harness):
 def test_matching_can_be_replaced(make_harness):
     harness = make_harness(selector("any"), extra_plugins=[("never", NeverMatches())])
     assert harness.create(pod("p")).audit_annotations == {}
+
+
+def test_explain_decides_as_admission_does_with_a_custom_match(make_harness):
+    """explain used to ignore eci_selector_matches and name a winner admission never picks."""
+    from plugins.eci_profile import plugin as eci
+
+    harness = make_harness(selector("any"), extra_plugins=[("never", NeverMatches())])
+    text = "\n".join(eci.admission_host_explain(harness.host, pod("p")))
+    assert "Selector any (priority 0, fair): not matched (a plugin's eci_selector_matches said no)" in text
+    assert "winner: none" in text
+
+
+class RecordsThePod:
+    seen = []
+
+    @hookimpl
+    def eci_resolve(self, matching, pod):
+        self.seen.append(pod)
+        return None  # defer to the default
+
+
+def test_resolve_hooks_get_a_pod_at_binding_too(make_harness):
+    from framework.testing import binding
+
+    from .conftest import default_objects
+
+    waiting = pod("web", labels={"app": "nginx"})
+    harness = make_harness(selector("fair-nginx", object_labels={"matchLabels": {"app": "nginx"}}),
+                           objects=default_objects() + [waiting], extra_plugins=[("records", RecordsThePod())])
+    RecordsThePod.seen.clear()
+    harness.create(binding("web", "vk-1"))
+    seen, = RecordsThePod.seen
+    assert seen["kind"] == "Pod" and seen["metadata"]["name"] == "web"
+    assert seen["metadata"]["labels"] == {"app": "nginx"} and "tolerations" in seen["spec"]
