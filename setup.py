@@ -20,7 +20,7 @@ setup(
         "kubernetes>=26.1",
         "jsonpatch>=1.32",
         "orjson>=3.8",
-        "prometheus_client>=0.16",
+        "prometheus_client>=0.20",
         "PyYAML>=6.0",
         "cryptography>=41",
     ],

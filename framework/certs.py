@@ -45,6 +45,7 @@ from framework.kube.client import STRATEGIC_MERGE_PATCH, ApiError, KubeClient, o
 log = logging.getLogger("admission_host.certs")
 
 DAY = 86400.0
+BOOTSTRAP_CA = "admission-host-bootstrap"  # the issuer of the throwaway pair served until the real one
 DEFAULT_VALIDITY = 365 * DAY
 CA_VALIDITY = 10 * 365 * DAY
 MAX_RENEW_BEFORE = 30 * DAY
@@ -287,6 +288,20 @@ def write_atomically(path: str, data: bytes, mode: int = 0o644) -> None:
         raise
 
 
+def bootstrap_in_use(cert_file: str) -> Optional[str]:
+    """For /readyz of a worker that serves files another process keeps: a reason while the
+    throwaway pair of :meth:`CertManager.prepare` is still the one in ``cert_file``."""
+    try:
+        with open(cert_file, "rb") as f:
+            cert = x509.load_pem_x509_certificate(f.read())
+    except (OSError, ValueError) as exc:
+        return f"serving certificate: cannot read {cert_file}: {exc}"
+    issuer = cert.issuer.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if issuer and issuer[0].value.startswith(BOOTSTRAP_CA + "-"):
+        return "serving certificate: waiting for the Secret's to be installed"
+    return None
+
+
 class CertManager:
     """Keeps the serving certificate of one host in the Secret ``namespace/secret_name``.
 
@@ -345,7 +360,7 @@ class CertManager:
             return
         except (OSError, ssl.SSLError):
             pass
-        ca_cert, ca_key = new_ca(validity=DAY, common_name="admission-host-bootstrap")
+        ca_cert, ca_key = new_ca(validity=DAY, common_name=BOOTSTRAP_CA)
         cert, key = issue_serving(ca_cert, ca_key, self.names, validity=DAY)
         write_atomically(self.key_file, _key_pem(key), 0o600)
         write_atomically(self.cert_file, _cert_pem(cert))

@@ -55,7 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="serve plain HTTP (only behind a TLS-terminating proxy)")
     serve.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, else the usual discovery)")
     serve.add_argument("--context", help="kubeconfig context")
-    serve.add_argument("--threads", type=int, default=None, help="worker threads (default 8)")
+    serve.add_argument("--threads", type=int, default=None, help="threads per serving process (default 8)")
+    serve.add_argument("--workers", type=_workers_arg, default=None, metavar="N|auto",
+                       help="serving processes on the one port (default 1; auto: the CPUs the process may use, "
+                            "capped by its CPU limit); one Python process uses one core")
     serve.add_argument("--max-body-bytes", type=int, default=None, help="largest accepted body (default 7 MiB)")
     serve.add_argument("--admission-deadline-seconds", "--mutator-timeout-seconds", type=float, default=None,
                        dest="admission_deadline_seconds",
@@ -116,12 +119,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _workers_arg(value: str) -> int:
+    from framework.web.workers import workers_arg
+
+    try:
+        return workers_arg(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def make_config(args) -> Config:
     config = load_file(args.config)
     if args.plugins is not None:
         config.enabled_plugins = args.plugins
     for attr in ("bind_address", "port", "tls_cert_file", "tls_private_key_file", "kubeconfig", "context",
-                 "threads", "max_body_bytes", "admission_deadline_seconds", "lease_namespace", "lease_name", "shutdown_grace_seconds",
+                 "threads", "workers", "max_body_bytes", "admission_deadline_seconds", "lease_namespace", "lease_name", "shutdown_grace_seconds",
                  "cert_reload_interval", "log_level", "log_format"):
         value = getattr(args, attr, None)
         if value is not None:
@@ -220,9 +232,8 @@ def cmd_mutate(args, config: Config) -> int:
 def cmd_serve(args, config: Config) -> int:
     from kubernetes.config import ConfigException
 
-    from framework.host import Host
     from framework.kube.client import KubeClient
-    from framework.web.serve import Server
+    from framework.web.workers import Supervisor, listening_socket
 
     kube, no_cluster = None, None
     if not args.local:
@@ -241,6 +252,31 @@ def cmd_serve(args, config: Config) -> int:
         certs = CertManager.from_config(kube, config)
         certs.prepare()  # a throwaway pair until the Secret's is in place
         config.tls_cert_file, config.tls_private_key_file = certs.cert_file, certs.key_file
+    if config.workers == 1:
+        return _serve(args, config, kube, no_cluster, certs)
+    # The supervisor forks: no thread of its own may hold a lock at that moment.
+    logs.setup(args.log_level or config.log_level or "INFO", config.log_format, buffered=False)
+    if not config.leader_election:
+        log.info("no leader election: controllers run in worker 0 only")
+    sock = listening_socket(config.bind_address, config.port)
+    return Supervisor(config.workers, lambda index: _serve(args, config, kube, no_cluster, certs, sock, index)).run()
+
+
+def _serve(args, config: Config, kube, no_cluster, certs, sock=None, worker: int = 0) -> int:
+    """One serving process: the only one, or worker ``worker`` of several on the socket ``sock``."""
+    from framework.host import Host
+    from framework.web.serve import Server
+
+    if sock is not None:
+        logs.setup(args.log_level or config.log_level or "INFO", config.log_format, worker=worker)
+        config.identity = f"{config.identity}-{worker}"  # each worker stands for the Lease alone
+        if worker and certs is not None:  # worker 0 keeps the Secret; the others serve its files
+            from framework.certs import bootstrap_in_use
+
+            cert_file, certs = certs.cert_file, None
+            bootstrap = lambda: bootstrap_in_use(cert_file)  # noqa: E731
+        else:
+            bootstrap = None
     host = Host(config, kube)
     if kube is None:
         if not args.local and host.watches:
@@ -248,11 +284,13 @@ def cmd_serve(args, config: Config) -> int:
                               f"give --kubeconfig, or --local with --objects FILE to fill their caches from files")
         host.load_objects([o for path in args.objects for o in read_documents(path)])
         log.info("serving with no API server: caches from %d file(s), controllers off", len(args.objects))
-    server = Server(host, config)
+    server = Server(host, config, sock=sock, controllers=config.leader_election or not worker)
     if certs is not None:
         host.readiness_checks.append(certs.not_ready)
         certs.on_change = server.tls.maybe_reload
         certs.start()
+    elif sock is not None and bootstrap is not None:
+        host.readiness_checks.append(bootstrap)
     server.install_signal_handlers()
     try:
         server.run()

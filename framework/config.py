@@ -43,6 +43,8 @@ class Config:
     tls_private_key_file: Optional[str] = None
     insecure_http: bool = False
     threads: int = 8
+    # Serving processes on the one port (framework/web/workers.py).
+    workers: int = 1
     max_body_bytes: int = DEFAULT_MAX_BODY
     # A request (or TLS handshake) must arrive whole this long after its first byte (slowloris).
     request_timeout_seconds: float = 10.0
@@ -80,6 +82,7 @@ FILE_KEYS = {
     "bindAddress": "bind_address",
     "port": "port",
     "threads": "threads",
+    "workers": "workers",
     "maxBodyBytes": "max_body_bytes",
     "admissionDeadlineSeconds": "admission_deadline_seconds",
     "mutatorTimeoutSeconds": "admission_deadline_seconds",  # its name before the deadline was per request
@@ -89,10 +92,10 @@ FILE_KEYS = {
 }
 
 # Scalar keys are checked here: a string where a number belongs would fail much later, per request.
-FILE_TYPES = {"bindAddress": str, "port": int, "threads": int, "maxBodyBytes": int, "logLevel": str,
+FILE_TYPES = {"bindAddress": str, "port": int, "threads": int, "workers": (int, str), "maxBodyBytes": int, "logLevel": str,
               "logFormat": str, "admissionDeadlineSeconds": (int, float),
               "mutatorTimeoutSeconds": (int, float)}
-FILE_TYPE_NAMES = {str: "a string", int: "an integer", (int, float): "a number"}
+FILE_TYPE_NAMES = {str: "a string", int: "an integer", (int, float): "a number", (int, str): "a number or auto"}
 
 
 def load_file(path: Optional[str], config: Optional[Config] = None) -> Config:
@@ -125,6 +128,13 @@ def load_file(path: Optional[str], config: Optional[Config] = None) -> Config:
             raise ConfigError(f"config file {path}: {key!r} must be {FILE_TYPE_NAMES[kinds]}, got {value!r}")
     if data.get("logFormat") not in (None, "text", "json"):
         raise ConfigError(f"config file {path}: 'logFormat' must be text or json, got {data['logFormat']!r}")
+    if "workers" in data and data["workers"] is not None:
+        from framework.web.workers import workers_arg
+
+        try:
+            data["workers"] = workers_arg(str(data["workers"]))
+        except ValueError as exc:
+            raise ConfigError(f"config file {path}: {exc}") from None
     for key, attr in FILE_KEYS.items():
         if attr and key in data and data[key] is not None:
             setattr(config, attr, data[key])

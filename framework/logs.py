@@ -6,14 +6,27 @@ import collections
 import logging
 import sys
 import threading
+from typing import Optional
 
 import orjson
+
+
+class _WorkerField(logging.Filter):
+    def __init__(self, worker: int):
+        super().__init__()
+        self.worker = worker
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.worker = self.worker
+        return True
 
 
 class JSONFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"), "level": record.levelname.lower(),
                  "logger": record.name, "message": record.getMessage()}
+        if hasattr(record, "worker"):
+            entry["worker"] = record.worker
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(entry).decode()
@@ -111,6 +124,8 @@ class BufferedStreamHandler(logging.StreamHandler):
     def close(self) -> None:
         self._stop.set()
         self._wake.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(1.0)  # gone before a fork that may follow
         try:
             self.flush()
         except Exception:
@@ -119,16 +134,22 @@ class BufferedStreamHandler(logging.StreamHandler):
             super().close()
 
 
-def setup(level: str = "INFO", fmt: str = "text") -> None:
-    handler = BufferedStreamHandler(sys.stderr)
+def setup(level: str = "INFO", fmt: str = "text", worker: Optional[int] = None, buffered: bool = True) -> None:
+    """Log to stderr. ``worker``: the serving process's number, when there are several.
+    ``buffered=False`` writes each line at once, with no writer thread: for a process that forks
+    (a thread's lock held at the fork would stay held in the child)."""
+    handler = BufferedStreamHandler(sys.stderr) if buffered else logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JSONFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        where = "" if worker is None else f" [worker {worker}]"
+        handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s{where} %(name)s: %(message)s"))
+    if worker is not None:
+        handler.addFilter(_WorkerField(worker))
     root = logging.getLogger()
     for old in root.handlers:
         if isinstance(old, BufferedStreamHandler):
-            old.close()
+            old.close()  # its writer thread (there is none in a forked child: nothing to wait for)
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # Request-level chatter of the HTTP client is never useful at info level.

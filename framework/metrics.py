@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics import MetricWrapperBase
 
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 1.0, 5.0)
 
@@ -31,21 +34,38 @@ class Metrics:
         self.bad_requests = Counter(
             "admission_host_bad_requests", "Webhook calls rejected before admission, by HTTP status.",
             ["status"], registry=r)
+        # With several workers (each with its own caches), gauges show the largest value.
         self.cache_objects = Gauge(
-            "admission_host_cache_objects", "Objects held in a watch cache.", ["watch"], registry=r)
+            "admission_host_cache_objects", "Objects held in a watch cache.", ["watch"], registry=r,
+            multiprocess_mode="livemax")
         self.watch_restarts = Counter(
             "admission_host_watch_restarts", "Watch restarts, by reason (expired, error, closed).",
             ["watch", "reason"], registry=r)
         self.watch_last_sync = Gauge(
             "admission_host_watch_last_sync_timestamp_seconds",
-            "When a watch cache last completed a full list.", ["watch"], registry=r)
+            "When a watch cache last completed a full list.", ["watch"], registry=r, multiprocess_mode="livemax")
         self.leader = Gauge("admission_host_leader", "1 while this replica holds the leader lease.",
-                            registry=r)
+                            registry=r, multiprocess_mode="livemax")
         self.certificate_expiry = Gauge(
             "admission_host_certificate_expiry_timestamp_seconds",
-            "notAfter of the serving certificate in use.", registry=r)
+            "notAfter of the serving certificate in use.", registry=r, multiprocess_mode="livemin")
         self._admission_children = {}
         self._mutator_children = {}
+
+    def exposition(self) -> bytes:
+        """The Prometheus text of ``/metrics``. With several workers, the metrics every worker
+        keeps in the shared files, summed, plus this worker's own collectors (computed from its
+        caches, which every worker holds alike)."""
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            return generate_latest(self.registry)
+        from prometheus_client import multiprocess
+
+        view = CollectorRegistry()
+        multiprocess.MultiProcessCollector(view)
+        for collector in list(self.registry._collector_to_names):
+            if not isinstance(collector, MetricWrapperBase):
+                view.register(collector)
+        return generate_latest(view)
 
     def admission(self, resource: str, operation: str, outcome: str, seconds: float) -> None:
         key = (resource, operation, outcome)

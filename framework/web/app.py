@@ -25,6 +25,6 @@ def create_app(host, *, max_body_bytes: int = DEFAULT_MAX_BODY, state: ServingSt
     app.add_route("/mutate", resources.Mutate(host, max_body_bytes))
     app.add_route("/healthz", resources.Healthz())
     app.add_route("/readyz", resources.Readyz(host, state))
-    app.add_route("/metrics", resources.Metrics(host.metrics.registry))
+    app.add_route("/metrics", resources.Metrics(host.metrics))
     app.add_route("/plugins", resources.Plugins(host))
     return app

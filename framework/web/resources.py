@@ -7,7 +7,7 @@ from typing import Optional
 
 import falcon
 import orjson
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from framework import plugins
 from framework.admission.review import ReviewError
@@ -86,12 +86,12 @@ class Readyz:
 class Metrics:
     """``GET /metrics``: Prometheus text format."""
 
-    def __init__(self, registry):
-        self.registry = registry
+    def __init__(self, metrics):
+        self.metrics = metrics
 
     def on_get(self, req, resp):
         resp.content_type = CONTENT_TYPE_LATEST
-        resp.data = generate_latest(self.registry)
+        resp.data = self.metrics.exposition()
 
 
 class Plugins:

@@ -27,9 +27,12 @@ logging.getLogger("waitress.queue").setLevel(logging.ERROR)
 class Server:
     """The host's HTTP(S) server: ``run()`` blocks until :meth:`shutdown` (or SIGTERM/SIGINT)."""
 
-    def __init__(self, host, config: Config):
+    def __init__(self, host, config: Config, sock=None, controllers: bool = True):
+        """``sock``: a listening socket to serve on (a worker of several), else one is bound.
+        ``controllers=False`` keeps the plugins' controllers from running in this process."""
         self.host = host
         self.config = config
+        self.controllers = controllers
         self.state = ServingState()
         self.app = create_app(host, max_body_bytes=config.max_body_bytes, state=self.state)
         self.tls: Optional[CertificateReloader] = None
@@ -49,6 +52,8 @@ class Server:
                           asyncore_use_poll=True, expose_tracebacks=False, connection_limit=1000,
                           channel_timeout=config.idle_timeout_seconds, cleanup_interval=1)
         kw = dict(map=self.map, dispatcher=self.dispatcher, adj=adj)
+        if sock is not None:
+            kw.update(_sock=sock, bind_socket=False)
         self.server = TLSWSGIServer(self.app, self.tls, **kw) if self.tls else GuardedServer(self.app, **kw)
         self.server.request_timeout = self.server.handshake_timeout = config.request_timeout_seconds
         self._stop = threading.Event()
@@ -72,7 +77,7 @@ class Server:
     def run(self, on_ready: Optional[Callable[[], None]] = None) -> None:
         if self.tls is not None:
             self.tls.watch(self.config.cert_reload_interval)
-        self.host.start()
+        self.host.start(controllers=self.controllers)
         log.info("serving %s (plugins: %s; mutators: %s)", self.url,
                  ", ".join(n for n, p in self.host.pluginmanager.list_name_plugin() if p is not None) or "none",
                  ", ".join(m.name for m in self.host.pipeline.mutators) or "none")
