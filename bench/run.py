@@ -89,7 +89,7 @@ class Bench:
 
     def start(self, name: str, params: world.Params, variant: str = "real", log_level: Optional[str] = None,
               constant_body: Optional[bytes] = None) -> Variant:
-        extra = ["--plugin", "eci", *params.args()]
+        extra = ["--plugin", "eci", "--workers", str(self.args.workers), *params.args()]
         if constant_body is not None:
             path = self.work / f"constant-{name}.json"
             path.write_bytes(constant_body)
@@ -566,6 +566,7 @@ def main(argv=None) -> int:
     parser.add_argument("--log-level", default="INFO", help="the servers' log level (INFO, as deployed)")
     parser.add_argument("--no-warning", action="store_true", help="headline: skip the server at WARNING")
     parser.add_argument("--threads", type=int, default=8, help="server worker threads (8, as serve)")
+    parser.add_argument("--workers", type=int, default=1, help="serving processes per server (1, as serve)")
     parser.add_argument("--connections", type=int, default=16, help="connections at saturation (16)")
     parser.add_argument("--rate-connections", type=int, default=16, help="connections at the fixed rates (16)")
     d = world.Params()

@@ -43,7 +43,7 @@ class ConstantPipeline:
         self.answer = answer
         self.mutators = mutators
 
-    def handle(self, body: bytes) -> bytes:
+    def handle(self, body: bytes, timeout=None) -> bytes:
         return self.answer
 
 
@@ -55,6 +55,7 @@ def main(argv=None) -> int:
     parser.add_argument("--tls-private-key-file")
     parser.add_argument("--insecure-http", action="store_true")
     parser.add_argument("--threads", type=int, default=Config.threads)
+    parser.add_argument("--workers", type=int, default=1, help="serving processes, as serve --workers (1)")
     parser.add_argument("--size", type=int, default=DEFAULT_SIZE, help="pod size of the constant answer")
     parser.add_argument("--log-level", default="INFO", help="as admission-host serve (default INFO)")
     parser.add_argument("--plugin", choices=("bench", "eci"), default="bench",
@@ -69,11 +70,26 @@ def main(argv=None) -> int:
                                                 "benchmark's review)")
     args = parser.parse_args(argv)
 
-    logs.setup(args.log_level)
     config = Config(enabled_plugins=["eci_profile"] if args.plugin == "eci" else [], bind_address="127.0.0.1",
                     port=args.port, threads=args.threads,
                     tls_cert_file=args.tls_cert_file, tls_private_key_file=args.tls_private_key_file,
                     insecure_http=args.insecure_http, leader_election=False)
+    if args.workers == 1:
+        logs.setup(args.log_level)
+        return serve(args, config)
+    from framework.web.workers import Supervisor, listening_socket
+
+    logs.setup(args.log_level, buffered=False)
+    sock = listening_socket(config.bind_address, config.port)
+
+    def work(index: int) -> int:
+        logs.setup(args.log_level, worker=index)
+        return serve(args, config, sock)
+
+    return Supervisor(args.workers, work).run()
+
+
+def serve(args, config: Config, sock=None) -> int:
     if args.plugin == "eci":
         host = Host(config, None)
         params = world.Params(selectors=args.selectors, namespaces=args.namespaces, nodes=args.nodes,
@@ -93,7 +109,7 @@ def main(argv=None) -> int:
         answer = host.pipeline.handle(body)
         logging.getLogger().setLevel(level)
         host.pipeline = ConstantPipeline(answer, host.pipeline.mutators)
-    server = Server(host, config)
+    server = Server(host, config, sock=sock)
     server.install_signal_handlers()
     print(f"ready pid={os.getpid()} variant={args.variant}", file=sys.stderr, flush=True)
     server.run()

@@ -117,19 +117,46 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def cpu_seconds(pid: int) -> float:
+def _stat(pid: int) -> List[str]:
     with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime (fields 14, 15)
+        return f.read().rsplit(")", 1)[1].split()
+
+
+def processes(pid: int) -> List[int]:
+    """``pid`` and its children (the workers of ``--workers N``)."""
+    found = [pid]
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if int(_stat(int(entry))[1]) == pid:
+                    found.append(int(entry))
+            except (OSError, IndexError, ValueError):
+                pass
+    return found
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time of ``pid`` and its live children."""
+    total = 0
+    for p in processes(pid):
+        try:
+            fields = _stat(p)
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+    return total / TICK
 
 
 def memory_kb(pid: int) -> Dict[str, int]:
-    out = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(("VmRSS:", "VmHWM:")):
-                name, value = line.split(":")
-                out[name] = int(value.split()[0])
+    """VmRSS and VmHWM of the serving process: with workers, of the largest worker."""
+    out: Dict[str, int] = {}
+    procs = processes(pid)
+    for p in procs[1:] or procs:
+        with open(f"/proc/{p}/status") as f:
+            for line in f:
+                if line.startswith(("VmRSS:", "VmHWM:")):
+                    name, value = line.split(":")
+                    out[name] = max(out.get(name, 0), int(value.split()[0]))
     return out
 
 
@@ -262,6 +289,7 @@ def main(argv=None) -> int:
     parser.add_argument("--connections", type=int, default=16, help="connections at saturation (16)")
     parser.add_argument("--rate-connections", type=int, default=16, help="connections at the fixed rate (16)")
     parser.add_argument("--threads", type=int, default=8, help="server worker threads (8, the default of serve)")
+    parser.add_argument("--workers", type=int, default=1, help="serving processes per server (1, as serve)")
     parser.add_argument("--size", type=int, default=DEFAULT_SIZE, help="pod size in bytes (6500)")
     parser.add_argument("--loadgen", choices=("auto", "wrk", "python"), default="auto",
                         help="saturation client: wrk if installed (auto), or the Python one")
@@ -289,7 +317,8 @@ def main(argv=None) -> int:
           f"({args.connections} connections, {args.rounds} x {args.duration:g} s per server); "
           f"fixed rate {args.rate:g} req/s for {args.rate_duration:g} s per server"
           f"{'; pinned: servers CPU 0, load CPU 1' if args.pin else ''}", flush=True)
-    variants = {name: Variant(name, certs, args.threads, args.size, server_cpu, args.log_level) for name in VARIANTS}
+    variants = {name: Variant(name, certs, args.threads, args.size, server_cpu, args.log_level,
+                              extra=["--workers", str(args.workers)]) for name in VARIANTS}
     results: Dict[str, Dict[str, List[dict]]] = {name: {"saturation": [], "rate": []} for name in VARIANTS}
     try:
         for v in variants.values():

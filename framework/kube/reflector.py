@@ -40,7 +40,11 @@ class Reflector:
         self.thread: Optional[threading.Thread] = None
         self.resource_version = ""
         self._transform: Callable[[dict], dict] = watch.transform or (lambda obj: obj)
-        self.metrics.cache_objects.labels(watch.name).set_function(lambda: len(store))
+        # Set as the cache changes (not computed when scraped): with several workers the value
+        # has to be written where the others' /metrics reads it.
+        gauge = self.metrics.cache_objects.labels(watch.name)
+        store.add_handler(lambda *_: gauge.set(len(store)))
+        self._count = lambda: gauge.set(len(store))
 
     def start(self) -> None:
         self.thread = threading.Thread(target=self.run, name=f"watch-{self.watch.name}", daemon=True)
@@ -108,6 +112,7 @@ class Reflector:
                 self.resource_version = meta.get("resourceVersion", "")
                 break
         self.store.replace(items, self.resource_version)
+        self._count()  # a list with nothing new calls no handler
         self.metrics.watch_last_sync.labels(self.watch.name).set(time.time())
         log.debug("watch %s: listed %d objects at resourceVersion %s", self.watch.name, len(items),
                   self.resource_version)

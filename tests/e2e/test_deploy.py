@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import math
 import os
 import re
 import shutil
@@ -152,7 +153,9 @@ def test_deployment_args_agree_with_the_other_objects():
     args = c["args"]
     assert "command" not in c  # the image's entrypoint (admission-host) runs these args
     assert args[0] == "serve"
-    build_parser().parse_args(args)  # every flag exists
+    env = kubelet_env(objects)
+    assert env["CPU_LIMIT"] == "1"  # --workers follows the CPU limit, rounded up
+    build_parser().parse_args(expand(args, env))  # every flag exists
     f = flags(args)
     mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
     volumes = {v["name"]: v for v in spec["volumes"]}
@@ -173,6 +176,33 @@ def test_deployment_args_agree_with_the_other_objects():
     assert cluster_role["rules"][0]["resourceNames"] == [f["webhook-configuration"]]
     env = {e["name"]: e for e in c["env"]}
     assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+
+
+def kubelet_env(objects: List[dict]) -> dict:
+    """The container's environment as the kubelet sets it: values, the namespace fieldRef, and
+    resourceFieldRefs (limits.cpu with divisor 1 is the limit rounded up to whole CPUs)."""
+    deployment = find(objects, "Deployment")
+    c = container(objects)
+    env = {}
+    for e in c.get("env") or ():
+        source = e.get("valueFrom") or {}
+        if source.get("fieldRef", {}).get("fieldPath") == "metadata.namespace":
+            env[e["name"]] = deployment["metadata"]["namespace"]
+        elif "resourceFieldRef" in source:
+            ref = source["resourceFieldRef"]
+            assert ref.get("containerName") in (None, c["name"]) and ref["resource"] == "limits.cpu", ref
+            assert str(ref.get("divisor", "1")) == "1", ref
+            limit = str(c["resources"]["limits"]["cpu"])
+            cpus = int(limit[:-1]) / 1000 if limit.endswith("m") else float(limit)
+            env[e["name"]] = str(math.ceil(cpus))
+        elif "value" in e:
+            env[e["name"]] = e["value"]
+    return env
+
+
+def expand(args: List[str], env: dict) -> List[str]:
+    """``$(NAME)`` in args replaced as the kubelet does (an unknown name is left as written)."""
+    return [re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m.group(1), m.group(0)), a) for a in args]
 
 
 def test_webhook_configuration_is_safe():
@@ -222,7 +252,7 @@ def test_cert_manager_overlay_is_coherent():
     base, objects = render(), render(DEPLOY / "overlays" / "cert-manager")
     c = container(objects)
     f = flags(c["args"])
-    build_parser().parse_args(c["args"])
+    build_parser().parse_args(expand(c["args"], kubelet_env(objects)))
     # No certificate management by the host, and none of its permissions.
     assert not {"cert-secret", "cert-dir", "service-name", "webhook-configuration"} & set(f)
     assert not [o for o in objects if o["metadata"]["name"] == "admission-host-certificates"]
@@ -472,7 +502,8 @@ class DeployedHost(HostProcess):
             mounts[mount["mountPath"]] = local
         self.mounts = mounts
         args = []
-        for arg in c["args"]:
+        container_env = kubelet_env(objects)
+        for arg in expand(c["args"], container_env):
             if arg.startswith("--port="):
                 arg = f"--port={self.port}"
             elif arg.startswith("--") and "=" in arg:
@@ -487,12 +518,7 @@ class DeployedHost(HostProcess):
         self.args = command + args + ["--kubeconfig", str(kubeconfig), "--bind-address", "127.0.0.1",
                                       "--cert-extra-san", "127.0.0.1", "--shutdown-grace-seconds", "2",
                                       *extra_args]
-        self.env = dict(os.environ)
-        for e in c.get("env") or ():
-            if e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.namespace":
-                self.env[e["name"]] = deployment["metadata"]["namespace"]
-            elif "value" in e:
-                self.env[e["name"]] = e["value"]
+        self.env = {**os.environ, **container_env}
         self.env.pop("KUBERNETES_SERVICE_HOST", None)
         self.log_path = self.workdir / "admission-host.log"
         self.proc: Optional[subprocess.Popen] = None
