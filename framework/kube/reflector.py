@@ -43,7 +43,6 @@ class Reflector:
         # Set as the cache changes (not computed when scraped): with several workers the value
         # has to be written where the others' /metrics reads it.
         gauge = self.metrics.cache_objects.labels(watch.name)
-        store.add_handler(lambda *_: gauge.set(len(store)))
         self._count = lambda: gauge.set(len(store))
 
     def start(self) -> None:
@@ -112,7 +111,7 @@ class Reflector:
                 self.resource_version = meta.get("resourceVersion", "")
                 break
         self.store.replace(items, self.resource_version)
-        self._count()  # a list with nothing new calls no handler
+        self._count()
         self.metrics.watch_last_sync.labels(self.watch.name).set(time.time())
         log.debug("watch %s: listed %d objects at resourceVersion %s", self.watch.name, len(items),
                   self.resource_version)
@@ -153,5 +152,7 @@ class Reflector:
                 self.store.delete(key_of(obj))
         elif kind == "DELETED":
             self.store.delete(key_of(obj))
+        if kind in ("ADDED", "MODIFIED", "DELETED"):
+            self._count()
         if rv:
             self.resource_version = rv

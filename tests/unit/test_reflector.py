@@ -303,3 +303,47 @@ def test_cluster_scoped_and_grouped_paths(run):
     reflector, store, api = run(lambda req: Stream() if req.is_watch else page([], rv="1"), watch=watch)
     wait_for(lambda: len(api.seen()) == 2)
     assert [r.path for r in api.seen()] == ["/apis/eci.aliyun.com/v1/selectors"] * 2
+
+
+class CountingStore:
+    """Not a Store: what a plugin may hand a Reflector to keep its own summary (drain-back's
+    NodeUsage does): replace, upsert, delete, has_synced and len, nothing more."""
+
+    def __init__(self):
+        self.objects, self.synced = {}, False
+
+    def replace(self, objects, resource_version=""):
+        self.objects = {o["metadata"]["name"]: o for o in objects}
+        self.synced = True
+
+    def upsert(self, obj):
+        self.objects[obj["metadata"]["name"]] = obj
+
+    def delete(self, key):
+        self.objects.pop(key.rpartition("/")[2], None)
+
+    def has_synced(self):
+        return self.synced
+
+    def __len__(self):
+        return len(self.objects)
+
+
+def test_any_store_like_object_will_do_and_the_cache_gauge_follows_it(fake_api):
+    gate = threading.Event()
+    api = fake_api(Script(lists=[page([obj("a", "1"), obj("b", "2")], rv="5")],
+                          watches=[Stream([gate.wait, event("ADDED", obj("c", "6")), event("DELETED", obj("a", "7"))])]))
+    store = CountingStore()
+    reflector = Reflector(api.client(), Watch(name="usage", resource="pods", kind="Pod", namespace="default"),
+                          store, metrics=Metrics())
+    reflector.start()
+    try:
+        gauge = lambda: reflector.metrics.registry.get_sample_value("admission_host_cache_objects",  # noqa: E731
+                                                                    {"watch": "usage"})
+        wait_for(lambda: store.has_synced() and gauge() == 2)
+        gate.set()
+        wait_for(lambda: sorted(store.objects) == ["b", "c"] and gauge() == 2)
+    finally:
+        reflector.stop()
+        api.close()
+        reflector.thread.join(5)
