@@ -36,7 +36,9 @@ setup(
         ],
     },
     entry_points={
-        "console_scripts": ["admission-host = framework.cli:main"],
+        "console_scripts": ["admission-host = framework.cli:main",
+                            # kubectl finds plugins by name on PATH: `kubectl eci ...`
+                            "kubectl-eci = plugins.eci_profile.kubectl:main"],
         # The testing kit's fixtures (plugin_harness) in every pytest run where the package is installed.
         "pytest11": ["admission_host_testing = framework.pytest_plugin"],
         "admission_host": [

@@ -174,6 +174,7 @@ def test_daemonset_pods_are_untouched(k8s):
                         "spec": {"objectLabels": {"matchLabels": {"app": k8s.id}}, "policy": {"fair": {}},
                                  "effect": {"labels": {"burst": "yes"}}}})
     labels = {"app": k8s.id}
+    excluded_before = match_condition_exclusions(k8s)
     k8s.admin.post(f"/apis/apps/v1/namespaces/{ns}/daemonsets", {
         "apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "agent"},
         "spec": {"selector": {"matchLabels": labels}, "template": {"metadata": {"labels": labels}, "spec": {
@@ -183,6 +184,18 @@ def test_daemonset_pods_are_untouched(k8s):
     # Its pods got neither the toleration nor the effect: the virtual node (tainted) runs none.
     assert {p["spec"]["nodeName"] for p in pods} == {normal}
     assert not any(tolerated(p) or "burst" in p["metadata"]["labels"] for p in pods)
+    # deploy/'s matchConditions kept the API server from even calling the host for them: the calls
+    # saved, counted by the API server itself; and none of the conditions failed to evaluate.
+    assert match_condition_exclusions(k8s) - excluded_before >= len(pods)
+    assert match_condition_exclusions(k8s, "evaluation_errors") == 0
+
+
+def match_condition_exclusions(k8s, what: str = "exclusions") -> float:
+    """The API server's count of requests its matchConditions kept from the host's webhook."""
+    text = kubectl(k8s.cp, "get", "--raw", "/metrics").stdout
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(f"apiserver_admission_match_condition_{what}_total{{")
+               and 'name="admission-host.eci.aliyun.com"' in line)
 
 
 def test_how_far_two_replicas_pass_the_cap(k8s, tmp_path):

@@ -240,11 +240,14 @@ def test_no_private_key_in_the_repository():
     assert not pattern.search(kustomize(DEPLOY)) and not pattern.search(kustomize(DEPLOY / "overlays" / "cert-manager"))
 
 
-def test_kubernetes_1_20_overlay_only_changes_the_pdb_version():
+def test_kubernetes_1_20_overlay_only_changes_the_pdb_version_and_drops_match_conditions():
     base, old = render(), render(OVERLAY_1_20)
     pdb = find(old, "PodDisruptionBudget")
     assert find(base, "PodDisruptionBudget")["apiVersion"] == "policy/v1" and pdb["apiVersion"] == "policy/v1beta1"
     pdb["apiVersion"] = "policy/v1"
+    (hook,) = find(base, "MutatingWebhookConfiguration")["webhooks"]
+    assert "matchConditions" not in find(old, "MutatingWebhookConfiguration")["webhooks"][0]
+    del hook["matchConditions"]
     assert old == base
 
 

@@ -1,0 +1,171 @@
+"""``kubectl eci``: ECI-Profile for admins who live in kubectl (the executable ``kubectl-eci``).
+
+    kubectl eci selectors               # each Selector: priority, policy, what it matches, the pods it
+                                        # wins now, virtual pods / cap, pods waiting to burst, valid
+    kubectl eci explain POD [-n NS]     # why the pod is (or would be) mutated the way it is
+
+Both decide with ECI-Profile's own resolution, on what the cluster holds now, with the host's
+options for the plugin read from its ConfigMap (``--host-config NAMESPACE/NAME``, default
+``admission-host/admission-host``; absent: the defaults). kubectl passes its own ``--kubeconfig``,
+``--context`` and ``-n`` through.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Dict, List, Optional
+
+import yaml
+
+from framework import ApiError, KubeClient
+
+HOST_CONFIG = "admission-host/admission-host"
+
+
+def _parser() -> argparse.ArgumentParser:
+    # kubectl passes its flags where the user wrote them: before or after the subcommand.
+    def common(suppress: bool) -> argparse.ArgumentParser:
+        default = argparse.SUPPRESS if suppress else None
+        p = argparse.ArgumentParser(add_help=False)
+        p.add_argument("--kubeconfig", default=default)
+        p.add_argument("--context", default=default)
+        p.add_argument("-n", "--namespace", default=default)
+        p.add_argument("--host-config", default=argparse.SUPPRESS if suppress else HOST_CONFIG,
+                       metavar="NAMESPACE/NAME",
+                       help="the host's ConfigMap, for ECI-Profile's options (default admission-host/admission-host)")
+        return p
+
+    parser = argparse.ArgumentParser(prog="kubectl eci", description=__doc__, parents=[common(False)],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("selectors", parents=[common(True)], help="every Selector, in the order they win")
+    explain = sub.add_parser("explain", parents=[common(True)], help="why a pod is mutated the way it is")
+    explain.add_argument("pod", metavar="POD")
+    return parser
+
+
+def eci_options(kube: KubeClient, where: str) -> dict:
+    """ECI-Profile's section of the host's config file, from its ConfigMap ({} when there is none)."""
+    namespace, _, name = where.partition("/")
+    try:
+        config_map = kube.get(f"/api/v1/namespaces/{namespace}/configmaps/{name}")
+    except ApiError as exc:
+        if exc.status in (403, 404):
+            return {}
+        raise
+    config = yaml.safe_load((config_map.get("data") or {}).get("config.yaml") or "") or {}
+    return ((config.get("plugins") or {}).get("eci_profile")) or {}
+
+
+def default_namespace(kubeconfig: Optional[str], context: Optional[str]) -> str:
+    from kubernetes import config
+
+    try:
+        contexts, current = config.list_kube_config_contexts(config_file=kubeconfig)
+    except config.ConfigException:
+        return "default"
+    chosen = next((c for c in contexts if c["name"] == context), current) if context else current
+    return ((chosen or {}).get("context") or {}).get("namespace") or "default"
+
+
+def describe_labels(selector: Optional[dict]) -> str:
+    """A LabelSelector as kubectl prints one: ``app=web,tier in (a,b),!canary``."""
+    if not selector:
+        return "*"
+    parts = [f"{k}={v}" for k, v in sorted((selector.get("matchLabels") or {}).items())]
+    for e in selector.get("matchExpressions") or ():
+        op, key, values = e.get("operator"), e.get("key"), ",".join(e.get("values") or ())
+        parts.append({"In": f"{key} in ({values})", "NotIn": f"{key} notin ({values})", "Exists": key,
+                      "DoesNotExist": f"!{key}"}.get(op, f"{key} {op} ({values})"))
+    return ",".join(parts) or "*"
+
+
+def _int(value) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _table(rows: List[List[str]]) -> str:
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("   ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
+
+
+def offline(kube: KubeClient, options: dict):
+    """ECI-Profile in a host of its own, its caches filled with what the cluster holds now; and the
+    Selectors as listed."""
+    from framework.testing import PluginHarness
+    from plugins.eci_profile import plugin
+
+    objects = []
+    for path, kind, api_version in (("/apis/eci.aliyun.com/v1/selectors", "Selector", "eci.aliyun.com/v1"),
+                                    ("/api/v1/namespaces", "Namespace", "v1"), ("/api/v1/nodes", "Node", "v1")):
+        for obj in kube.get(path).get("items") or []:
+            objects.append({**obj, "kind": kind, "apiVersion": api_version})
+    harness = PluginHarness(("eci_profile", plugin), options={"eci_profile": options}, objects=objects)
+    return harness, [o for o in objects if o["kind"] == "Selector"]
+
+
+def cmd_selectors(kube: KubeClient, options: dict) -> int:
+    from plugins.eci_profile.plugin import profile_of
+    from plugins.eci_profile.profile import SELECTORS, left_alone
+
+    pods = kube.get("/api/v1/pods").get("items") or []
+    harness, selectors = offline(kube, options)
+    with harness:
+        profile = profile_of(harness.host)
+        wins: Dict[str, int] = {}
+        for pod in pods:
+            if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed") or left_alone(pod, False):
+                continue
+            winner = profile.resolve(pod, pod["metadata"].get("namespace") or "default").selector
+            if winner is not None:
+                wins[winner.name] = wins.get(winner.name, 0) + 1
+        rows = [["NAME", "PRIORITY", "POLICY", "PODS", "OBJECT LABELS", "NAMESPACE LABELS", "VIRTUAL", "WAITING",
+                 "VALID"]]
+        cached = harness.store(SELECTORS)
+        for obj in sorted(selectors, key=lambda o: (-_int((o.get("spec") or {}).get("priority")),
+                                                    o["metadata"]["name"])):
+            name, spec, status = obj["metadata"]["name"], obj.get("spec") or {}, obj.get("status") or {}
+            entry = cached.get_by_name(name) or {}
+            cap = spec.get("maxVirtualPods")
+            used = status.get("virtualPods", 0)
+            valid = "True" if entry.get("selector") is not None else f"False ({entry.get('error')})"
+            rows.append([name, spec.get("priority") or 0, status.get("policy") or next(iter(spec.get("policy") or {}), ""),
+                         wins.get(name, 0), describe_labels(spec.get("objectLabels")),
+                         describe_labels(spec.get("namespaceLabels")),
+                         f"{used}/{cap}" if cap is not None else str(used), status.get("waitingPods", 0), valid])
+    print(_table(rows) if len(rows) > 1 else "No Selectors.")
+    return 0
+
+
+def cmd_explain(kube: KubeClient, args, options: dict) -> int:
+    from plugins.eci_profile.plugin import profile_of
+
+    namespace, _, name = args.pod.rpartition("/")
+    namespace = namespace or args.namespace or default_namespace(args.kubeconfig, args.context)
+    pod = kube.get(f"/api/v1/namespaces/{namespace}/pods/{name}")
+    harness, _ = offline(kube, options)
+    with harness:
+        print(f"pod {namespace}/{name}")
+        for line in profile_of(harness.host).explain_lines(pod, namespace):
+            print(f"  {line}")
+    return 0
+
+
+def main(argv=None) -> int:
+    from kubernetes.config import ConfigException
+
+    args = _parser().parse_args(argv)
+    try:
+        kube = KubeClient.from_kubeconfig(args.kubeconfig, args.context)
+        options = eci_options(kube, args.host_config)
+        if args.command == "selectors":
+            return cmd_selectors(kube, options)
+        return cmd_explain(kube, args, options)
+    except (ApiError, ConfigException, OSError, ValueError) as exc:
+        print(f"kubectl eci: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
