@@ -61,7 +61,7 @@ class _Run:
         # Which plugin changed which part, when several plugins share the request.
         self.writers: Optional[Dict[str, str]] = {} if len({m.plugin for m in mutators}) > 1 else None
         self.index = 0
-        self.started = 0.0
+        self.started = time.perf_counter()  # when the current mutator began
         self.over = False
         self.late: Optional[int] = None
         self.denied: Optional[tuple] = None

@@ -387,7 +387,9 @@ def test_server_dry_run_accepts_the_install(bare, bare_admin):
     proc = kubectl(bare, "apply", "--dry-run=server", "-k", str(fits), check=False)
     assert proc.returncode == 0, proc.stderr
     assert len([line for line in proc.stdout.splitlines() if line.endswith("(server dry run)")]) == len(names)
-    proc = kubectl(bare, "apply", "--dry-run=server", "-k", str(other), check=False)
+    # --validate=false: the server's word alone (kubectl 1.20 also refuses the base's webhook
+    # matchConditions, a field it does not know and its API server would drop).
+    proc = kubectl(bare, "apply", "--dry-run=server", "--validate=false", "-k", str(other), check=False)
     accepted = [line for line in proc.stdout.splitlines() if line.endswith("(server dry run)")]
     errors = [line for line in proc.stderr.splitlines() if line.startswith(("error", "Error"))]
     assert len(errors) == 1 and 'no matches for kind "PodDisruptionBudget"' in errors[0], proc.stderr
