@@ -8,7 +8,7 @@ The public face for plugin authors; plugins import only from here (and ``framewo
 from framework.admission.patch import make_patch
 from framework.admission.review import AdmissionRequest
 from framework.hookspecs import hookimpl, hookspec
-from framework.kube.client import JSON_PATCH, MERGE_PATCH, ApiError, KubeClient, object_path
+from framework.kube.client import JSON_PATCH, MERGE_PATCH, ApiError, CredentialsError, KubeClient, object_path
 from framework.kube.frozen import ReadOnlyError, thaw
 from framework.kube.labels import InvalidSelector, LabelSelector
 from framework.kube.reflector import Reflector
@@ -19,7 +19,7 @@ from framework.types import FAIL, IGNORE, Controller, Denied, Mutator, Watch
 __version__ = "0.1.0"
 
 __all__ = [
-    "AdmissionRequest", "ApiError", "Controller", "Denied", "FAIL", "IGNORE", "InvalidSelector", "JSON_PATCH",
+    "AdmissionRequest", "ApiError", "Controller", "CredentialsError", "Denied", "FAIL", "IGNORE", "InvalidSelector", "JSON_PATCH",
     "KubeClient", "LabelSelector", "MERGE_PATCH", "Mutator", "ReadOnlyError", "Reflector", "Store", "Watch",
     "WorkQueue", "hookimpl", "hookspec", "make_patch", "object_path", "thaw",
 ]

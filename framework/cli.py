@@ -230,16 +230,14 @@ def cmd_mutate(args, config: Config) -> int:
 
 
 def cmd_serve(args, config: Config) -> int:
-    from kubernetes.config import ConfigException
-
-    from framework.kube.client import KubeClient
+    from framework.kube.client import CredentialsError, KubeClient
     from framework.web.workers import Supervisor, listening_socket
 
     kube, no_cluster = None, None
     if not args.local:
         try:
             kube = KubeClient.from_kubeconfig(config.kubeconfig, config.context)
-        except ConfigException as exc:
+        except CredentialsError as exc:
             no_cluster = exc
     if kube is None and (config.cert_secret or args.local and (config.kubeconfig or config.context)):
         raise ConfigError("--cert-secret and --kubeconfig/--context need an API server; drop --local")
@@ -365,7 +363,7 @@ def cmd_plugins(args, config: Config) -> int:
 
 
 def main(argv: Optional[Iterable[str]] = None) -> int:
-    from kubernetes.config import ConfigException
+    from framework.kube.client import CredentialsError
 
     args = build_parser().parse_args(argv)
     try:
@@ -375,7 +373,7 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
         logs.setup(args.log_level or config.log_level or default_level, config.log_format)
         commands = {"serve": cmd_serve, "mutate": cmd_mutate, "explain": cmd_explain, "plugins": cmd_plugins}
         return commands[args.command](args, config)
-    except (ConfigError, PluginError, ReviewError, ValueError, OSError, yaml.YAMLError, ConfigException) as exc:
+    except (ConfigError, PluginError, ReviewError, ValueError, OSError, yaml.YAMLError, CredentialsError) as exc:
         print(f"admission-host: error: {exc}", file=sys.stderr)
         return 2
 

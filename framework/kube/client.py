@@ -1,14 +1,14 @@
-"""A small raw-dict client over the kubernetes package's configuration loading.
-
-The kubernetes package finds and refreshes credentials (kubeconfig, in-cluster token rotation,
-exec plugins); requests go straight through urllib3 and come back as dicts parsed by orjson, so
-no generated model objects are built (they cost memory and time on large lists and watches).
+"""A small raw-dict client: in-cluster credentials read directly, kubeconfig files through the
+kubernetes package's loading (contexts, exec plugins, auth providers). Requests go straight
+through urllib3 and come back as dicts parsed by orjson, so no generated model objects are built
+(they cost memory and time on large lists and watches).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Any, Dict, Iterator, Optional
 from urllib.parse import quote, urlencode
 
@@ -36,15 +36,69 @@ class ApiError(Exception):
         return (self.body or {}).get("reason", "") if isinstance(self.body, dict) else ""
 
 
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+
+class CredentialsError(Exception):
+    """No way to reach the API server: no in-cluster environment, no usable kubeconfig."""
+
+
+class InClusterConfiguration:
+    """The pod's own credentials, as client-go's InClusterConfig finds them: the API server from
+    ``KUBERNETES_SERVICE_HOST``/``_PORT``, the ServiceAccount's token and CA from their files. The
+    token is read again when its file changes (the kubelet rotates bound tokens).
+
+    Read here rather than through the kubernetes package, whose import costs 18 MB in every
+    process; kubeconfig files (with their exec plugins and auth providers) still go through it.
+    """
+
+    verify_ssl = True
+    cert_file = key_file = tls_server_name = None
+    username = password = None
+    RECHECK = 10.0  # seconds between looks at the token file
+
+    def __init__(self, directory: str = SERVICE_ACCOUNT_DIR, environ=None):
+        environ = os.environ if environ is None else environ
+        host, port = environ.get("KUBERNETES_SERVICE_HOST"), environ.get("KUBERNETES_SERVICE_PORT")
+        if not host or not port:
+            raise CredentialsError("not in a cluster: KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT are unset")
+        self.host = f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+        self.token_file = os.path.join(directory, "token")
+        self.ssl_ca_cert = os.path.join(directory, "ca.crt")
+        for path in (self.token_file, self.ssl_ca_cert):
+            if not os.path.isfile(path):
+                raise CredentialsError(f"not in a cluster: {path} is missing")
+        self._token, self._mtime, self._checked = "", None, 0.0
+        self.token()
+
+    def token(self) -> str:
+        now = time.monotonic()
+        if now - self._checked >= self.RECHECK or not self._token:
+            self._checked = now
+            try:
+                mtime = os.stat(self.token_file).st_mtime_ns
+                if mtime != self._mtime:
+                    with open(self.token_file, encoding="ascii") as f:
+                        self._token, self._mtime = f.read().strip(), mtime
+            except OSError as exc:  # keep the token we have; the API server will say if it is stale
+                log.warning("cannot read the ServiceAccount token %s: %s", self.token_file, exc)
+        return self._token
+
+    def auth_settings(self) -> dict:
+        return {"BearerToken": {"in": "header", "key": "Authorization", "value": f"Bearer {self.token()}"}}
+
+
 def load_configuration(kubeconfig: Optional[str] = None, context: Optional[str] = None):
     """In-cluster config when running in a pod and no kubeconfig is given, else kubeconfig discovery."""
+    if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
+        return InClusterConfiguration()
     from kubernetes import client, config
 
     cfg = client.Configuration()
-    if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
-        config.load_incluster_config(client_configuration=cfg)
-    else:
+    try:
         config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=cfg)
+    except config.ConfigException as exc:
+        raise CredentialsError(str(exc)) from exc
     return cfg
 
 

@@ -18,7 +18,7 @@ from typing import Dict, List, Optional
 
 import yaml
 
-from framework import ApiError, KubeClient
+from framework import ApiError, CredentialsError, KubeClient
 
 HOST_CONFIG = "admission-host/admission-host"
 
@@ -153,8 +153,6 @@ def cmd_explain(kube: KubeClient, args, options: dict) -> int:
 
 
 def main(argv=None) -> int:
-    from kubernetes.config import ConfigException
-
     args = _parser().parse_args(argv)
     try:
         kube = KubeClient.from_kubeconfig(args.kubeconfig, args.context)
@@ -162,7 +160,7 @@ def main(argv=None) -> int:
         if args.command == "selectors":
             return cmd_selectors(kube, options)
         return cmd_explain(kube, args, options)
-    except (ApiError, ConfigException, OSError, ValueError) as exc:
+    except (ApiError, CredentialsError, OSError, ValueError) as exc:
         print(f"kubectl eci: error: {exc}", file=sys.stderr)
         return 1
 

@@ -204,3 +204,21 @@ def test_a_dry_run_binding_is_capped_but_reserves_nothing(make_harness):
         assert harness.create(binding("c", "vk-1"), dry_run=True).allowed
     assert harness.create(binding("d", "vk-1")).allowed  # 2 of 2: the dry runs took no place
     assert not harness.create(binding("c", "vk-1"), dry_run=True).allowed
+
+
+@pytest.mark.parametrize("value", ["100m", "1", "1.5", "2Gi", "512Mi", "1Ki", "3e3", "1E2", ".5", "10n", "250u",
+                                   "1k", "2M", "1G", "1T", "1P", "1E", "1e-3", 7, 2.5, "+1", "-2m", "1.5Gi", "0"])
+def test_quantities_parse_as_the_kubernetes_package_parses_them(value):
+    from kubernetes.utils.quantity import parse_quantity as theirs
+
+    from plugins.eci_profile.resources import parse_quantity
+
+    assert parse_quantity(value) == theirs(value)
+
+
+@pytest.mark.parametrize("value", ["", "abc", "1Z", "1.2.3", "Mi", None, "1 Gi", True])
+def test_what_is_not_a_quantity_is_refused(value):
+    from plugins.eci_profile.resources import parse_quantity
+
+    with pytest.raises(ValueError):
+        parse_quantity(value)
