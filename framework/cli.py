@@ -6,7 +6,6 @@ import argparse
 import logging
 import os
 import sys
-import uuid
 from typing import Iterable, List, Optional
 
 import jsonpatch

@@ -6,7 +6,7 @@ import logging
 import queue
 import threading
 import time
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import Dict, List, Mapping, Optional
 
 from prometheus_client import Counter
 from prometheus_client.core import GaugeMetricFamily
