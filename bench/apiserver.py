@@ -140,7 +140,7 @@ def main(argv=None) -> int:
             print(f"| {way} the webhook | {percentile(v, 0.5):.2f} | {percentile(v, 0.9):.2f} | "
                   f"{percentile(v, 0.99):.2f} | {statistics.mean(v):.2f} |")
         added = {q: percentile(latencies["with"], q) - percentile(latencies["without"], q) for q in (0.5, 0.99)}
-        print(f"\nadded by the webhook: +{added[0.5]:.2f} ms p50, +{added[0.99]:.2f} ms p99 "
+        print(f"\nadded by the webhook: {added[0.5]:+.2f} ms p50, {added[0.99]:+.2f} ms p99 "
               f"(the Go original on this machine: +1.7 ms p50, +3.1 ms p99)")
         # Where the time goes: each webhook call as the API server times it, and the host's own part.
         server_side = mean_of(kubectl(cp, "get", "--raw", "/metrics").stdout,
