@@ -24,6 +24,9 @@ import tempfile
 import time
 from typing import Callable, Dict
 
+from framework.config import ConfigError
+from framework.plugins import PluginError
+
 log = logging.getLogger("admission_host.workers")
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -114,6 +117,9 @@ class Supervisor:
                 code = self.work(index)
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else 1
+            except (ConfigError, PluginError, ValueError) as exc:  # as a single process says them: exit 2
+                log.error("worker %d: %s", index, exc)
+                code = 2
             except BaseException:
                 log.exception("worker %d failed", index)
             finally:

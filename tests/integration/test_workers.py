@@ -85,3 +85,18 @@ def test_workers_auto_and_a_bad_count(tmp_path):
     assert build_parser().parse_args(["serve", "--workers", "auto"]).workers == available_cpus() >= 1
     with pytest.raises(SystemExit):
         build_parser().parse_args(["serve", "--workers", "0"])
+
+
+def test_a_configuration_error_in_the_workers_exits_2_at_once():
+    import subprocess
+    import sys
+
+    from .conftest import REPO
+
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "framework.cli", "serve", "--workers", "2", "--plugins", "eci_profile",
+                           "--insecure-http", "--port", "0"], capture_output=True, text=True, timeout=60,
+                          cwd=str(REPO), env={**os.environ, **NO_CLUSTER})
+    assert proc.returncode == 2, proc.stderr
+    assert "plugins watch eci-namespaces" in proc.stderr and "starting a new one" not in proc.stderr
+    assert time.monotonic() - started < 30
