@@ -43,7 +43,7 @@ class ConstantPipeline:
         self.answer = answer
         self.mutators = mutators
 
-    def handle(self, body: bytes, timeout=None) -> bytes:
+    def handle(self, body: bytes, timeout=None, arrived=None) -> bytes:
         return self.answer
 
 

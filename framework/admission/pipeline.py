@@ -109,19 +109,21 @@ class Pipeline:
             found = self._routes[key] = (mutators, paths, inline)
         return found
 
-    def handle(self, body: bytes, timeout: Optional[float] = None) -> bytes:
+    def handle(self, body: bytes, timeout: Optional[float] = None, arrived: Optional[float] = None) -> bytes:
         """One webhook call: AdmissionReview bytes in, AdmissionReview bytes out (the only place
         with bytes). ``timeout`` is the API server's own (the ``timeout`` query parameter it sends):
-        the deadline is kept inside it. Raises :class:`review.ReviewError` for a broken call."""
+        the deadline is kept inside it, counted from ``arrived`` (``time.monotonic()`` of the
+        request's first byte; default now). Raises :class:`review.ReviewError` for a broken call."""
         api_version, raw = review.parse(body)
-        req = self.request(raw, timeout)
+        req = self.request(raw, timeout, arrived)
         return review.encode(api_version, req.uid, self.admit(req))
 
-    def request(self, raw: dict, timeout: Optional[float] = None) -> AdmissionRequest:
+    def request(self, raw: dict, timeout: Optional[float] = None, arrived: Optional[float] = None) -> AdmissionRequest:
         """The :class:`AdmissionRequest` of a validated ``request`` (``review.validate``), due by
-        the host's deadline, or by a share of the API server's ``timeout`` when that is shorter."""
+        the host's deadline, or by a share of the API server's ``timeout`` when that is shorter,
+        after ``arrived``."""
         budget = self.deadline if timeout is None else min(self.deadline, timeout * TIMEOUT_SHARE)
-        return AdmissionRequest(raw, deadline=time.monotonic() + budget)
+        return AdmissionRequest(raw, deadline=(time.monotonic() if arrived is None else arrived) + budget)
 
     def admit(self, req: AdmissionRequest) -> Outcome:
         """The verdict on one request: what the webhook answers, before it is encoded.

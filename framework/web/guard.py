@@ -12,18 +12,36 @@ import time
 
 from waitress.channel import HTTPChannel
 from waitress.server import TcpWSGIServer
+from waitress.task import WSGITask
+
+#: WSGI environ key: when the request's first byte arrived (``time.monotonic()``), so that an
+#: admission's deadline counts the time it waited for a free thread.
+ARRIVED = "admission_host.arrived"
+
+
+class StampedTask(WSGITask):
+    def get_environment(self):
+        environ = super().get_environment()
+        environ[ARRIVED] = getattr(self.request, "arrived", None)
+        return environ
 
 
 class DeadlineChannelMixin:
-    """Notes when the request being received began (put it before HTTPChannel in the bases)."""
+    """Notes when the request being received began (put it before HTTPChannel in the bases), and
+    stamps each complete request with it (``ARRIVED`` in its WSGI environ)."""
 
     request_started = None
     handshaken = True  # plain HTTP has no handshake
+    task_class = StampedTask
 
     def received(self, data):
         if self.request is None and data and self.request_started is None:
             self.request_started = time.monotonic()
+        started = self.request_started
         result = super().received(data)
+        for request in self.requests:
+            if not hasattr(request, "arrived"):
+                request.arrived = started
         if self.request is None:  # nothing partial left: the last request arrived whole
             self.request_started = None
         return result

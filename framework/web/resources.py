@@ -11,6 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from framework import plugins
 from framework.admission.review import ReviewError
+from framework.web.guard import ARRIVED
 
 JSON = "application/json"
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
@@ -52,7 +53,8 @@ class Mutate:
         if len(body) > limit:
             self._reject(falcon.HTTPContentTooLarge(description=f"body larger than {limit} bytes"))
         try:
-            resp.data = self.pipeline.handle(body, timeout=go_duration(req.get_param("timeout")))
+            resp.data = self.pipeline.handle(body, timeout=go_duration(req.get_param("timeout")),
+                                             arrived=req.env.get(ARRIVED))
         except ReviewError as exc:
             self._reject(falcon.HTTPBadRequest(title="Invalid AdmissionReview", description=exc.message))
         resp.content_type = JSON
