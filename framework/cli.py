@@ -264,6 +264,7 @@ def _serve(args, config: Config, kube, no_cluster, certs, sock=None, worker: int
     from framework.host import Host
     from framework.web.serve import Server
 
+    checks = []
     if sock is not None:
         logs.setup(args.log_level or config.log_level or "INFO", config.log_format, worker=worker)
         config.identity = f"{config.identity}-{worker}"  # each worker stands for the Lease alone
@@ -271,9 +272,7 @@ def _serve(args, config: Config, kube, no_cluster, certs, sock=None, worker: int
             from framework.certs import bootstrap_in_use
 
             cert_file, certs = certs.cert_file, None
-            bootstrap = lambda: bootstrap_in_use(cert_file)  # noqa: E731
-        else:
-            bootstrap = None
+            checks.append(lambda: bootstrap_in_use(cert_file))
     host = Host(config, kube)
     if kube is None:
         if not args.local and host.watches:
@@ -283,11 +282,10 @@ def _serve(args, config: Config, kube, no_cluster, certs, sock=None, worker: int
         log.info("serving with no API server: caches from %d file(s), controllers off", len(args.objects))
     server = Server(host, config, sock=sock, controllers=config.leader_election or not worker)
     if certs is not None:
-        host.readiness_checks.append(certs.not_ready)
+        checks.append(certs.not_ready)
         certs.on_change = server.tls.maybe_reload
         certs.start()
-    elif sock is not None and bootstrap is not None:
-        host.readiness_checks.append(bootstrap)
+    host.readiness_checks += checks
     server.install_signal_handlers()
     try:
         server.run()

@@ -197,7 +197,6 @@ class Pipeline:
         req, paths = run.req, run.paths
         while run.index < stop and not run.over:
             mutator = run.mutators[run.index]
-            warnings_before, audit_before = len(req.warnings), dict(req.audit_annotations)
             run.started = started = time.perf_counter()
             error: Optional[Exception] = None
             try:
@@ -216,8 +215,7 @@ class Pipeline:
                 if time.monotonic() > req.deadline:  # an inline mutator, or the runner beat the waiter
                     run.over, run.late = True, run.index
                     return
-                if error is not None and not self._failed(run, mutator, error, elapsed,
-                                                          warnings_before, audit_before):
+                if error is not None and not self._failed(run, mutator, error, elapsed):
                     run.over = True
                     return
                 if error is None:
@@ -241,8 +239,7 @@ class Pipeline:
             with run.lock:
                 run.over = True
 
-    def _failed(self, run: _Run, mutator: Mutator, exc: Exception, elapsed: float,
-                warnings_before: int, audit_before: dict) -> bool:
+    def _failed(self, run: _Run, mutator: Mutator, exc: Exception, elapsed: float) -> bool:
         """Apply a failed mutator's failure policy; False when the request ends here (denied)."""
         req = run.req
         if isinstance(exc, Denied):
@@ -256,9 +253,10 @@ class Pipeline:
             run.denied = (500, f"{who} failed: {exc!r}")
             return False
         log.error("%s failed on %r; its changes are dropped (failure policy Ignore)", who, req, exc_info=exc)
+        # What the mutators before it left: kept as each finished.
         req.object = run.state.restore(req.object)
-        del req.warnings[warnings_before:]
-        req.audit_annotations = audit_before
+        del req.warnings[len(run.warnings):]
+        req.audit_annotations = dict(run.audit)
         req.warn(f"{who} failed and was skipped: {exc}")
         return True
 

@@ -18,41 +18,36 @@ class ReadOnlyError(TypeError):
                          f"(framework.thaw(obj) or copy.deepcopy(obj))")
 
 
-def _dict_readonly(self, *args, **kwargs):
-    raise ReadOnlyError("dict")
+class _ReadOnly:
+    """What a frozen dict and a frozen list share: copies are plain, editable ones."""
 
-
-def _list_readonly(self, *args, **kwargs):
-    raise ReadOnlyError("list")
-
-
-class FrozenDict(dict):
     __slots__ = ()
-    __setitem__ = __delitem__ = __ior__ = clear = pop = popitem = setdefault = update = _dict_readonly
+    _plain: type
 
-    def __copy__(self) -> dict:
-        return dict(self)
+    def _readonly(self, *args, **kwargs):
+        raise ReadOnlyError(self._plain.__name__)
+
+    def __copy__(self):
+        return self._plain(self)
 
     def __deepcopy__(self, memo) -> Any:
         return thaw(self)
 
     def __reduce__(self):
-        return dict, (dict(self),)
+        return self._plain, (self._plain(self),)
 
 
-class FrozenList(list):
+class FrozenDict(_ReadOnly, dict):
     __slots__ = ()
+    _plain = dict
+    __setitem__ = __delitem__ = __ior__ = clear = pop = popitem = setdefault = update = _ReadOnly._readonly
+
+
+class FrozenList(_ReadOnly, list):
+    __slots__ = ()
+    _plain = list
     __setitem__ = __delitem__ = __iadd__ = __imul__ = append = extend = insert = pop = remove = clear = \
-        sort = reverse = _list_readonly
-
-    def __copy__(self) -> list:
-        return list(self)
-
-    def __deepcopy__(self, memo) -> Any:
-        return thaw(self)
-
-    def __reduce__(self):
-        return list, (list(self),)
+        sort = reverse = _ReadOnly._readonly
 
 
 def freeze(obj: Any) -> Any:

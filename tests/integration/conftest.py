@@ -35,6 +35,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 LAUNCHER = HERE / "launcher.py"
 DELETION_COST_LABEL = "example.com/deletion-cost"
+NO_CLUSTER = {"KUBECONFIG": "/nonexistent/kubeconfig"}  # no API server to be found: local mode
 DELETION_COST_ANNOTATION = "controller.kubernetes.io/pod-deletion-cost"
 
 

@@ -8,10 +8,7 @@ import yaml
 
 from framework.testing import pod, review
 
-from .conftest import REPO, CertFiles, ServerProcess, decoded_patch
-
-NO_CLUSTER = {"KUBECONFIG": "/nonexistent/kubeconfig"}
-
+from .conftest import NO_CLUSTER, REPO, CertFiles, ServerProcess, decoded_patch
 
 def test_local_serves_eci_profile_with_selectors_from_files(ca, tmp_path):
     objects = tmp_path / "objects.yaml"

@@ -9,10 +9,7 @@ import pytest
 
 from framework.testing import review
 
-from .conftest import ServerProcess, decoded_patch, deletion_cost_op, labelled_pod
-
-NO_CLUSTER = {"KUBECONFIG": "/nonexistent/kubeconfig"}
-
+from .conftest import NO_CLUSTER, ServerProcess, decoded_patch, deletion_cost_op, labelled_pod
 
 def workers_of(server: ServerProcess) -> set:
     """The pids of the supervisor's children (the serving processes)."""
