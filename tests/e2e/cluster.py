@@ -47,6 +47,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from tests.e2e.service_network import ServiceNetwork
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
@@ -394,9 +396,12 @@ class ControlPlane:
     Every ``start()`` begins with an empty etcd; ``restart_apiserver()`` keeps it.
     """
 
-    def __init__(self, workdir: Path, bin_dir: Optional[Path] = None, release: Optional[Release] = None):
+    def __init__(self, workdir: Path, bin_dir: Optional[Path] = None, release: Optional[Release] = None,
+                 service_network: bool = False):
         self.workdir = Path(workdir).resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
+        # With a service network, webhooks configured by Service reach what the test routes there.
+        self.services: Optional[ServiceNetwork] = ServiceNetwork(self.workdir) if service_network else None
         self.release = release or selected_release()
         self.bin_dir = Path(bin_dir) if bin_dir is not None else ensure_binaries(self.release)
         self.etcd_bin = find_etcd(self.bin_dir)
@@ -459,6 +464,8 @@ class ControlPlane:
             self._atexit_registered = True
         try:
             self._write_static_files()
+            if self.services is not None:
+                self.services.start()
             self._start_etcd(timeout)
             self.start_apiserver(timeout)
             if self.release.simulated_nodes:
@@ -479,6 +486,8 @@ class ControlPlane:
         self._controller_manager.stop()
         self.stop_apiserver()
         self._etcd.stop()
+        if self.services is not None:
+            self.services.stop()
         if self._etcd_data is not None:
             shutil.rmtree(self._etcd_data, ignore_errors=True)
             self._etcd_data = None
@@ -524,6 +533,7 @@ class ControlPlane:
             "--allow-privileged=true",
             "--cert-dir=%s" % (self.workdir / "apiserver-certs"),
             "--profiling=false",
+            *(["--egress-selector-config-file=%s" % self.services.config_path] if self.services else []),
         ])
         self._wait_https(self._apiserver, self.server + "/readyz", timeout,
                          headers={"Authorization": "Bearer " + self._admin_token})

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import math
 import os
 import re
 import shutil
@@ -38,6 +37,7 @@ from framework.certs import Bundle, CertManager, service_names
 from framework.cli import build_parser
 from tests.e2e import cluster
 from tests.e2e.host import DEPLOY, REPO, HostProcess, free_port, kubectl, wait_for
+from tests.e2e.image import container_env, expand
 
 pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="needs kubectl (kustomize)")
 
@@ -179,30 +179,8 @@ def test_deployment_args_agree_with_the_other_objects():
 
 
 def kubelet_env(objects: List[dict]) -> dict:
-    """The container's environment as the kubelet sets it: values, the namespace fieldRef, and
-    resourceFieldRefs (limits.cpu with divisor 1 is the limit rounded up to whole CPUs)."""
-    deployment = find(objects, "Deployment")
-    c = container(objects)
-    env = {}
-    for e in c.get("env") or ():
-        source = e.get("valueFrom") or {}
-        if source.get("fieldRef", {}).get("fieldPath") == "metadata.namespace":
-            env[e["name"]] = deployment["metadata"]["namespace"]
-        elif "resourceFieldRef" in source:
-            ref = source["resourceFieldRef"]
-            assert ref.get("containerName") in (None, c["name"]) and ref["resource"] == "limits.cpu", ref
-            assert str(ref.get("divisor", "1")) == "1", ref
-            limit = str(c["resources"]["limits"]["cpu"])
-            cpus = int(limit[:-1]) / 1000 if limit.endswith("m") else float(limit)
-            env[e["name"]] = str(math.ceil(cpus))
-        elif "value" in e:
-            env[e["name"]] = e["value"]
-    return env
-
-
-def expand(args: List[str], env: dict) -> List[str]:
-    """``$(NAME)`` in args replaced as the kubelet does (an unknown name is left as written)."""
-    return [re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m.group(1), m.group(0)), a) for a in args]
+    """The rendered container's environment as the kubelet sets it."""
+    return container_env(find(objects, "Deployment"), container(objects))
 
 
 def test_webhook_configuration_is_safe():
