@@ -21,6 +21,7 @@ from tests.e2e import cluster
 from tests.e2e import test_policies as policies
 from tests.e2e import test_seed_examples as seed
 from tests.e2e.conftest import Cluster
+from tests.e2e.helm import CHART, helm
 from tests.e2e.host import DEPLOY, kubectl, wait_for
 from tests.e2e.image import ULIMITS, ImagePod, images, podman
 
@@ -82,12 +83,15 @@ def replicas(cp, admin, built, tmp_path):
         pod.stop(timeout=5)
 
 
+def core_v1(cp):
+    import kubernetes.client
+
+    return kubernetes.client.CoreV1Api(cp.api_client())
+
+
 def run_seed_scenarios(cp, admin, pod: ImagePod) -> None:
     """The seed README's examples applied as written, and the policies they declare, through the
     installed webhook: each scenario on fresh nodes, namespace and Selectors."""
-    import kubernetes.client
-
-    core_v1 = kubernetes.client.CoreV1Api(cp.api_client())
     scenarios = [lambda k8s, n=name: seed.test_seed_example_applies_and_is_valid(k8s, n)
                  for name in sorted(p.name for p in seed.EXAMPLES.glob("*.yaml"))]
     scenarios += [seed.test_unquoted_pod_deletion_cost_lands_as_a_string,
@@ -95,7 +99,7 @@ def run_seed_scenarios(cp, admin, pod: ImagePod) -> None:
                   policies.test_virtual_node_only_lands_on_virtual_node_keeping_own_node_selector,
                   policies.test_normal_node_prefer_bursts_only_when_normal_nodes_are_full]
     for scenario in scenarios:
-        k8s = Cluster(cp, admin, core_v1, pod)
+        k8s = Cluster(cp, admin, core_v1(cp), pod)
         try:
             scenario(k8s)
         finally:
@@ -147,3 +151,61 @@ def test_derived_image_lists_its_third_party_plugin(built):
     assert {"eci_profile", "env_injector"} <= listed, listed
     # Its user is the base image's.
     assert podman("image", "inspect", "--format", "{{.Config.User}}", derived).stdout.strip() == "10001:10001"
+
+
+def test_helm_install_upgrade_uninstall(cp, admin, replicas, built):
+    repository, tag = built[0].rsplit(":", 1)
+    kubeconfig = ("--kubeconfig", str(cp.admin_kubeconfig))
+    image = ("--set", f"image.repository={repository}", "--set", f"image.tag={tag}")
+    helm("install", "admission-host", str(CHART), "-n", NS, "--create-namespace", *kubeconfig, *image)
+    deployment = admin.get(f"/apis/apps/v1/namespaces/{NS}/deployments/admission-host")
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == built[0]
+    # The chart's crds/ went in first; the replica runs as the chart made it.
+    wait_for(lambda: admin.get("/apis/eci.aliyun.com/v1/selectors") is not None, what="selectors served")
+    pod = replicas.start()
+    assert_runs_locked_down(pod)
+    run_seed_scenarios(cp, admin, pod)
+    ca_bundle = admin.get(WEBHOOK)["webhooks"][0]["clientConfig"]["caBundle"]
+
+    # An upgrade that changes the webhook and the host's configuration. The caBundle the host set
+    # is not the chart's: Helm must leave it, or every call fails until the host sets it again.
+    helm("upgrade", "admission-host", str(CHART), "-n", NS, *kubeconfig, "--reuse-values",
+         "--set", "webhook.timeoutSeconds=8", "--set", "config.plugins.eci_profile.virtualNodeLabels.pool=burst")
+    (hook,) = admin.get(WEBHOOK)["webhooks"]
+    assert hook["timeoutSeconds"] == 8 and hook["clientConfig"]["caBundle"] == ca_bundle
+    config = yaml.safe_load(admin.get(f"/api/v1/namespaces/{NS}/configmaps/admission-host")["data"]["config.yaml"])
+    assert config["plugins"]["eci_profile"]["virtualNodeLabels"]["pool"] == "burst"
+    # The rollout: the old replica drains and exits 0, the new one reads the new configuration.
+    replicas.stop_all()
+    pod = replicas.start()
+    k8s = Cluster(cp, admin, core_v1(cp), pod)
+    try:
+        k8s.apply_selector(seed.EXAMPLES / "virtual-node-only.yaml")
+        created = k8s.pod("web", k8s.namespace(), labels={"app": "nginx"})
+        assert created["spec"]["nodeSelector"] == {"k8s.aliyun.com/vnode": "true", "pool": "burst"}
+    finally:
+        k8s.cleanup()
+    # The seed scenarios' virtual nodes do not carry the new label: back to the chart's defaults.
+    helm("upgrade", "admission-host", str(CHART), "-n", NS, *kubeconfig, "--reset-values", *image)
+    replicas.stop_all()
+    pod = replicas.start()
+    run_seed_scenarios(cp, admin, pod)
+    api_server_calls_the_service(admin, cp)
+
+    helm("uninstall", "admission-host", "-n", NS, *kubeconfig)
+    replicas.stop_all()
+    # No webhook configuration is left to call a host that is gone: pods are created untouched.
+    with pytest.raises(ApiError) as gone:
+        admin.get(WEBHOOK)
+    assert gone.value.status == 404
+    admin.post("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "after"}})
+    created = admin.post("/api/v1/namespaces/after/pods", {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web", "labels": {"app": "nginx"}},
+        "spec": {"containers": [{"name": "main", "image": "nginx"}]}})
+    assert created["metadata"]["name"] == "web"
+    left = {o["kind"] for o in yaml.safe_load(kubectl(cp, "get", "all,cm,sa,role,rolebinding,pdb", "-n", NS,
+                                                           "-o", "yaml").stdout)["items"]
+            if o["metadata"].get("labels", {}).get("app.kubernetes.io/managed-by") == "Helm"}
+    assert not left, left
+    # Helm never deletes CRDs: the Selectors stay for a reinstall.
+    assert admin.get("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/selectors.eci.aliyun.com")
