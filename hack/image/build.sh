@@ -74,7 +74,10 @@ echo "==> $IMAGE built in $((SECONDS - started)) s" >&2
 # The derived image: the plugin as a wheel in a context of its own, installed the documented way.
 context=$(mktemp -d)
 trap 'rm -rf "$context"' EXIT
-python3 -m pip wheel --quiet --no-deps --wheel-dir "$context" "$ROOT/plugins/examples/env_injector" >&2
+# (built from a copy: setuptools leaves build/ and egg-info behind in the folder it builds)
+cp -r "$ROOT/plugins/examples/env_injector" "$context/src"
+python3 -m pip wheel --quiet --no-deps --wheel-dir "$context" "$context/src" >&2
+rm -rf "$context/src"
 cp "$HERE/derived.Dockerfile" "$context/Dockerfile"
 buildah bud --isolation chroot --build-arg "BASE=$IMAGE" "${ca_volume[@]}" -t "$DERIVED" "$context" >&2
 for name in "$BASE" "$IMAGE" "$DERIVED"; do
