@@ -29,10 +29,11 @@ def mutate(request):
 PATHS = ("metadata.annotations", "spec.tolerations")
 
 # As the bundled plugins do, the mutator declares the parts of the pod it changes, so the host
-# snapshots and diffs only those, and runs inline (it waits for nothing); UNDECLARED is the same
-# mutator without the declaration, ON_RUNNER the same one handed to a runner thread.
+# snapshots and diffs only those, and is nonblocking (it waits for nothing: answered on the event
+# loop); UNDECLARED is the same mutator without the paths, ON_RUNNER the same one handed to a
+# runner thread.
 MUTATOR = Mutator(name="bench-two-annotations-and-a-toleration", mutate=mutate, resources=("pods",),
-                  operations=("CREATE",), paths=PATHS, inline=True)
+                  operations=("CREATE",), paths=PATHS, nonblocking=True)
 UNDECLARED = Mutator(name="bench-two-annotations-and-a-toleration", mutate=mutate, resources=("pods",),
                      operations=("CREATE",), inline=True)
 ON_RUNNER = Mutator(name="bench-two-annotations-and-a-toleration", mutate=mutate, resources=("pods",),

@@ -39,9 +39,10 @@ from framework.web.serve import Server
 class ConstantPipeline:
     """Quacks like ``Pipeline`` for the ``/mutate`` resource: the same answer to every call."""
 
-    def __init__(self, answer: bytes, mutators):
+    def __init__(self, answer: bytes, pipeline):
         self.answer = answer
-        self.mutators = mutators
+        self.mutators = pipeline.mutators
+        self.nonblocking = pipeline.nonblocking  # served on the same thread as the real one
 
     def handle(self, body: bytes, timeout=None, arrived=None) -> bytes:
         return self.answer
@@ -108,7 +109,7 @@ def serve(args, config: Config, sock=None) -> int:
             body = orjson.dumps(review(make_pod(args.size), uid="bench"))  # the uid bench.server sends
         answer = host.pipeline.handle(body)
         logging.getLogger().setLevel(level)
-        host.pipeline = ConstantPipeline(answer, host.pipeline.mutators)
+        host.pipeline = ConstantPipeline(answer, host.pipeline)
     server = Server(host, config, sock=sock)
     server.install_signal_handlers()
     print(f"ready pid={os.getpid()} variant={args.variant}", file=sys.stderr, flush=True)

@@ -7,6 +7,7 @@ The public face for plugin authors; plugins import only from here (and ``framewo
 
 from framework.admission.patch import make_patch
 from framework.admission.review import AdmissionRequest
+from framework.event_loop import LeaveEventLoop, leave_event_loop
 from framework.hookspecs import hookimpl, hookspec
 from framework.kube.client import JSON_PATCH, MERGE_PATCH, ApiError, CredentialsError, KubeClient, object_path
 from framework.kube.frozen import ReadOnlyError, thaw
@@ -20,6 +21,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AdmissionRequest", "ApiError", "Controller", "CredentialsError", "Denied", "FAIL", "IGNORE", "InvalidSelector", "JSON_PATCH",
-    "KubeClient", "LabelSelector", "MERGE_PATCH", "Mutator", "ReadOnlyError", "Reflector", "Store", "Watch",
-    "WorkQueue", "hookimpl", "hookspec", "make_patch", "object_path", "thaw",
+    "KubeClient", "LabelSelector", "LeaveEventLoop", "MERGE_PATCH", "Mutator", "ReadOnlyError", "Reflector", "Store", "Watch",
+    "WorkQueue", "hookimpl", "hookspec", "leave_event_loop", "make_patch", "object_path", "thaw",
 ]

@@ -31,6 +31,9 @@ class Metrics:
         self.mutator_seconds = Histogram(
             "admission_host_mutator_duration_seconds", "Time spent in one mutator.",
             ["plugin", "mutator"], buckets=LATENCY_BUCKETS, registry=r)
+        self.event_loop_handoffs = Counter(
+            "admission_host_event_loop_handoffs", "Admissions begun on the event-loop thread that had "
+            "to wait (a cache miss, an API call) and were started again on a worker thread.", registry=r)
         self.bad_requests = Counter(
             "admission_host_bad_requests", "Webhook calls rejected before admission, by HTTP status.",
             ["status"], registry=r)

@@ -70,9 +70,12 @@ class Mutator:
     failure_policy: str = IGNORE
     paths: Optional[Tuple[str, ...]] = None
     inline: bool = False
+    nonblocking: bool = False
     plugin: str = ""  # filled in by the host
 
     def __post_init__(self):
+        if self.nonblocking:  # what never waits runs in the request's thread, whichever it is
+            object.__setattr__(self, "inline", True)
         object.__setattr__(self, "resources", _tuple(self.resources))
         object.__setattr__(self, "operations", _tuple(self.operations))
         if self.paths is not None:

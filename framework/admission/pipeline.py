@@ -83,6 +83,8 @@ class Pipeline:
         if dupes:
             raise ValueError(f"duplicate mutator name(s): {', '.join(dupes)}")
         self.metrics = metrics or Metrics()
+        #: Every mutator is declared nonblocking: admissions may be answered on the event loop.
+        self.nonblocking = bool(self.mutators) and all(m.nonblocking for m in self.mutators)
         self._routes: Dict[tuple, tuple] = {}
         #: Seconds from a request's arrival to its answer, over all its mutators (see deadline.py).
         self.deadline = deadline

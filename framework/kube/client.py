@@ -15,6 +15,8 @@ from urllib.parse import quote, urlencode
 import orjson
 import urllib3
 
+from framework.event_loop import leave_event_loop
+
 log = logging.getLogger(__name__)
 
 MERGE_PATCH = "application/merge-patch+json"
@@ -139,6 +141,7 @@ class KubeClient:
     def request(self, method: str, path: str, *, query: Optional[dict] = None, body: Any = None,
                 content_type: Optional[str] = None, timeout: float = 30.0) -> Any:
         """Send one request; return the parsed JSON answer or raise :class:`ApiError`."""
+        leave_event_loop(f"{method} {path}")  # the answer is waited for: never on the event loop
         data = None
         if body is not None:
             data = body if isinstance(body, bytes) else orjson.dumps(body)

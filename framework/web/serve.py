@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import logging
 import signal
 import threading
@@ -13,6 +14,7 @@ from waitress.adjustments import Adjustments
 from waitress.task import ThreadedTaskDispatcher
 
 from framework.config import Config
+from framework.event_loop import LeaveEventLoop, answering_on_event_loop
 from framework.web.app import ServingState, create_app
 from framework.web.guard import GuardedServer
 from framework.web.tls import CertificateReloader, TLSWSGIServer
@@ -22,6 +24,43 @@ log = logging.getLogger("admission_host.serve")
 # waitress warns "Task queue depth is N" for every queued request when connections outnumber
 # threads; that is normal for keep-alive API server connections and costs ~15% throughput.
 logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+
+
+class LoopDispatcher(ThreadedTaskDispatcher):
+    """waitress's worker threads, except for admissions whose mutators are all nonblocking: those
+    are answered on the event-loop thread, after each turn of the loop (see framework/event_loop.py).
+
+    A request that has to wait after all (:class:`LeaveEventLoop`) goes to a worker thread with its
+    body rewound; nothing of the first attempt was answered."""
+
+    def __init__(self, pipeline, metrics):
+        super().__init__()
+        self.pipeline, self.metrics = pipeline, metrics
+        self.loop_thread: Optional[int] = None  # set by Server.run
+        self.deferred: collections.deque = collections.deque()
+
+    def add_task(self, channel):
+        # On the loop thread (a request just arrived whole), never from a worker thread.
+        if threading.get_ident() == self.loop_thread and self.pipeline.nonblocking:
+            request = channel.requests[0]
+            if request.path == "/mutate" and request.command == "POST" and not request.error:
+                self.deferred.append(channel)
+                return
+        super().add_task(channel)
+
+    def answer_deferred(self) -> None:
+        while self.deferred:
+            channel = self.deferred.popleft()
+            body = channel.requests[0].get_body_stream()
+            start = body.tell()
+            try:
+                with answering_on_event_loop():
+                    channel.service()  # a pipelined request behind it comes back through add_task
+            except LeaveEventLoop as exc:
+                log.debug("admission moved to a worker thread: %s", exc)
+                self.metrics.event_loop_handoffs.inc()
+                body.seek(start)
+                super().add_task(channel)
 
 
 class Server:
@@ -42,7 +81,7 @@ class Server:
                                  "(or --cert-secret, or --insecure-http)")
             self.tls = CertificateReloader(config.tls_cert_file, config.tls_private_key_file, host.metrics)
         self.map: dict = {}
-        self.dispatcher = ThreadedTaskDispatcher()
+        self.dispatcher = LoopDispatcher(host.pipeline, host.metrics)
         self.dispatcher.set_thread_count(config.threads)
         # waitress refuses a body of max_request_body_size bytes or more; the limit is the largest
         # accepted body, as /mutate applies it.
@@ -83,9 +122,15 @@ class Server:
                  ", ".join(m.name for m in self.host.pipeline.mutators) or "none")
         if on_ready:
             on_ready()
+        self.dispatcher.loop_thread = threading.get_ident()
         while not self._stop.is_set():
-            wasyncore.loop(timeout=1.0, map=self.map, use_poll=True, count=1)
+            self._turn(1.0)
         self._drain()
+
+    def _turn(self, timeout: float, count: int = 1) -> None:
+        """One or more turns of the event loop, then the admissions it answers itself."""
+        wasyncore.loop(timeout=timeout, map=self.map, use_poll=True, count=count)
+        self.dispatcher.answer_deferred()
 
     def _drain(self) -> None:
         """Stop accepting, finish what is in flight, then stop the host (which releases the lease)."""
@@ -104,11 +149,11 @@ class Server:
                     channel.will_close = True  # idle keep-alive connection: close it
             if not busy:
                 break
-            wasyncore.loop(timeout=0.1, map=self.map, use_poll=True, count=1)
+            self._turn(0.1)
         else:
             log.warning("shutdown grace period over with requests still in flight")
         # Let the main loop close the connections just marked, then stop the workers.
-        wasyncore.loop(timeout=0.05, map=self.map, use_poll=True, count=2)
+        self._turn(0.05, count=2)
         # Idle workers stop at once; a worker still busy after the grace period is not waited for
         # (the threads are daemons), so the process exits within the grace period.
         self.dispatcher.shutdown(cancel_pending=True, timeout=min(2.0, max(0.1, deadline - time.monotonic())))

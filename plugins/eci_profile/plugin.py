@@ -47,12 +47,14 @@ def admission_host_watches(host):
 @hookimpl
 def admission_host_mutators(host):
     profile = profile_of(host)
-    # inline: every wait on the admission path takes its timeout from request.time_left().
+    # nonblocking: they read the caches; a cache miss's GET and the binding's PATCH go through the
+    # host's KubeClient, which moves the request off the event loop first, and take their timeout
+    # from request.time_left().
     return [
         Mutator(name="eci-profile-pod", mutate=profile.mutate_pod, resources=("pods",), operations=("CREATE",),
-                paths=("metadata.annotations", "metadata.labels", "spec.tolerations", "spec.nodeSelector"), inline=True),
+                paths=("metadata.annotations", "metadata.labels", "spec.tolerations", "spec.nodeSelector"), nonblocking=True),
         Mutator(name="eci-profile-binding", mutate=profile.mutate_binding, resources=("pods/binding",),
-                operations=("CREATE",), paths=("metadata.annotations",), inline=True),
+                operations=("CREATE",), paths=("metadata.annotations",), nonblocking=True),
     ]
 
 

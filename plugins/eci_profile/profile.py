@@ -11,7 +11,7 @@ from typing import Dict, List, Mapping, Optional
 from prometheus_client import Counter
 from prometheus_client.core import GaugeMetricFamily
 
-from framework import ApiError, Denied, Watch, object_path
+from framework import ApiError, Denied, Watch, leave_event_loop, object_path
 from plugins.eci_profile import selectors, timing
 from plugins.eci_profile.cap import SELECTOR_INDEX, SELECTOR_LABEL, VirtualPods
 from plugins.eci_profile.resources import node_fit, requests_of
@@ -403,6 +403,10 @@ class EciProfile:
         if selector is None:
             return
         pod_meta = pod["metadata"]
+        if not request.dry_run and self.kube is not None:
+            # The pod's labels are PATCHed below, a wait: not on the event loop. Leaving before the
+            # cap's Event, which an attempt there would send once more.
+            leave_event_loop("labels of a pod bound to a virtual node")
         if selector.max_virtual_pods is not None:
             self.check_cap(selector, pod_meta, request)
         pod_annotations = dict.fromkeys(pod.get("annotationKeys") or ())

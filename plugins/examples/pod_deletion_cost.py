@@ -39,7 +39,7 @@ def make_mutator(label: str) -> Mutator:
         meta.setdefault("annotations", {})[ANNOTATION] = str(cost)
 
     return Mutator(name="pod-deletion-cost", mutate=mutate, resources=("pods",), operations=("CREATE",),
-                   order=100, paths=("metadata.annotations",), inline=True)
+                   order=100, paths=("metadata.annotations",), nonblocking=True)
 
 
 @dataclasses.dataclass

@@ -21,14 +21,12 @@ import resource
 import ssl
 import subprocess
 import tempfile
-import urllib.error
-import urllib.request
 import uuid
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from framework import KubeClient
-from tests.e2e.host import REPO, free_port, wait_for
+from tests.e2e.host import REPO, HostProcess, free_port
 
 BUILD = REPO / "hack" / "image" / "build.sh"
 # overlay named on every call (podman keeps the driver of its first run); runc, since crun refuses
@@ -83,8 +81,10 @@ def expand(args: List[str], env: dict) -> List[str]:
     return [re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m.group(1), m.group(0)), a) for a in args]
 
 
-class ImagePod:
-    """One replica of ``deployment`` (as the API server holds it) run from ``image`` by podman."""
+class ImagePod(HostProcess):
+    """One replica of ``deployment`` (as the API server holds it) run from ``image`` by podman.
+
+    ``start``, ``wait_ready``, ``get`` and ``log_tail`` are HostProcess's; ``stop`` is the kubelet's."""
 
     def __init__(self, admin: KubeClient, api_port: int, ca_pem: bytes, deployment: dict, image: str,
                  workdir: Path):
@@ -122,6 +122,8 @@ class ImagePod:
             self.options += ["--env", f"{name}={value}"]
         self.options += self._volumes(spec, c)
         self.options += self._service_account(spec, ca_pem)
+        self.args = [*PODMAN, "run", "--rm", *self.options, image, *self.args]
+        self.env = None
         self.log_path = self.workdir / "container.log"
         self.proc: Optional[subprocess.Popen] = None
         self.ssl = ssl._create_unverified_context()  # the tests check the served certificate themselves
@@ -171,39 +173,6 @@ class ImagePod:
             os.chmod(f, 0o644)
         return ["--volume", f"{local}:{SERVICE_ACCOUNT_DIR}:ro"]
 
-    # -- lifecycle ----------------------------------------------------------------------------------
-    @property
-    def url(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
-
-    def start(self) -> "ImagePod":
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([*PODMAN, "run", "--rm", *self.options, self.image, *self.args],
-                                     stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        return self
-
-    def get(self, path: str) -> tuple:
-        try:
-            with urllib.request.urlopen(self.url + path, context=self.ssl, timeout=5) as resp:
-                return resp.status, resp.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
-
-    def wait_ready(self, timeout: float = 60.0) -> "ImagePod":
-        def ready():
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the container exited with {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                return self.get("/readyz")[0] == 200
-            except OSError:
-                return False
-        try:
-            wait_for(ready, timeout, 0.2, f"{self.name} /readyz")
-        except TimeoutError as exc:
-            raise TimeoutError(f"{exc}\n{self.log_tail()}") from None
-        return self
-
     def exec(self, *command: str) -> subprocess.CompletedProcess:
         return podman("exec", self.name, *command, check=False)
 
@@ -219,9 +188,3 @@ class ImagePod:
                 podman("rm", "--force", self.name, check=False)
                 self.proc.wait(30)
         return self.proc.returncode
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"

@@ -63,9 +63,9 @@ class Replicas:
     def start(self, namespace: str = NS, name: str = "admission-host") -> ImagePod:
         deployment = self.admin.get(f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}")
         pod = ImagePod(self.admin, self.cp.apiserver_port, self.cp.certs.ca_pem, deployment, self.image,
-                       self.workdir).start()
+                       self.workdir).start(wait=False)
         self.running.append(pod)
-        pod.wait_ready()
+        pod.wait_ready(60)
         self.cp.services.route(self.admin.get(f"/api/v1/namespaces/{namespace}/services/{name}"), pod.port)
         return pod
 

@@ -61,5 +61,5 @@ def admission_host_mutators(host, options):
             if missing:
                 container.setdefault("env", []).extend(dict(e) for e in missing)
 
-    # inline: it only reads caches, so it can run in the request's own thread
-    return [Mutator(name="env-injector", mutate=mutate, resources=("pods",), operations=("CREATE",), inline=True)]
+    # nonblocking: it only reads caches, so it can run on the event loop
+    return [Mutator(name="env-injector", mutate=mutate, resources=("pods",), operations=("CREATE",), nonblocking=True)]

@@ -1,0 +1,46 @@
+"""Admissions answered on the event-loop thread, and the one rule that makes it safe: never wait there.
+
+Handing a request from waitress's event loop to a worker thread and its answer back costs about
+half of the server's own CPU time per request (measured with ``python -m bench.server``). When
+every mutator is declared ``nonblocking`` (it reads the request and the caches, nothing else),
+``POST /mutate`` is answered on the event-loop thread itself. A nonblocking mutator that finds it
+must wait after all (a cache miss that needs a GET, a PATCH) calls :func:`leave_event_loop`
+first; the host's :class:`~framework.KubeClient` does so on every request it sends. On the event
+loop that raises :class:`LeaveEventLoop`: the attempt is dropped (nothing has been answered,
+mutators are idempotent) and the request starts again on a worker thread, where waiting is fine.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+
+_here = threading.local()
+
+
+class LeaveEventLoop(BaseException):
+    """Raised on the event-loop thread by :func:`leave_event_loop`. A BaseException, so that a
+    mutator's ``except Exception`` and the pipeline's failure policies let it through."""
+
+
+def on_event_loop() -> bool:
+    """True in the thread that runs the event loop, while it answers an admission."""
+    return getattr(_here, "answering", False)
+
+
+def leave_event_loop(why: str = "") -> None:
+    """Call before waiting on anything (I/O, a lock held elsewhere, a sleep): on the event-loop
+    thread this moves the request to a worker thread, where it starts again; elsewhere it does
+    nothing."""
+    if getattr(_here, "answering", False):
+        raise LeaveEventLoop(why)
+
+
+@contextmanager
+def answering_on_event_loop():
+    """The extent of one admission answered on the event-loop thread."""
+    _here.answering = True
+    try:
+        yield
+    finally:
+        _here.answering = False
