@@ -11,8 +11,9 @@ from typing import Dict, List, Mapping, Optional
 from prometheus_client import Counter
 from prometheus_client.core import GaugeMetricFamily
 
-from framework import ApiError, Denied, Watch, leave_event_loop, object_path
+from framework import ApiError, Denied, Watch, object_path
 from plugins.eci_profile import selectors, timing
+from plugins.eci_profile.binding_labels import BindingLabeler
 from plugins.eci_profile.cap import SELECTOR_INDEX, SELECTOR_LABEL, VirtualPods
 from plugins.eci_profile.resources import node_fit, requests_of
 from plugins.eci_profile.selectors import InvalidSelectorSpec, Selector
@@ -185,6 +186,14 @@ class EciProfile:
         self._events: "queue.Queue" = queue.Queue(maxsize=1000)
         self._events_sent: Dict[tuple, float] = {}
         self._event_thread: Optional[threading.Thread] = None
+        self.binding_labels = Counter("eci_profile_binding_labels", "Pods bound to virtual nodes given their "
+                                      "Selector's labels, by outcome (labelled; gone, elsewhere: the pod was "
+                                      "deleted or bound to another node; failed).", ["outcome"],
+                                      registry=host.metrics.registry)
+        self.labeler: Optional[BindingLabeler] = None if self.kube is None else BindingLabeler(
+            self.kube, outcome=lambda outcome: self.binding_labels.labels(outcome).inc(),
+            failed=lambda pod_meta, why: self.event_later(
+                pod_meta, "VirtualNodeLabelsFailed", f"could not add the Selector's labels: {why}", "Warning"))
 
     @property
     def virtual(self) -> VirtualPods:
@@ -403,10 +412,6 @@ class EciProfile:
         if selector is None:
             return
         pod_meta = pod["metadata"]
-        if not request.dry_run and self.kube is not None:
-            # The pod's labels are PATCHed below, a wait: not on the event loop. Leaving before the
-            # cap's Event, which an attempt there would send once more.
-            leave_event_loop("labels of a pod bound to a virtual node")
         if selector.max_virtual_pods is not None:
             self.check_cap(selector, pod_meta, request)
         pod_annotations = dict.fromkeys(pod.get("annotationKeys") or ())
@@ -425,14 +430,9 @@ class EciProfile:
         if labels:
             if request.dry_run:
                 changes.append("labels (skipped: dry run)")
-            elif self.kube is not None:
-                try:  # Bindings carry no labels: the pod gets them by PATCH
-                    self.kube.patch(object_path("v1", "pods", name, namespace),
-                                    {"metadata": {"labels": labels}}, timeout=request.time_left())
-                    changes += [f"label {k}" for k in labels]
-                except ApiError as exc:
-                    log.warning("could not label pod %s/%s bound to virtual node: %s", namespace, name, exc)
-                    request.warn(f"eci-profile: could not add labels of Selector {selector.name}: {exc.message}")
+            elif self.labeler is not None:  # Bindings carry no labels: the pod gets them once bound
+                self.labeler.label(namespace, name, pod_meta.get("uid") or "", target["name"], labels)
+                changes += [f"label {k} (once bound)" for k in labels]
         self.record(request, selector, "binding", changes, target["name"])
 
     def apply_effect(self, selector: Selector, target_meta: dict, pod_meta: Mapping, field: str,

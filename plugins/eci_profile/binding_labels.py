@@ -1,0 +1,121 @@
+"""The labels of a pod bound to a virtual node, added once the binding is stored, off the admission path.
+
+A Binding carries annotations (the API server copies them onto the pod) but no labels, so the pod
+gets the Selector's labels by PATCH. Sent while the binding is being admitted, that PATCH made the
+binding wait for an API round trip, and labelled pods whose binding then failed. Here a background
+thread reads the pod until it is bound to that node (the binding is stored a moment after the
+webhook answers), then merge-patches the labels with the pod's resourceVersion as a precondition.
+A pod deleted, replaced (another uid) or bound elsewhere is left alone.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Optional
+
+from framework import ApiError, object_path
+
+log = logging.getLogger(__name__)
+
+FIRST_RETRY = 0.05  # seconds; doubled each time, up to MAX_RETRY
+MAX_RETRY = 1.0
+GIVE_UP_AFTER = 30.0  # a binding not stored by then is not coming
+
+
+@dataclass
+class _Job:
+    namespace: str
+    name: str
+    uid: str
+    node: str
+    labels: Dict[str, str]
+    until: float
+    delay: float = FIRST_RETRY
+    conflicts: int = field(default=0)
+
+
+class BindingLabeler:
+    """``label(...)`` returns at once; a daemon thread does the rest, many pods at a time."""
+
+    def __init__(self, kube, outcome: Callable[[str], None] = lambda _: None,
+                 failed: Callable[[dict, str], None] = lambda pod, why: None, clock=time.monotonic):
+        self.kube, self.outcome, self.failed, self.clock = kube, outcome, failed, clock
+        self._due: list = []  # (when, sequence, job)
+        self._sequence = itertools.count()
+        self._wake = threading.Condition()
+        self._thread: Optional[threading.Thread] = None
+
+    def label(self, namespace: str, name: str, uid: str, node: str, labels: Dict[str, str]) -> None:
+        now = self.clock()
+        self._schedule(now, _Job(namespace, name, uid, node, dict(labels), until=now + GIVE_UP_AFTER))
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="eci-profile-binding-labels", daemon=True)
+            self._thread.start()
+
+    def pending(self) -> int:
+        with self._wake:
+            return len(self._due)
+
+    def _schedule(self, when: float, job: _Job) -> None:
+        with self._wake:
+            heapq.heappush(self._due, (when, next(self._sequence), job))
+            self._wake.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._due or self._due[0][0] > self.clock():
+                    self._wake.wait(None if not self._due else self._due[0][0] - self.clock())
+                _, _, job = heapq.heappop(self._due)
+            try:
+                self.attempt(job)
+            except Exception:  # one pod's trouble is a log line, never the thread
+                log.exception("labelling pod %s/%s failed", job.namespace, job.name)
+
+    def attempt(self, job: _Job) -> Optional[str]:
+        """One try; schedules the next when the binding is not stored yet. Returns the outcome when
+        the job is over (labelled, gone, elsewhere, failed), else None."""
+        path = object_path("v1", "pods", job.name, job.namespace)
+        why = ""
+        try:
+            pod = self.kube.get(path, timeout=5.0)
+            meta, spec = pod.get("metadata") or {}, pod.get("spec") or {}
+            if job.uid and meta.get("uid") != job.uid:
+                return self._over(job, "gone")  # deleted and created again: not the pod we admitted
+            bound = spec.get("nodeName") or ""
+            if bound and bound != job.node:
+                return self._over(job, "elsewhere")  # the binding to the virtual node did not happen
+            if bound:
+                current = meta.get("labels") or {}
+                missing = {k: v for k, v in job.labels.items() if current.get(k) != v}
+                if missing:
+                    body = {"metadata": {"labels": missing, "resourceVersion": meta.get("resourceVersion")}}
+                    self.kube.patch(path, body, timeout=5.0)
+                return self._over(job, "labelled")
+            why = "not bound yet"
+        except ApiError as exc:
+            if exc.status == 404:
+                return self._over(job, "gone")
+            if exc.status == 409:  # changed since we read it: read it again at once
+                job.conflicts += 1
+                if job.conflicts <= 5:
+                    self._schedule(self.clock(), job)
+                    return None
+            why = exc.message
+        if self.clock() + job.delay > job.until:
+            log.warning("could not add labels %s to pod %s/%s bound to virtual node %s: %s",
+                        job.labels, job.namespace, job.name, job.node, why)
+            self.failed({"name": job.name, "namespace": job.namespace, "uid": job.uid}, why)
+            return self._over(job, "failed")
+        self._schedule(self.clock() + job.delay, job)
+        job.delay = min(job.delay * 2, MAX_RETRY)
+        return None
+
+    def _over(self, job: _Job, outcome: str) -> str:
+        self.outcome(outcome)
+        return outcome

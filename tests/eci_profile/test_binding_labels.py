@@ -1,0 +1,98 @@
+"""The labels of a pod bound to a virtual node: added once the binding is stored, to that pod only."""
+
+from framework import ApiError
+from framework.testing import pod
+from plugins.eci_profile.binding_labels import FIRST_RETRY, GIVE_UP_AFTER, BindingLabeler, _Job
+
+from .conftest import RecordingKube
+
+PATH = "/api/v1/namespaces/default/pods/web"
+LABELS = {"eci.aliyun.com/selector": "burst", "tier": "virtual"}
+
+
+class Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def stored(node="", uid="u1", labels=None, version="8"):
+    p = pod("web", labels=labels if labels is not None else {"app": "web"})
+    p["metadata"].update(uid=uid, resourceVersion=version)
+    if node:
+        p["spec"]["nodeName"] = node
+    return p
+
+
+def labeler(kube, clock):
+    outcomes, failures = [], []
+    lab = BindingLabeler(kube, outcome=outcomes.append, failed=lambda meta, why: failures.append((meta, why)),
+                         clock=clock)
+    return lab, outcomes, failures
+
+
+def job(clock):
+    return _Job("default", "web", "u1", "vk-1", dict(LABELS), until=clock() + GIVE_UP_AFTER)
+
+
+def test_waits_until_the_binding_is_stored_then_patches_with_a_precondition():
+    clock, kube = Clock(), RecordingKube({PATH: stored()})
+    lab, outcomes, _ = labeler(kube, clock)
+    j = job(clock)
+    assert lab.attempt(j) is None and lab.pending() == 1  # not bound yet: tried again later
+    assert j.delay == 2 * FIRST_RETRY and kube.writes() == []
+    kube.objects[PATH] = stored(node="vk-1")
+    assert lab.attempt(j) == "labelled"
+    assert kube.writes() == [("PATCH", PATH, {"metadata": {"labels": LABELS, "resourceVersion": "8"}})]
+    assert outcomes == ["labelled"]
+
+
+def test_a_pod_bound_elsewhere_replaced_or_deleted_is_left_alone():
+    clock = Clock()
+    for current, outcome in ((stored(node="normal-1"), "elsewhere"), (stored(node="vk-1", uid="u2"), "gone"),
+                             (None, "gone")):
+        kube = RecordingKube({PATH: current} if current else {})
+        lab, outcomes, _ = labeler(kube, clock)
+        assert lab.attempt(job(clock)) == outcome
+        assert kube.writes() == [] and outcomes == [outcome] and lab.pending() == 0
+
+
+def test_labels_the_pod_has_are_not_sent_again():
+    clock = Clock()
+    kube = RecordingKube({PATH: stored(node="vk-1", labels={"app": "web", "tier": "virtual"})})
+    lab, _, _ = labeler(kube, clock)
+    assert lab.attempt(job(clock)) == "labelled"
+    assert kube.writes() == [("PATCH", PATH, {"metadata": {"labels": {"eci.aliyun.com/selector": "burst"},
+                                                           "resourceVersion": "8"}})]
+    kube = RecordingKube({PATH: stored(node="vk-1", labels={"app": "web", **LABELS})})
+    lab, _, _ = labeler(kube, clock)
+    assert lab.attempt(job(clock)) == "labelled" and kube.writes() == []
+
+
+def test_a_conflict_reads_the_pod_again_at_once():
+    clock = Clock()
+    kube = RecordingKube({PATH: stored(node="vk-1")}, fail_patch=ApiError(409, "the object has been modified"))
+    lab, outcomes, _ = labeler(kube, clock)
+    j = job(clock)
+    assert lab.attempt(j) is None
+    assert lab._due[0][0] == clock.now and j.delay == FIRST_RETRY  # no back-off for a conflict
+    assert lab.attempt(j) == "labelled" and len(kube.writes()) == 2
+
+
+def test_gives_up_with_an_event_when_the_binding_never_comes():
+    clock = Clock()
+    kube = RecordingKube({PATH: stored()})
+    lab, outcomes, failures = labeler(kube, clock)
+    j = job(clock)
+    tries = 0
+    while (result := lab.attempt(j)) is None:
+        tries += 1
+        clock.now = lab._due[-1][0] if lab._due else clock.now
+        lab._due.clear()
+    assert result == "failed" and outcomes == ["failed"] and tries > 5
+    assert clock.now - 100.0 <= GIVE_UP_AFTER
+    (meta, why), = failures
+    assert meta == {"name": "web", "namespace": "default", "uid": "u1"} and why == "not bound yet"
+    assert kube.writes() == []
