@@ -47,9 +47,9 @@ def admission_host_watches(host):
 @hookimpl
 def admission_host_mutators(host):
     profile = profile_of(host)
-    # nonblocking: they read the caches; a cache miss's GET and the binding's PATCH go through the
-    # host's KubeClient, which moves the request off the event loop first, and take their timeout
-    # from request.time_left().
+    # nonblocking: they read the caches. A cache miss's GET goes through the host's KubeClient,
+    # which moves the request off the event loop first, with its timeout from request.time_left();
+    # the binding's label PATCH is sent later, from a thread of its own (binding_labels.py).
     return [
         Mutator(name="eci-profile-pod", mutate=profile.mutate_pod, resources=("pods",), operations=("CREATE",),
                 paths=("metadata.annotations", "metadata.labels", "spec.tolerations", "spec.nodeSelector"), nonblocking=True),
