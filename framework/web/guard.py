@@ -25,6 +25,21 @@ class StampedTask(WSGITask):
         environ[ARRIVED] = getattr(self.request, "arrived", None)
         return environ
 
+    def write(self, data):
+        """The header and the body's first bytes in one write. waitress writes them apart, and
+        sends each write at once: over TLS that is two records and two system calls an answer."""
+        if self.wrote_header or not self.complete or not data:
+            return super().write(data)
+        header = self.build_response_header()
+        self.wrote_header = True
+        length = self.content_length
+        if not self.has_body or self.chunked_response or (length is not None and len(data) > length):
+            self.channel.write_soon(header)
+            return super().write(data)  # waitress's own rules for what it cannot send as is
+        if length is not None:
+            self.content_bytes_written += len(data)
+        self.channel.write_soon(header + data)
+
 
 class DeadlineChannelMixin:
     """Notes when the request being received began (put it before HTTPChannel in the bases), and

@@ -169,3 +169,22 @@ def test_pipelined_requests_are_answered_in_order(served):
             names.append(orjson.loads(reader.read(length))["response"]["uid"])
     assert names == [orjson.loads(b)["request"]["uid"] for b in bodies]
     assert threads == ["event-loop"] * 3
+
+
+def test_an_answer_is_written_in_one_piece(served, monkeypatch):
+    """Header and body in one write: over TLS one record and one system call, not two."""
+    from framework.web.guard import GuardedChannel
+
+    writes = []
+    original = GuardedChannel.write_soon
+
+    def write_soon(self, data):
+        writes.append(bytes(data))
+        return original(self, data)
+
+    monkeypatch.setattr(GuardedChannel, "write_soon", write_soon)
+    server = served(recorder([], "a", nonblocking=True))
+    assert admit(server, pod("p")) == {"a": "yes"}
+    (written,) = writes
+    head, _, body = written.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and orjson.loads(body)["response"]["allowed"] is True
