@@ -46,6 +46,7 @@ class BindingLabeler:
                  failed: Callable[[dict, str], None] = lambda pod, why: None, clock=time.monotonic):
         self.kube, self.outcome, self.failed, self.clock = kube, outcome, failed, clock
         self._due: list = []  # (when, sequence, job)
+        self._active = 0  # jobs being tried now
         self._sequence = itertools.count()
         self._wake = threading.Condition()
         self._thread: Optional[threading.Thread] = None
@@ -59,7 +60,15 @@ class BindingLabeler:
 
     def pending(self) -> int:
         with self._wake:
-            return len(self._due)
+            return len(self._due) + self._active
+
+    def drain(self, timeout: float) -> int:
+        """At shutdown: wait up to ``timeout`` seconds for the jobs left; returns how many still are."""
+        deadline = time.monotonic() + timeout
+        with self._wake:
+            while (self._due or self._active) and time.monotonic() < deadline:
+                self._wake.wait(min(0.05, max(0.0, deadline - time.monotonic())))
+            return len(self._due) + self._active
 
     def _schedule(self, when: float, job: _Job) -> None:
         with self._wake:
@@ -72,10 +81,15 @@ class BindingLabeler:
                 while not self._due or self._due[0][0] > self.clock():
                     self._wake.wait(None if not self._due else self._due[0][0] - self.clock())
                 _, _, job = heapq.heappop(self._due)
+                self._active += 1
             try:
                 self.attempt(job)
             except Exception:  # one pod's trouble is a log line, never the thread
                 log.exception("labelling pod %s/%s failed", job.namespace, job.name)
+            finally:
+                with self._wake:
+                    self._active -= 1
+                    self._wake.notify_all()
 
     def attempt(self, job: _Job) -> Optional[str]:
         """One try; schedules the next when the binding is not stored yet. Returns the outcome when

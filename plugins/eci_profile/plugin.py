@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import weakref
 
 from framework import Controller, Mutator, hookimpl
@@ -13,6 +14,9 @@ from plugins.eci_profile.settings import Options, Settings
 from plugins.eci_profile.status import SelectorStatusController
 
 BUILTIN = "eci_profile.builtin"
+SHUTDOWN_LABELS_WAIT = 2.0  # seconds a stopping host gives the labels of its last bindings
+
+log = logging.getLogger(__name__)
 
 # One engine per host (tests run several hosts in one process).
 _profiles: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
@@ -37,6 +41,16 @@ def admission_host_options():
 @hookimpl
 def admission_host_startup(host, options):
     _profiles[host] = EciProfile(host, Settings.from_options(options))
+
+
+@hookimpl
+def admission_host_shutdown(host):
+    profile = _profiles.get(host)
+    if profile is not None and profile.labeler is not None:
+        # Bindings admitted just before the stop: their labels go out once the binding is stored.
+        left = profile.labeler.drain(SHUTDOWN_LABELS_WAIT)
+        if left:
+            log.warning("stopping with %d pod(s) bound to virtual nodes not labelled yet", left)
 
 
 @hookimpl

@@ -96,3 +96,14 @@ def test_gives_up_with_an_event_when_the_binding_never_comes():
     (meta, why), = failures
     assert meta == {"name": "web", "namespace": "default", "uid": "u1"} and why == "not bound yet"
     assert kube.writes() == []
+
+
+def test_a_stopping_host_waits_a_moment_for_the_last_labels():
+    kube = RecordingKube({PATH: stored(node="vk-1")})
+    lab = BindingLabeler(kube)
+    lab.label("default", "web", "u1", "vk-1", LABELS)  # the real thread and clock
+    assert lab.drain(5.0) == 0 and len(kube.writes()) == 1
+    never = RecordingKube({PATH: stored()})  # a binding that is never stored
+    lab = BindingLabeler(never)
+    lab.label("default", "web", "u1", "vk-1", LABELS)
+    assert lab.drain(0.3) == 1 and never.writes() == []
