@@ -2,8 +2,9 @@
 in place with kustomize or with Helm, and the seed scenarios passing through the installed webhook.
 
 Each test has a control plane of its own with a Service network (``ServiceNetwork``): the API
-server calls the webhook at ``admission-host.admission-host.svc:443`` exactly as installed, and
-the test routes that address to the replica it runs from the image (``ImagePod``: the installed
+server calls the webhook's Service exactly as installed (its ClusterIP and port, the certificate
+checked for ``admission-host.admission-host.svc``), and the test routes that address to the
+replica it runs from the image (``ImagePod``: the installed
 Deployment's container as the kubelet would run it, as uid 10001 on a read-only root filesystem,
 with in-cluster credentials). Nothing in the installed objects is changed for the test.
 """
