@@ -15,7 +15,7 @@ import itertools
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Dict, Optional
 
 from framework import ApiError, object_path
@@ -36,7 +36,7 @@ class _Job:
     labels: Dict[str, str]
     until: float
     delay: float = FIRST_RETRY
-    conflicts: int = field(default=0)
+    conflicts: int = 0
 
 
 class BindingLabeler:

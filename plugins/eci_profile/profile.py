@@ -261,8 +261,7 @@ class EciProfile:
                 reasons: bool = False) -> "Decision":
         """Which Selector wins for a pod, and (with ``reasons``) why each one did or did not match:
         the one resolution admission, the burst controller and ``explain`` share. ``pod`` is a Pod
-        (or the cached view of one, which :func:`as_pod` turns into one for the hooks)."""
-        pod = as_pod(pod)
+        (or the cached view of one, which :func:`as_pod` turns into one for ``eci_resolve``)."""
         pod_labels = (pod.get("metadata") or {}).get("labels") or {}
         ns = self.namespace(namespace_name, timeout) if namespace_name else None
         ns_labels = ns["metadata"]["labels"] if ns else {}
@@ -277,9 +276,11 @@ class EciProfile:
                 matched = self.hook.eci_selector_matches(selector=sel, pod_labels=pod_labels,
                                                          namespace_labels=ns_labels)
                 why = "matched" if matched else "not matched (a plugin's eci_selector_matches said no)"
+            elif reasons:
+                why = sel.explain(pod_labels, ns_labels)
+                matched = why is None
             else:
-                why = sel.explain(pod_labels, ns_labels) if reasons else None
-                matched = why is None if reasons else sel.matches(pod_labels, ns_labels)
+                matched = sel.matches(pod_labels, ns_labels)
             if matched:
                 matching.append(sel)
             if reasons:
@@ -295,7 +296,7 @@ class EciProfile:
                     decision.add(sel, False, sel.explain(pod_labels, ns_labels) or "not matched")
             decision.rows.sort(key=lambda row: row["selector"])
         if matching:
-            decision.selector = (self.hook.eci_resolve(matching=matching, pod=pod, namespace=ns)
+            decision.selector = (self.hook.eci_resolve(matching=matching, pod=as_pod(pod), namespace=ns)
                                  if self.custom_resolve else matching[0])
             decision.matching = matching
         return decision

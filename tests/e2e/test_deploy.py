@@ -67,7 +67,8 @@ def find(objects: List[dict], kind: str, name: Optional[str] = None) -> dict:
 
 
 def container(objects: List[dict]) -> dict:
-    (c,) = find(objects, "Deployment", "admission-host")["spec"]["template"]["spec"]["containers"]
+    """The one container of the one Deployment (whatever a release named it)."""
+    (c,) = find(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
     return c
 
 

@@ -21,7 +21,7 @@ from framework.certs import CA_FILE, service_names
 from framework.cli import build_parser
 from framework.config import load_file
 from tests.e2e.helm import CHART, NAMESPACE, RELEASE, helm, template
-from tests.e2e.test_deploy import (DEPLOY, OVERLAY_1_20, expand, find, flags, kubelet_env, render,
+from tests.e2e.test_deploy import (DEPLOY, OVERLAY_1_20, container, expand, find, flags, kubelet_env, render,
                                    selector_matches)
 
 pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="needs kubectl (kustomize)")
@@ -93,20 +93,9 @@ def deployment(objects: List[dict]) -> dict:
     return find(objects, "Deployment")
 
 
-def container(objects: List[dict]) -> dict:
-    (c,) = deployment(objects)["spec"]["template"]["spec"]["containers"]
-    return c
-
-
-def container_env(objects: List[dict]) -> dict:
-    """test_deploy's kubelet_env for a Deployment of any name (that one finds it as "admission-host")."""
-    d = deployment(objects)
-    return kubelet_env([{**d, "metadata": {**d["metadata"], "name": "admission-host"}}])
-
-
 def parsed_args(objects: List[dict]):
     """The container's args, expanded as the kubelet does, parsed by the host's own CLI."""
-    return build_parser().parse_args(expand(container(objects)["args"], container_env(objects)))
+    return build_parser().parse_args(expand(container(objects)["args"], kubelet_env(objects)))
 
 
 def webhook(objects: List[dict]) -> dict:
@@ -409,7 +398,7 @@ def parsed_workers(value: str) -> int:
 def test_resources_and_replicas():
     objects = template("--set", "replicaCount=3", "--set", "resources.limits.cpu=2")
     assert deployment(objects)["spec"]["replicas"] == 3
-    assert container_env(objects)["CPU_LIMIT"] == "2" and parsed_args(objects).workers == 2
+    assert kubelet_env(objects)["CPU_LIMIT"] == "2" and parsed_args(objects).workers == 2
 
 
 def test_config_values_reach_the_config_file_and_the_lease_role():
