@@ -13,6 +13,7 @@ from framework import options
 from framework.admission.pipeline import Pipeline
 from framework.config import Config
 from framework.kube.client import KubeClient
+from framework.kube.frozen import freeze
 from framework.kube.labels import match_fields
 from framework.kube.leader import LeaderElector
 from framework.kube.reflector import Reflector
@@ -147,7 +148,7 @@ class Host:
                     continue
                 if not match_fields(watch.field_selector, obj):
                     continue
-                kept = watch.transform(obj) if watch.transform else obj
+                kept = freeze(watch.transform(obj) if watch.transform else obj)
                 if kept is not None:
                     filled[watch.name].append(kept)
                 taken = True

@@ -13,6 +13,7 @@ import time
 from typing import Callable, Optional
 
 from framework.kube.client import ApiError, KubeClient
+from framework.kube.frozen import freeze
 from framework.kube.store import Store, key_of
 from framework.metrics import Metrics
 from framework.types import Watch
@@ -118,7 +119,8 @@ class Reflector:
 
     def _apply_transform(self, transform, obj: dict) -> Optional[dict]:
         try:
-            return transform(obj)
+            # Frozen at once: the object as it came is freed before the next one is decoded.
+            return freeze(transform(obj))
         except Exception:
             log.exception("watch %s: transform failed on %s; object not cached", self.watch.name, key_of(obj))
             return None
