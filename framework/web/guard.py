@@ -13,13 +13,32 @@ import time
 from waitress.channel import HTTPChannel
 from waitress.server import TcpWSGIServer
 from waitress.task import WSGITask
+from waitress.utilities import build_http_date
 
 #: WSGI environ key: when the request's first byte arrived (``time.monotonic()``), so that an
 #: admission's deadline counts the time it waited for a free thread.
 ARRIVED = "admission_host.arrived"
 
 
+_date = (0, "")
+
+
+def http_date(when: float) -> str:
+    """The Date header's value, formatted once a second rather than once an answer."""
+    global _date
+    second, text = _date
+    if int(when) != second:
+        second = int(when)
+        _date = second, text = (second, build_http_date(second))
+    return text
+
+
 class StampedTask(WSGITask):
+    def build_response_header(self):
+        if not any(name.lower() == "date" for name, _ in self.response_headers):
+            self.response_headers.append(("Date", http_date(self.start_time)))
+        return super().build_response_header()
+
     def get_environment(self):
         environ = super().get_environment()
         environ[ARRIVED] = getattr(self.request, "arrived", None)

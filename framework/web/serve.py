@@ -38,6 +38,7 @@ class LoopDispatcher(ThreadedTaskDispatcher):
         self.pipeline, self.metrics = pipeline, metrics
         self.loop_thread: Optional[int] = None  # set by Server.run
         self.deferred: collections.deque = collections.deque()
+        self.answering = False  # the loop thread is in answer_deferred
 
     def add_task(self, channel):
         # On the loop thread (a request just arrived whole), never from a worker thread.
@@ -49,18 +50,29 @@ class LoopDispatcher(ThreadedTaskDispatcher):
         super().add_task(channel)
 
     def answer_deferred(self) -> None:
-        while self.deferred:
-            channel = self.deferred.popleft()
-            body = channel.requests[0].get_body_stream()
-            start = body.tell()
-            try:
-                with answering_on_event_loop():
-                    channel.service()  # a pipelined request behind it comes back through add_task
-            except LeaveEventLoop as exc:
-                log.debug("admission moved to a worker thread: %s", exc)
-                self.metrics.event_loop_handoffs.inc()
-                body.seek(start)
-                super().add_task(channel)
+        self.answering = True
+        try:
+            while self.deferred:
+                channel = self.deferred.popleft()
+                body = channel.requests[0].get_body_stream()
+                start = body.tell()
+                try:
+                    with answering_on_event_loop():
+                        channel.service()  # a pipelined request behind it comes back through add_task
+                except LeaveEventLoop as exc:
+                    log.debug("admission moved to a worker thread: %s", exc)
+                    self.metrics.event_loop_handoffs.inc()
+                    body.seek(start)
+                    super().add_task(channel)
+        finally:
+            self.answering = False
+
+    def wake_loop(self, pull_trigger: Callable[[], None]) -> None:
+        """waitress wakes the event loop after every answer (a byte down a pipe, read back by the
+        loop): for nothing when the loop's own thread answers, as its next turn looks at every
+        channel anyway. (A signal handler's wake-up, also on that thread, still goes through.)"""
+        if not (self.answering and threading.get_ident() == self.loop_thread):
+            pull_trigger()
 
 
 class Server:
@@ -89,11 +101,15 @@ class Server:
         adj = Adjustments(host=config.bind_address, port=config.port, threads=config.threads,
                           max_request_body_size=config.max_body_bytes + 1, ident="admission-host",
                           asyncore_use_poll=True, expose_tracebacks=False, connection_limit=1000,
-                          channel_timeout=config.idle_timeout_seconds, cleanup_interval=1)
+                          channel_timeout=config.idle_timeout_seconds, cleanup_interval=1,
+                          # No X-Forwarded-* header is read here: skip the middleware that strips them.
+                          clear_untrusted_proxy_headers=False)
         kw = dict(map=self.map, dispatcher=self.dispatcher, adj=adj)
         if sock is not None:
             kw.update(_sock=sock, bind_socket=False)
         self.server = TLSWSGIServer(self.app, self.tls, **kw) if self.tls else GuardedServer(self.app, **kw)
+        pull_trigger = self.server.pull_trigger
+        self.server.pull_trigger = lambda: self.dispatcher.wake_loop(pull_trigger)
         self.server.request_timeout = self.server.handshake_timeout = config.request_timeout_seconds
         self._stop = threading.Event()
 

@@ -2,10 +2,12 @@
 worker thread, started again, whenever one has to wait (framework/event_loop.py)."""
 
 import base64
+import email.utils
 import http.client
 import http.server
 import socket
 import threading
+import time
 
 import jsonpatch
 import orjson
@@ -172,7 +174,8 @@ def test_pipelined_requests_are_answered_in_order(served):
 
 
 def test_an_answer_is_written_in_one_piece(served, monkeypatch):
-    """Header and body in one write: over TLS one record and one system call, not two."""
+    """Header and body in one write: over TLS one record and one system call, not two; the Date
+    header (formatted once a second) is there."""
     from framework.web.guard import GuardedChannel
 
     writes = []
@@ -188,3 +191,34 @@ def test_an_answer_is_written_in_one_piece(served, monkeypatch):
     (written,) = writes
     head, _, body = written.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200") and orjson.loads(body)["response"]["allowed"] is True
+    date = next(line.split(b": ", 1)[1] for line in head.split(b"\r\n") if line.startswith(b"Date: "))
+    assert abs(email.utils.parsedate_to_datetime(date.decode()).timestamp() - time.time()) < 5
+
+
+def trigger_pulls(server) -> list:
+    """Counts the event loop's wake-ups (a byte down waitress's trigger pipe) from here on."""
+    pulls = []
+    wake = server.server.trigger.pull_trigger
+    server.server.trigger.pull_trigger = lambda *a: (pulls.append(threading.current_thread().name), wake(*a))
+    return pulls
+
+
+def test_answers_on_the_event_loop_do_not_wake_it_and_answers_from_workers_do(served):
+    """The loop's own answers need no wake-up (its next turn sees every channel); a worker's
+    answer does, or it would wait for the loop's poll to time out (a second)."""
+    server = served(recorder([], "a", nonblocking=True))
+    pulls = trigger_pulls(server)
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    for i in range(5):
+        conn.request("POST", "/mutate", body=orjson.dumps(review(pod(f"p{i}"))),
+                     headers={"Content-Type": "application/json"})
+        assert orjson.loads(conn.getresponse().read())["response"]["allowed"] is True
+    conn.close()
+    assert "event-loop" not in pulls, pulls
+
+    blocking = served(recorder([], "b", inline=True))
+    pulls = trigger_pulls(blocking)
+    started = time.monotonic()
+    for i in range(3):
+        assert admit(blocking, pod(f"q{i}")) == {"b": "yes"}
+    assert time.monotonic() - started < 1.5 and pulls, pulls
