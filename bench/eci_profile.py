@@ -19,6 +19,7 @@ import time
 
 from framework.admission.review import AdmissionRequest
 from framework.testing import PluginHarness, binding, namespace, node, pod, review
+from framework.kube.frozen import freeze
 from plugins.eci_profile import plugin as eci
 
 
@@ -113,9 +114,9 @@ def run_memory(n_namespaces: int, n_nodes: int, n_pods: int, n_selectors: int) -
     profile = eci.profile_of(host)
     watches = {w.name: w for w in profile.watches()}
 
-    def fill(name, objs):
+    def fill(name, objs):  # each result frozen as it comes, as the reflector does
         w = watches[name]
-        host.store(name).replace([w.transform(o) for o in objs])
+        host.store(name).replace([freeze(w.transform(o)) for o in objs])
 
     big_meta = {"managedFields": [{"manager": "kube-controller-manager", "operation": "Update",
                                    "fieldsV1": {"f:metadata": {"f:labels": {f"f:l{i}": {} for i in range(10)}}}}]}
