@@ -50,8 +50,13 @@ class BindingLabeler:
         self._sequence = itertools.count()
         self._wake = threading.Condition()
         self._thread: Optional[threading.Thread] = None
+        self._pods: set = set()  # (namespace, name, uid, node) of the jobs not over: one job a pod and node
 
     def label(self, namespace: str, name: str, uid: str, node: str, labels: Dict[str, str]) -> None:
+        with self._wake:
+            if (namespace, name, uid, node) in self._pods:
+                return  # labelled already on its way (a sweep finding it again before that is done)
+            self._pods.add((namespace, name, uid, node))
         now = self.clock()
         self._schedule(now, _Job(namespace, name, uid, node, dict(labels), until=now + GIVE_UP_AFTER))
         if self._thread is None:
@@ -86,6 +91,7 @@ class BindingLabeler:
                 self.attempt(job)
             except Exception:  # one pod's trouble is a log line, never the thread
                 log.exception("labelling pod %s/%s failed", job.namespace, job.name)
+                self._forget(job)
             finally:
                 with self._wake:
                     self._active -= 1
@@ -131,5 +137,10 @@ class BindingLabeler:
         return None
 
     def _over(self, job: _Job, outcome: str) -> str:
+        self._forget(job)
         self.outcome(outcome)
         return outcome
+
+    def _forget(self, job: _Job) -> None:
+        with self._wake:
+            self._pods.discard((job.namespace, job.name, job.uid, job.node))

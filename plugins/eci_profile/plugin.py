@@ -9,6 +9,7 @@ from framework import Controller, Mutator, hookimpl
 from plugins.eci_profile import hookspecs, policies
 from plugins.eci_profile.burst import BurstController
 from plugins.eci_profile.drain import DrainBackController
+from plugins.eci_profile.label_sweep import LabelSweepController
 from plugins.eci_profile.profile import EciProfile
 from plugins.eci_profile.settings import Options, Settings
 from plugins.eci_profile.status import SelectorStatusController
@@ -79,7 +80,8 @@ def admission_host_controllers(host):
     status = SelectorStatusController(profile, waiting_count=burst.waiting_count)
     burst.on_waiting_changed = lambda selector: status.queue.add([selector])
     drain = DrainBackController(profile)
-    return [Controller(name=c.name, run=c.run) for c in (burst, status, drain)]
+    sweep = LabelSweepController(profile)
+    return [Controller(name=c.name, run=c.run) for c in (burst, status, drain, sweep)]
 
 
 @hookimpl

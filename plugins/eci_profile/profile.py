@@ -422,12 +422,10 @@ class EciProfile:
         # Annotations ride on the Binding: the API server copies them onto the pod as it binds.
         changes = self.apply_effect(selector, binding.setdefault("metadata", {}), {"annotations": pod_annotations},
                                     "annotations", annotations, request)
-        labels = {k: v for k, v in selector.labels.items() if k not in pod_meta["labels"]}
+        labels = self.labels_on_virtual_node(selector, pod_meta["labels"])
         for key in selector.labels:
             if key in pod_meta["labels"] and pod_meta["labels"][key] != selector.labels[key]:
                 self._warn_kept(request, selector, "label", key)
-        # What the caps, the status and drain-back count by.
-        labels[SELECTOR_LABEL] = selector.name
         if labels:
             if request.dry_run:
                 changes.append("labels (skipped: dry run)")
@@ -435,6 +433,15 @@ class EciProfile:
                 self.labeler.label(namespace, name, pod_meta.get("uid") or "", target["name"], labels)
                 changes += [f"label {k} (once bound)" for k in labels]
         self.record(request, selector, "binding", changes, target["name"])
+
+    @staticmethod
+    def labels_on_virtual_node(selector: Selector, pod_labels: Mapping[str, str]) -> Dict[str, str]:
+        """The labels a pod the Selector sends to a virtual node gets: the Selector's, where the pod
+        has none of its own under that key, and the Selector's name, which the caps, the status
+        and drain-back count by."""
+        labels = {k: v for k, v in selector.labels.items() if k not in pod_labels}
+        labels[SELECTOR_LABEL] = selector.name
+        return labels
 
     def apply_effect(self, selector: Selector, target_meta: dict, pod_meta: Mapping, field: str,
                      values: Mapping[str, str], request) -> List[str]:

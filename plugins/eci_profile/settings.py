@@ -36,6 +36,10 @@ class Options:
         None, help="what Events on a pending pod mean: [{component, reason, means, message}]; "
                    "default: cluster-autoscaler's and Karpenter's")
     default_max_wait: str = _option("10m", help="maxWait of Selectors that wait for an autoscaler and name none")
+    label_sweep_interval: str = _option(
+        "1m", help="how often pods on virtual nodes are checked for their Selector's labels (lost with a "
+                   "replica that stopped before sending them, or never given while the webhook was "
+                   "unreachable); 0s turns the check off")
 
     def __post_init__(self):
         Settings.from_options(self)  # a value that means nothing is reported as the host checks options
@@ -56,6 +60,7 @@ class Settings:
     # What autoscalers' Events on a pending pod mean (cluster-autoscaler's and Karpenter's by default).
     autoscaler_rules: Tuple[AutoscalerRule, ...] = DEFAULT_AUTOSCALER_RULES
     default_max_wait: float = 600.0
+    label_sweep_interval: float = 60.0
 
     @classmethod
     def from_options(cls, options: Options) -> "Settings":
@@ -79,11 +84,13 @@ class Settings:
             checked.append(t)
         try:
             max_wait = parse_duration(options.default_max_wait, "defaultMaxWait")
+            sweep = parse_duration(options.label_sweep_interval, "labelSweepInterval")
         except InvalidSelectorSpec as exc:
             raise ValueError(str(exc)) from None
         return cls(virtual_node_labels=labels, virtual_node_tolerations=tuple(checked),
                    audit_annotation=options.audit_annotation, events=options.events,
-                   autoscaler_rules=_autoscaler_rules(options.autoscaler_events), default_max_wait=max_wait)
+                   autoscaler_rules=_autoscaler_rules(options.autoscaler_events), default_max_wait=max_wait,
+                   label_sweep_interval=sweep)
 
     def is_virtual_node(self, node_labels: Mapping[str, str]) -> bool:
         return all(node_labels.get(k) == v for k, v in self.virtual_node_labels.items())

@@ -106,6 +106,7 @@ plugins:
     virtualNodeLabels: {k8s.aliyun.com/vnode: "true"}
     virtualNodeTolerations:
       - {key: k8s.aliyun.com/vnode, operator: Equal, value: "true", effect: NoSchedule}
+    labelSweepInterval: 2s
 """
 
 

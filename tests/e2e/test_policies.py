@@ -1,5 +1,6 @@
 """The four policies, checked on pods as the API server stores them and the scheduler binds them."""
 
+from plugins.eci_profile.cap import SELECTOR_LABEL
 from tests.e2e.conftest import TOLERATION, VNODE_LABELS
 from tests.e2e.host import REPO, wait_for
 
@@ -29,6 +30,30 @@ def test_fair_tolerates_and_effect_follows_the_node(k8s):
             pod = wait_for(lambda: (lambda p: p if effect_present(p) else None)(k8s.get_pod(ns, name)), 10,
                            what="effect on pod bound to the virtual node")
         assert effect_present(pod) is on_virtual, (name, pod["spec"]["nodeName"], pod["metadata"])
+
+
+def test_labels_lost_after_a_binding_come_back_and_a_pod_created_on_its_node_is_left_alone(k8s):
+    """The labels of a binding go out from memory after it: lost with a replica stopped in that
+    moment. The leader's sweep of the virtual nodes (2 s in this suite's host) gives them again."""
+    ns = k8s.namespace()
+    vnode = k8s.node("virtual")  # the only node: the fair pod is bound there
+    name = f"{k8s.id}-sweep"
+    k8s.apply_selector({"apiVersion": "eci.aliyun.com/v1", "kind": "Selector", "metadata": {"name": name},
+                        "spec": {"objectLabels": {"matchLabels": {"app": "sweep"}}, "policy": {"fair": {}},
+                                 "effect": {"labels": {"tier": "burst"}}}})
+    k8s.pod("bound", ns, labels={"app": "sweep"})
+    k8s.pod("pinned", ns, labels={"app": "sweep"}, nodeName=vnode, tolerations=[TOLERATION])
+
+    def labels(pod):
+        return k8s.get_pod(ns, pod)["metadata"].get("labels") or {}
+
+    wanted = {"app": "sweep", "tier": "burst", SELECTOR_LABEL: name}
+    assert k8s.wait_bound(ns, "bound")["spec"]["nodeName"] == vnode
+    wait_for(lambda: labels("bound") == wanted, 10, what="the binding's labels")
+    k8s.admin.patch(f"/api/v1/namespaces/{ns}/pods/bound", {"metadata": {"labels": {"tier": None, SELECTOR_LABEL: None}}})
+    assert labels("bound") == {"app": "sweep"}
+    wait_for(lambda: labels("bound") == wanted, 15, what="the labels given again by the sweep")
+    assert labels("pinned") == {"app": "sweep"}  # created with spec.nodeName: as at creation, left alone
 
 
 def test_virtual_node_only_lands_on_virtual_node_keeping_own_node_selector(k8s):

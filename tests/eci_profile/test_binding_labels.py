@@ -4,6 +4,8 @@ from framework import ApiError
 from framework.testing import pod
 from plugins.eci_profile.binding_labels import FIRST_RETRY, GIVE_UP_AFTER, BindingLabeler, _Job
 
+from tests.unit.fakeapi import wait_for
+
 from .conftest import RecordingKube
 
 PATH = "/api/v1/namespaces/default/pods/web"
@@ -107,3 +109,22 @@ def test_a_stopping_host_waits_a_moment_for_the_last_labels():
     lab = BindingLabeler(never)
     lab.label("default", "web", "u1", "vk-1", LABELS)
     assert lab.drain(0.3) == 1 and never.writes() == []
+
+
+def test_one_job_a_pod_while_it_is_not_over():
+    """The sweep may find a pod again before its labels went out: that is not a second job."""
+    clock, kube = Clock(), RecordingKube({PATH: stored()})
+    lab, outcomes, _ = labeler(kube, clock)
+    lab.label("default", "web", "u1", "vk-1", LABELS)
+    wait_for(lambda: kube.calls)  # not bound yet: tried again later
+    lab.label("default", "web", "u1", "vk-1", LABELS)
+    assert lab.pending() == 1
+    lab.label("default", "web", "u1", "vk-2", LABELS)  # bound again, elsewhere: a job of its own
+    assert lab.pending() == 2
+    kube.objects[PATH] = stored(node="vk-1")
+    clock.now += 1
+    wait_for(lambda: sorted(outcomes) == ["elsewhere", "labelled"] and lab.pending() == 0)
+    kube.objects[PATH] = stored(node="vk-1", labels={"app": "web", **LABELS})
+    lab.label("default", "web", "u1", "vk-1", LABELS)  # over: a new job may start
+    wait_for(lambda: sorted(outcomes) == ["elsewhere", "labelled", "labelled"])
+    assert len(kube.writes()) == 1  # the labels were there the second time

@@ -1,0 +1,94 @@
+"""Pods on virtual nodes without their Selector's labels get them (leader only).
+
+A pod bound to a virtual node gets its Selector's labels once the binding is stored
+(binding_labels.py), from memory: a replica killed in that moment, or an API server away for
+longer than the labeller waits, loses them; a binding made while no replica answered (the
+webhook's failure policy is Ignore) never had them. Without the Selector's label a pod is
+invisible to the caps, the Selector's status and drain-back. So every ``labelSweepInterval``, for
+each virtual node, the pods on it without the label are listed (one LIST a node, by field and
+label selector), and each one that a binding put there and a Selector matches now is labelled as
+that binding would have been, through the same labeller.
+
+A pod created with ``spec.nodeName`` never went through the scheduler and is left alone, as it is
+at creation. Its creator owns ``spec.nodeName`` in the pod's managedFields; a binding sets the
+field without recording an owner (and sets the PodScheduled condition).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Iterator
+
+from framework import ApiError
+from plugins.eci_profile.cap import SELECTOR_LABEL
+from plugins.eci_profile.profile import NODES, EciProfile, left_alone
+
+log = logging.getLogger("admission_host.eci_profile.label_sweep")
+
+PAGE = 500
+
+
+def bound_by_binding(pod: dict) -> bool:
+    """Whether the pod got its node from a binding: no managedFields entry owns ``spec.nodeName``.
+    Without managedFields it cannot be told, and the pod is left alone."""
+    fields = (pod.get("metadata") or {}).get("managedFields")
+    if not fields:
+        return False
+    return not any("f:nodeName" in (((entry.get("fieldsV1") or {}).get("f:spec")) or {}) for entry in fields)
+
+
+class LabelSweepController:
+    name = "eci-profile-label-sweep"
+
+    def __init__(self, profile: EciProfile):
+        self.profile = profile
+        self.interval = profile.settings.label_sweep_interval
+        self.nodes = profile.host.store(NODES)
+
+    def run(self, stop: threading.Event) -> None:
+        if not self.interval or self.profile.labeler is None:
+            return
+        while not stop.wait(self.interval):
+            try:
+                self.step()
+            except Exception:
+                log.exception("sweep of pods on virtual nodes failed")
+
+    def step(self) -> int:
+        """One pass over the virtual nodes; returns how many pods were handed to the labeller."""
+        handed = 0
+        for node in self.nodes.list():
+            meta = node["metadata"]
+            if not self.profile.settings.is_virtual_node(meta["labels"]):
+                continue
+            try:
+                for pod in self.unlabelled(meta["name"]):
+                    handed += self.relabel(pod, meta["name"])
+            except ApiError as exc:
+                log.warning("could not list the pods on virtual node %s: %s", meta["name"], exc)
+        return handed
+
+    def unlabelled(self, node: str) -> Iterator[dict]:
+        query = {"fieldSelector": f"spec.nodeName={node}", "labelSelector": f"!{SELECTOR_LABEL}", "limit": PAGE}
+        while True:
+            page = self.profile.kube.get("/api/v1/pods", **query)
+            yield from page.get("items") or ()
+            query["continue"] = (page.get("metadata") or {}).get("continue")
+            if not query["continue"]:
+                return
+
+    def relabel(self, pod: dict, node: str) -> int:
+        meta = pod.get("metadata") or {}
+        if (meta.get("deletionTimestamp") or (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+                or left_alone(pod, at_creation=False) or not bound_by_binding(pod)):
+            return 0
+        namespace, name = meta.get("namespace") or "", meta.get("name") or ""
+        selector = self.profile.resolve(pod, namespace).selector
+        if selector is None:
+            return 0
+        labels = self.profile.labels_on_virtual_node(selector, meta.get("labels") or {})
+        log.info("pod %s/%s on virtual node %s has no label of Selector %s: adding %s", namespace, name, node,
+                 selector.name, ", ".join(f"{k}={v}" for k, v in sorted(labels.items())))
+        self.profile.labeler.label(namespace, name, meta.get("uid") or "", node, labels)
+        return 1
