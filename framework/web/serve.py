@@ -70,7 +70,8 @@ class LoopDispatcher(ThreadedTaskDispatcher):
     def wake_loop(self, pull_trigger: Callable[[], None]) -> None:
         """waitress wakes the event loop after every answer (a byte down a pipe, read back by the
         loop): for nothing when the loop's own thread answers, as its next turn looks at every
-        channel anyway. (A signal handler's wake-up, also on that thread, still goes through.)"""
+        channel anyway. (A shutdown asked meanwhile by a signal handler, on that thread too, is
+        seen as that turn ends.)"""
         if not (self.answering and threading.get_ident() == self.loop_thread):
             pull_trigger()
 
