@@ -23,11 +23,16 @@ class LeaveEventLoop(BaseException):
     mutator's ``except Exception`` and the pipeline's failure policies let it through."""
 
 
+def on_event_loop() -> bool:
+    """Whether this thread is answering an admission on the event loop."""
+    return getattr(_here, "answering", False)
+
+
 def leave_event_loop(why: str = "") -> None:
     """Call before waiting on anything (I/O, a lock held elsewhere, a sleep): on the event-loop
     thread this moves the request to a worker thread, where it starts again; elsewhere it does
     nothing."""
-    if getattr(_here, "answering", False):
+    if on_event_loop():
         raise LeaveEventLoop(why)
 
 

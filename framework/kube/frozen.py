@@ -160,12 +160,12 @@ def freeze(obj: Any, shared: Shared = SHARED) -> Any:
         values = frozen.values()
         if not _SHAREABLE.issuperset(map(type, values)):
             return frozen  # holds what a transform made (a compiled selector)
-        return shared.part(frozen, (1, *map(id, frozen), *map(id, values)))
+        return shared.part(frozen, _identity(frozen))
     if kind is list:
         frozen = FrozenList([_freeze_value(value, shared) for value in obj])
         if len(frozen) > SHARED_MAX_ENTRIES or not _SHAREABLE.issuperset(map(type, frozen)):
             return frozen
-        return shared.part(frozen, (0, *map(id, frozen)))
+        return shared.part(frozen, _identity(frozen))
     return _freeze_value(obj, shared)
 
 

@@ -26,11 +26,10 @@ _date = (0, "")
 def http_date(when: float) -> str:
     """The Date header's value, formatted once a second rather than once an answer."""
     global _date
-    second, text = _date
-    if int(when) != second:
-        second = int(when)
-        _date = second, text = (second, build_http_date(second))
-    return text
+    cached, second = _date, int(when)
+    if cached[0] != second:
+        cached = _date = (second, build_http_date(second))
+    return cached[1]
 
 
 class StampedTask(WSGITask):

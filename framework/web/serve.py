@@ -14,7 +14,7 @@ from waitress.adjustments import Adjustments
 from waitress.task import ThreadedTaskDispatcher
 
 from framework.config import Config
-from framework.event_loop import LeaveEventLoop, answering_on_event_loop
+from framework.event_loop import LeaveEventLoop, answering_on_event_loop, on_event_loop
 from framework.web.app import ServingState, create_app
 from framework.web.guard import GuardedServer
 from framework.web.tls import CertificateReloader, TLSWSGIServer
@@ -38,7 +38,6 @@ class LoopDispatcher(ThreadedTaskDispatcher):
         self.pipeline, self.metrics = pipeline, metrics
         self.loop_thread: Optional[int] = None  # set by Server.run
         self.deferred: collections.deque = collections.deque()
-        self.answering = False  # the loop thread is in answer_deferred
 
     def add_task(self, channel):
         # On the loop thread (a request just arrived whole), never from a worker thread.
@@ -50,29 +49,26 @@ class LoopDispatcher(ThreadedTaskDispatcher):
         super().add_task(channel)
 
     def answer_deferred(self) -> None:
-        self.answering = True
-        try:
-            while self.deferred:
-                channel = self.deferred.popleft()
-                body = channel.requests[0].get_body_stream()
-                start = body.tell()
-                try:
-                    with answering_on_event_loop():
-                        channel.service()  # a pipelined request behind it comes back through add_task
-                except LeaveEventLoop as exc:
-                    log.debug("admission moved to a worker thread: %s", exc)
-                    self.metrics.event_loop_handoffs.inc()
-                    body.seek(start)
-                    super().add_task(channel)
-        finally:
-            self.answering = False
+        while self.deferred:
+            channel = self.deferred.popleft()
+            body = channel.requests[0].get_body_stream()
+            start = body.tell()
+            try:
+                with answering_on_event_loop():
+                    channel.service()  # a pipelined request behind it comes back through add_task
+            except LeaveEventLoop as exc:
+                log.debug("admission moved to a worker thread: %s", exc)
+                self.metrics.event_loop_handoffs.inc()
+                body.seek(start)
+                super().add_task(channel)
 
-    def wake_loop(self, pull_trigger: Callable[[], None]) -> None:
+    @staticmethod
+    def wake_loop(pull_trigger: Callable[[], None]) -> None:
         """waitress wakes the event loop after every answer (a byte down a pipe, read back by the
         loop): for nothing when the loop's own thread answers, as its next turn looks at every
         channel anyway. (A shutdown asked meanwhile by a signal handler, on that thread too, is
         seen as that turn ends.)"""
-        if not (self.answering and threading.get_ident() == self.loop_thread):
+        if not on_event_loop():
             pull_trigger()
 
 

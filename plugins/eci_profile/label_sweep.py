@@ -21,8 +21,8 @@ import threading
 from typing import Iterator
 
 from framework import ApiError
-from plugins.eci_profile.cap import SELECTOR_LABEL
-from plugins.eci_profile.profile import NODES, EciProfile, left_alone
+from plugins.eci_profile.cap import SELECTOR_LABEL, counts
+from plugins.eci_profile.profile import NODES, EciProfile, left_alone, strip_virtual_pod
 
 log = logging.getLogger("admission_host.eci_profile.label_sweep")
 
@@ -80,8 +80,8 @@ class LabelSweepController:
 
     def relabel(self, pod: dict, node: str) -> int:
         meta = pod.get("metadata") or {}
-        if (meta.get("deletionTimestamp") or (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
-                or left_alone(pod, at_creation=False) or not bound_by_binding(pod)):
+        # Only pods the cap would count (not being deleted, not finished) are worth labelling.
+        if not counts(strip_virtual_pod(pod)) or left_alone(pod, at_creation=False) or not bound_by_binding(pod):
             return 0
         namespace, name = meta.get("namespace") or "", meta.get("name") or ""
         selector = self.profile.resolve(pod, namespace).selector
