@@ -15,6 +15,8 @@ from waitress.server import TcpWSGIServer
 from waitress.task import WSGITask
 from waitress.utilities import build_http_date
 
+from framework.web.parser import RequestParser
+
 #: WSGI environ key: when the request's first byte arrived (``time.monotonic()``), so that an
 #: admission's deadline counts the time it waited for a free thread.
 ARRIVED = "admission_host.arrived"
@@ -66,6 +68,7 @@ class DeadlineChannelMixin:
     request_started = None
     handshaken = True  # plain HTTP has no handshake
     task_class = StampedTask
+    parser_class = RequestParser
 
     def received(self, data):
         if self.request is None and data and self.request_started is None:

@@ -43,7 +43,8 @@ class LoopDispatcher(ThreadedTaskDispatcher):
         # On the loop thread (a request just arrived whole), never from a worker thread.
         if threading.get_ident() == self.loop_thread and self.pipeline.nonblocking:
             request = channel.requests[0]
-            if request.path == "/mutate" and request.command == "POST" and not request.error:
+            # (a request waitress could not parse has an error and may have no path)
+            if not request.error and request.path == "/mutate" and request.command == "POST":
                 self.deferred.append(channel)
                 return
         super().add_task(channel)

@@ -119,3 +119,20 @@ def test_idle_keepalive_connections_do_not_block_others(server):
     finally:
         for s in idle:
             s.close()
+
+
+
+@pytest.mark.parametrize("field", [b"X-A : b", b"X-A: " + b" " * 200_000 + b"\x00"], ids=["invalid", "stalling"])
+def test_a_bad_header_is_answered_400_at_once(server, field):
+    """Even one that would stall the parser: waitress's header pattern takes time quadratic in a run
+    of blanks that ends badly (minutes for 200 KB), on the thread that serves every request."""
+    srv, context = server
+    sock = connect(srv, context)
+    started = time.monotonic()
+    sock.sendall(b"POST /mutate HTTP/1.1\r\nHost: x\r\n" + field + b"\r\n\r\n")
+    sock.settimeout(5)
+    answer = sock.recv(4096)
+    assert answer.startswith(b"HTTP/1.0 400 Bad Request"), answer
+    assert time.monotonic() - started < 1.0
+    sock.close()
+    assert good_request(srv, context) < 1.0
