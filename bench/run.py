@@ -11,7 +11,7 @@ and 20,000 pending pods), side by side with the same server answering a constant
 (the ceiling), and the ECI server again at log level WARNING. The load is the mix of
 ``bench/world.py`` (pod CREATE matching / not matching a Selector, pods/binding to virtual / normal
 nodes). Saturation: ``wrk`` (C, keep-alive, Lua script), in rounds alternating the servers. Fixed
-rates 200 and 500 req/s: ``bench/loadgen.py`` (asyncio, open loop: latency counted from each
+rates 200, 500 and 1,500 req/s: ``bench/loadgen.py`` (asyncio, open loop: latency counted from each
 request's scheduled time, so the percentiles are free of coordinated omission). Server CPU from
 /proc/PID/stat, RSS from /proc/PID/status.
 
@@ -47,9 +47,12 @@ PARTS = ("headline", "scaling", "micro")
 CLASSES_PATCHED = {"create-match": True, "create-nomatch": False, "bind-virtual": True, "bind-normal": False}
 
 TARGETS = {
-    "ratio": RATIO_TARGET,  # ours / ceiling at saturation
+    "ratio": RATIO_TARGET,  # ours / ceiling at saturation, in each round
+    "cpu_us": 300.0,        # server CPU per admission at saturation
+    "cpu_us_500": 450.0,    # the same at 500 req/s
     "p99_ms": 2.5,          # at 500 req/s, 1,000 Selectors, 10,000 namespaces
     "p999_ms": 5.0,         # at 500 req/s
+    "p99_ms_1500": 5.0,     # at 1,500 req/s
     "selector_scaling": 0.9,  # throughput at 10,000 Selectors / at 10
     "rss_mb": 100.0,        # 10,000 namespaces, 5,000 nodes, 20,000 pending pods
 }
@@ -234,8 +237,12 @@ class Bench:
         say()
         ratio = rate_of("ours") / rate_of("ceiling")
         summary["ratio"] = ratio
+        # Each round's ratio: the servers of one round ran back to back, so drift hits them alike.
+        summary["ratio_rounds"] = [o["requests"] / o["seconds"] / (c["requests"] / c["seconds"])
+                                   for o, c in zip(sat[servers["ours"].name], sat[servers["ceiling"].name])]
         say(f"ours / ceiling at saturation: **{ratio:.2f}** at log level {a.log_level}"
-            + (" (one INFO line per changed admission)" if a.log_level.upper() == "INFO" else ""))
+            + (" (one INFO line per changed admission)" if a.log_level.upper() == "INFO" else "")
+            + f"; round by round: {', '.join(f'{r:.2f}' for r in summary['ratio_rounds'])}")
         if "ours-warning" in servers:
             summary["ratio_warning"] = rate_of("ours-warning") / rate_of("ceiling")
             say(f"ours / ceiling at saturation: **{summary['ratio_warning']:.2f}** at log level WARNING")
@@ -393,38 +400,55 @@ class Bench:
         rows = []
         h = self.results.get("headline")
         if h:
-            rows.append(("ours / ceiling at saturation (log level %s)" % self.args.log_level, f"≥ {TARGETS['ratio']:.2f}",
-                         f"{h['ratio']:.3f}", h["ratio"] >= TARGETS["ratio"]))
+            p = self.results["headline_params"]
+            world_ = f"{p['selectors']:,} Selectors, {p['namespaces']:,} namespaces"
+            ours, ceiling = h["ours"], h["ceiling"]
+            rounds = h["ratio_rounds"]
+            rows.append((f"ours / ceiling at saturation (log level {self.args.log_level}), in each of {len(rounds)} rounds",
+                         f"≥ {TARGETS['ratio']:.2f}", ", ".join(f"{r:.2f}" for r in rounds), "-",
+                         min(rounds) >= TARGETS["ratio"]))
             if "ratio_warning" in h:
                 rows.append(("ours / ceiling at saturation (WARNING)", f"≥ {TARGETS['ratio']:.2f}",
-                             f"{h['ratio_warning']:.3f}", h["ratio_warning"] >= TARGETS["ratio"]))
-            r500 = h["ours"]["rates"].get("500.0") or h["ours"]["rates"].get("500")
-            if r500:
-                p = self.results["headline_params"]
-                rows.append((f"p99 at 500 req/s ({p['selectors']:,} Selectors, {p['namespaces']:,} namespaces)",
-                             f"≤ {TARGETS['p99_ms']:g} ms", f"{r500['latency_ms']['p99']:.2f} ms",
-                             r500["latency_ms"]["p99"] <= TARGETS["p99_ms"]))
-                rows.append(("p99.9 at 500 req/s", f"≤ {TARGETS['p999_ms']:g} ms", f"{r500['latency_ms']['p99.9']:.2f} ms",
-                             r500["latency_ms"]["p99.9"] <= TARGETS["p999_ms"]))
-            p = self.results["headline_params"]
+                             f"{h['ratio_warning']:.3f}", "-", h["ratio_warning"] >= TARGETS["ratio"]))
+            rows.append((f"server CPU per admission at saturation ({world_})", f"≤ {TARGETS['cpu_us']:g} µs",
+                         f"{ours['cpu_us_per_request_saturation']:.0f} µs",
+                         f"{ceiling['cpu_us_per_request_saturation']:.0f} µs",
+                         ours["cpu_us_per_request_saturation"] <= TARGETS["cpu_us"]))
+
+            def at(server, rate):
+                return server["rates"].get(str(float(rate)))
+
+            if at(ours, 500):
+                mine, theirs = at(ours, 500), at(ceiling, 500)
+                rows.append(("server CPU per admission at 500 req/s", f"≤ {TARGETS['cpu_us_500']:g} µs",
+                             f"{mine['cpu_us_per_request']:.0f} µs", f"{theirs['cpu_us_per_request']:.0f} µs",
+                             mine["cpu_us_per_request"] <= TARGETS["cpu_us_500"]))
+            for rate, pct, target in ((500, "p99", "p99_ms"), (500, "p99.9", "p999_ms"), (1500, "p99", "p99_ms_1500")):
+                if at(ours, rate):
+                    mine, theirs = at(ours, rate)["latency_ms"][pct], at(ceiling, rate)["latency_ms"][pct]
+                    rows.append((f"{pct} at {rate:,} req/s ({world_})", f"≤ {TARGETS[target]:g} ms",
+                                 f"{mine:.2f} ms", f"{theirs:.2f} ms", mine <= TARGETS[target]))
             rows.append((f"RSS ({p['namespaces']:,} namespaces, {p['nodes']:,} nodes, {p['pending_pods']:,} pending pods)",
-                         f"≤ {TARGETS['rss_mb']:g} MB", f"{h['ours']['rss_mb']:.0f} MB (peak {h['ours']['peak_rss_mb']:.0f})",
-                         h["ours"]["peak_rss_mb"] <= TARGETS["rss_mb"]))
+                         f"≤ {TARGETS['rss_mb']:g} MB", f"{ours['rss_mb']:.0f} MB (peak {ours['peak_rss_mb']:.0f})",
+                         "-", ours["peak_rss_mb"] <= TARGETS["rss_mb"]))
         s = self.results.get("scaling")
         if s and len(s.get("selectors") or ()) > 1:
             first, last = s["selectors"][0], s["selectors"][-1]
             r = last["ours"]["rps"] / first["ours"]["rps"]
             rows.append((f"req/s at {last['params']['selectors']:,} Selectors / at {first['params']['selectors']:,}",
-                         f"≥ {TARGETS['selector_scaling']:g}", f"{r:.3f}", r >= TARGETS["selector_scaling"]))
+                         f"≥ {TARGETS['selector_scaling']:g}", f"{r:.3f}", "-", r >= TARGETS["selector_scaling"]))
         if not rows:
             return True
         say("## Targets")
         say()
-        say("| target | wanted | measured | |")
-        say("|---|---:|---:|---|")
-        for name, want, got, ok in rows:
-            say(f"| {name} | {want} | {got} | {'met' if ok else 'NOT met'} |")
-        self.results["targets"] = [{"target": n, "wanted": w, "measured": g, "met": ok} for n, w, g, ok in rows]
+        say("The ceiling's column: the same figure for the constant-answer server (the HTTP stack alone).")
+        say()
+        say("| target | wanted | measured | ceiling | |")
+        say("|---|---:|---:|---:|---|")
+        for name, want, got, ceiling, ok in rows:
+            say(f"| {name} | {want} | {got} | {ceiling} | {'met' if ok else 'NOT met'} |")
+        self.results["targets"] = [{"target": n, "wanted": w, "measured": g, "ceiling": c, "met": ok}
+                                   for n, w, g, c, ok in rows]
         return all(ok for *_, ok in rows)
 
 
@@ -577,11 +601,11 @@ def main(argv=None) -> int:
     parser.add_argument("--pod-size", type=int, default=d.pod_size)
     parser.add_argument("--mix", type=_ints, default=list(world.DEFAULT_MIX),
                         help="percent of create-match,create-nomatch,bind-virtual,bind-normal (25,25,25,25)")
-    parser.add_argument("--rates", default="200,500", help="fixed rates, req/s (200,500)")
+    parser.add_argument("--rates", default="200,500,1500", help="fixed rates, req/s (200,500,1500)")
     parser.add_argument("--duration", type=int, default=None, help="headline saturation seconds per server per round (5)")
     parser.add_argument("--rounds", type=int, default=None, help="headline saturation rounds (3)")
     parser.add_argument("--rate-duration", default=None,
-                        help="seconds per fixed rate per server, one per rate or one for all (10,15)")
+                        help="seconds per fixed rate per server, one per rate or one for all (10, 15 at 500 req/s)")
     parser.add_argument("--selector-points", type=_ints, default=[10, 100, 1_000, 10_000])
     parser.add_argument("--namespace-points", type=_ints, default=[100, 1_000, 10_000])
     parser.add_argument("--size-points", type=_ints, default=[2_000, 6_500, 20_000, 50_000])
@@ -594,7 +618,6 @@ def main(argv=None) -> int:
     quick = args.quick
     args.duration = args.duration or (4 if quick else 5)
     args.rounds = args.rounds or (1 if quick else 3)
-    durations = [float(d) for d in (args.rate_duration or ("6" if quick else "10,15")).split(",") if d]
     args.scaling_duration = args.scaling_duration or 2
     args.scaling_rounds = args.scaling_rounds or (1 if quick else 4)
     args.curves = [c.strip() for c in args.curves.split(",") if c.strip()]
@@ -604,6 +627,10 @@ def main(argv=None) -> int:
     args.scaling_warmup = 0.5 if quick else 1.0
     args.micro_max_time = 0.1 if quick else 0.2
     args.rates = [float(r) for r in args.rates.split(",") if r]
+    if args.rate_duration:
+        durations = [float(d) for d in args.rate_duration.split(",") if d]
+    else:  # 500 req/s longest: its p99.9 is a target
+        durations = [6.0 if quick else 15.0 if rate == 500 else 10.0 for rate in args.rates]
     if len(durations) == 1:
         durations = durations * len(args.rates)
     if len(durations) != len(args.rates):
