@@ -6,6 +6,7 @@ import collections
 import logging
 import sys
 import threading
+import time
 from typing import Optional
 
 import orjson
@@ -21,7 +22,26 @@ class _WorkerField(logging.Filter):
         return True
 
 
-class JSONFormatter(logging.Formatter):
+class Formatter(logging.Formatter):
+    """The stdlib's, with the time of day formatted once a second rather than once a line (the host
+    writes a line per changed admission)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._second = (None, None, "")  # (second, datefmt, formatted)
+
+    def formatTime(self, record: logging.LogRecord, datefmt: Optional[str] = None) -> str:
+        second = int(record.created)
+        cached = self._second
+        if cached[0] != second or cached[1] != datefmt:
+            cached = self._second = (second, datefmt, time.strftime(datefmt or self.default_time_format,
+                                                                     self.converter(second)))
+        if datefmt:
+            return cached[2]
+        return self.default_msec_format % (cached[2], record.msecs)
+
+
+class JSONFormatter(Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"), "level": record.levelname.lower(),
                  "logger": record.name, "message": record.getMessage()}
@@ -143,7 +163,7 @@ def setup(level: str = "INFO", fmt: str = "text", worker: Optional[int] = None, 
         handler.setFormatter(JSONFormatter())
     else:
         where = "" if worker is None else f" [worker {worker}]"
-        handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s{where} %(name)s: %(message)s"))
+        handler.setFormatter(Formatter(f"%(asctime)s %(levelname)s{where} %(name)s: %(message)s"))
     if worker is not None:
         handler.addFilter(_WorkerField(worker))
     root = logging.getLogger()
@@ -151,6 +171,9 @@ def setup(level: str = "INFO", fmt: str = "text", worker: Optional[int] = None, 
         if isinstance(old, BufferedStreamHandler):
             old.close()  # its writer thread (there is none in a forked child: nothing to wait for)
     root.handlers[:] = [handler]
+    # What no line here shows, not gathered for each record (the logging HOWTO's "Optimization").
+    logging._srcfile = None  # the caller's file, line and function: a walk up the stack
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     root.setLevel(level.upper())
     # Request-level chatter of the HTTP client is never useful at info level.
     logging.getLogger("urllib3").setLevel(logging.WARNING)

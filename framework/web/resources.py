@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Optional
 
@@ -18,6 +19,7 @@ _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
 _UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
+@functools.lru_cache(maxsize=64)  # an API server sends the same few values on every call
 def go_duration(text: Optional[str]) -> Optional[float]:
     """Seconds in a Go duration (``5s``, ``1m30s``, ``500ms``): how the API server writes the
     ``timeout`` it sends with each webhook call. None when absent or not a duration."""
