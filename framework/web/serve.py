@@ -17,6 +17,7 @@ from framework.config import Config
 from framework.event_loop import LeaveEventLoop, answering_on_event_loop, on_event_loop
 from framework.web.app import ServingState, create_app
 from framework.web.guard import GuardedServer
+from framework.web.poller import Poller
 from framework.web.tls import CertificateReloader, TLSWSGIServer
 
 log = logging.getLogger("admission_host.serve")
@@ -110,6 +111,7 @@ class Server:
         self.server.pull_trigger = lambda: self.dispatcher.wake_loop(pull_trigger)
         self.server.request_timeout = self.server.handshake_timeout = config.request_timeout_seconds
         self._stop = threading.Event()
+        self.poller: Optional[Poller] = None  # made by the serving process, at its first turn
 
     @property
     def port(self) -> int:
@@ -141,10 +143,14 @@ class Server:
             self._turn(1.0)
         self._drain()
 
-    def _turn(self, timeout: float, count: int = 1) -> None:
-        """One or more turns of the event loop, then the admissions it answers itself."""
-        wasyncore.loop(timeout=timeout, map=self.map, use_poll=True, count=count)
-        self.dispatcher.answer_deferred()
+    def _turn(self, timeout: float, count: int = 1, ask_all: bool = False) -> None:
+        """One or more turns of the event loop, then the admissions it answers itself.
+        ``ask_all``: connections were changed from outside the loop (the drain)."""
+        if self.poller is None:
+            self.poller = Poller(self.map, self.server)
+        for _ in range(count):
+            self.poller.turn(timeout, ask_all=ask_all)
+            self.dispatcher.answer_deferred()
 
     def _drain(self) -> None:
         """Stop accepting, finish what is in flight, then stop the host (which releases the lease)."""
@@ -163,15 +169,16 @@ class Server:
                     channel.will_close = True  # idle keep-alive connection: close it
             if not busy:
                 break
-            self._turn(0.1)
+            self._turn(0.1, ask_all=True)
         else:
             log.warning("shutdown grace period over with requests still in flight")
         # Let the main loop close the connections just marked, then stop the workers.
-        self._turn(0.05, count=2)
+        self._turn(0.05, count=2, ask_all=True)
         # Idle workers stop at once; a worker still busy after the grace period is not waited for
         # (the threads are daemons), so the process exits within the grace period.
         self.dispatcher.shutdown(cancel_pending=True, timeout=min(2.0, max(0.1, deadline - time.monotonic())))
         wasyncore.close_all(self.map)
+        self.poller.close()
         if self.tls is not None:
             self.tls.stop()
         self.host.stop()
