@@ -289,10 +289,35 @@ class Certs:
 # --------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+_PORTS_GIVEN: set = set()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
+def free_port() -> int:
+    """A port nothing listens on, for a server started later. Taken from below the kernel's
+    ephemeral range: a port the kernel hands out (a bind to port 0) is one any outgoing connection
+    may take before the server given it binds it (seen: kwok, "address already in use", while the
+    API server, controllers and scheduler were opening connections)."""
+    low = _ephemeral_low()
+    for _ in range(1000):
+        port = secrets.choice(range(max(1024, low - 12000), low)) if low > 2048 else 0
+        if port in _PORTS_GIVEN:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            port = s.getsockname()[1]
+        _PORTS_GIVEN.add(port)
+        return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 def _tail(path: Path, lines: int = 30) -> str:
@@ -412,13 +437,13 @@ class ControlPlane:
         # The release's own kubectl where it has one, else the machine's.
         self.kubectl = str(self.bin_dir / "kubectl") if "kubectl" in self.release.binaries else "kubectl"
 
-        self.etcd_port = _free_port()
-        self.etcd_peer_port = _free_port()
-        self.apiserver_port = _free_port()
-        self.scheduler_port = _free_port()
-        self.controller_manager_port = _free_port()
-        self.kwok_port = _free_port()
-        self.autoscaler_ports = (_free_port(), _free_port())
+        self.etcd_port = free_port()
+        self.etcd_peer_port = free_port()
+        self.apiserver_port = free_port()
+        self.scheduler_port = free_port()
+        self.controller_manager_port = free_port()
+        self.kwok_port = free_port()
+        self.autoscaler_ports = (free_port(), free_port())
 
         self._certs: Optional[Certs] = None
         self._admin_token = secrets.token_hex(16)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -22,18 +21,13 @@ from typing import List, Optional
 import yaml
 
 from framework import ApiError, KubeClient
+from tests.e2e.cluster import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 BASE = DEPLOY / "base"  # deploy/ is the base (deploy/base) plus the CRDs (deploy/crds)
 NAMESPACE = "admission-host"
 SERVICE_ACCOUNT = "admission-host"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def kubectl(cp, *args: str, check: bool = True, input: Optional[str] = None) -> subprocess.CompletedProcess:
