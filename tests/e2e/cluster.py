@@ -276,6 +276,12 @@ class Certs:
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
         return self._issue(name, subject, ExtendedKeyUsageOID.SERVER_AUTH, sans, days)
 
+    def serve(self, config) -> ssl.SSLContext:
+        """Give a host's ``config`` a serving certificate for 127.0.0.1; returns the context a client
+        verifies it with."""
+        config.tls_cert_file, config.tls_private_key_file = map(str, self.serving_cert("host"))
+        return ssl.create_default_context(cafile=str(self.ca_path))
+
     def client_cert(self, name: str, user: str, groups: Iterable[str] = (),
                     days: Optional[int] = None) -> tuple[Path, Path]:
         """Issue a client certificate (CN=user, O=groups); returns ``(cert_path, key_path)``."""

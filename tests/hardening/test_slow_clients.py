@@ -22,9 +22,7 @@ def server(request, tmp_path_factory):
                     request_timeout_seconds=1.0, threads=4)
     context = None
     if request.param == "https":
-        certs = Certs(tmp_path_factory.mktemp("pki"))
-        config.tls_cert_file, config.tls_private_key_file = map(str, certs.serving_cert("host"))
-        context = ssl.create_default_context(cafile=str(certs.ca_path))
+        context = Certs(tmp_path_factory.mktemp("pki")).serve(config)
     else:
         config.insecure_http = True
     srv = Server(Host(config), config)

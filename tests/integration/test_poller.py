@@ -5,7 +5,6 @@ import base64
 import http.client
 import random
 import socket
-import ssl
 import threading
 import time
 
@@ -38,9 +37,7 @@ def server(request, tmp_path_factory):
     config = Config(enabled_plugins=[], bind_address="127.0.0.1", port=0, threads=4, max_body_bytes=1 << 20)
     context = None
     if request.param == "https":
-        certs = Certs(tmp_path_factory.mktemp("pki"))
-        config.tls_cert_file, config.tls_private_key_file = map(str, certs.serving_cert("host"))
-        context = ssl.create_default_context(cafile=str(certs.ca_path))
+        context = Certs(tmp_path_factory.mktemp("pki")).serve(config)
     else:
         config.insecure_http = True
     srv = Server(Host(config, extra_plugins=[plugin]), config)
