@@ -78,8 +78,7 @@ class RequestParser(HTTPRequestParser):
         self.path, _, self.query = self.request_uri.partition("?")
         self.proxy_scheme = self.proxy_netloc = self.fragment = ""
         self.url_scheme = self.adj.url_scheme
-        connection = headers.get("CONNECTION", "")
-        self.connection_close = connection.lower() == "close"
+        self.connection_close = headers.get("CONNECTION", "").lower() == "close"
         self.expect_continue = headers.get("EXPECT", "").lower() == "100-continue"
         self.content_length = int(length)
         if self.content_length > 0:

@@ -67,9 +67,9 @@ class LoopDispatcher(ThreadedTaskDispatcher):
     @staticmethod
     def wake_loop(pull_trigger: Callable[[], None]) -> None:
         """waitress wakes the event loop after every answer (a byte down a pipe, read back by the
-        loop): for nothing when the loop's own thread answers, as its next turn looks at every
-        channel anyway. (A shutdown asked meanwhile by a signal handler, on that thread too, is
-        seen as that turn ends.)"""
+        loop): for nothing when the loop's own thread answers, as its next turn asks that
+        connection again (it had events: see framework/web/poller.py). (A shutdown asked meanwhile
+        by a signal handler, on that thread too, is seen as that turn ends.)"""
         if not on_event_loop():
             pull_trigger()
 
