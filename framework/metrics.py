@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics import MetricWrapperBase
 
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 1.0, 5.0)
+# A reconcile usually makes an API call or two: milliseconds to tens of seconds.
+WORK_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
 class Metrics:
@@ -52,6 +55,18 @@ class Metrics:
         self.certificate_expiry = Gauge(
             "admission_host_certificate_expiry_timestamp_seconds",
             "notAfter of the serving certificate in use.", registry=r, multiprocess_mode="livemin")
+        # Controllers' work queues (framework.kube.workqueue), named like client-go's.
+        self.workqueue_adds = Counter(
+            "admission_host_workqueue_adds", "Keys added to a controller's work queue (not counting a key "
+            "added again while it waits).", ["name"], registry=r)
+        self.workqueue_retries = Counter(
+            "admission_host_workqueue_retries", "Keys requeued with a back-off after their reconcile failed.",
+            ["name"], registry=r)
+        self.workqueue_work_seconds = Histogram(
+            "admission_host_workqueue_work_duration_seconds", "Time one reconcile took.", ["name"],
+            buckets=WORK_BUCKETS, registry=r)
+        self.workqueues = []
+        r.register(_WorkQueueGauges(self.workqueues))
         self._admission_children = {}
         self._mutator_children = {}
 
@@ -89,3 +104,25 @@ class Metrics:
                 self.mutator_seconds.labels(plugin, name))
         children[0].inc()
         children[1].observe(seconds)
+
+
+class _WorkQueueGauges:
+    """Each work queue's depth, waiting keys and longest running reconcile, read at scrape time."""
+
+    def __init__(self, queues):
+        self.queues = queues
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        depth = GaugeMetricFamily("admission_host_workqueue_depth", "Keys ready to be reconciled.", labels=["name"])
+        waiting = GaugeMetricFamily("admission_host_workqueue_waiting", "Keys waiting for a later time "
+                                    "(a decision due later, or a retry's back-off).", labels=["name"])
+        longest = GaugeMetricFamily("admission_host_workqueue_longest_running_processor_seconds",
+                                    "How long the reconcile under way has been running.", labels=["name"])
+        for queue in self.queues:
+            depth.add_metric([queue.name], len(queue))
+            waiting.add_metric([queue.name], queue.waiting())
+            longest.add_metric([queue.name], queue.longest_running())
+        return [depth, waiting, longest]

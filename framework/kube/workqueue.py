@@ -1,4 +1,4 @@
-"""A deduplicating queue of keys for controllers, in the spirit of client-go's workqueue."""
+"""A queue of keys for controllers, with the semantics of client-go's workqueue that they rely on."""
 
 from __future__ import annotations
 
@@ -6,63 +6,141 @@ import heapq
 import logging
 import threading
 import time
-from typing import Callable, Iterable, List, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 log = logging.getLogger(__name__)
 
+# A failed key is retried after RETRY_BASE seconds, doubling per failure in a row up to RETRY_MAX
+# (client-go's default per-item rate limiter).
+RETRY_BASE, RETRY_MAX = 0.005, 1000.0
+
+
+def retry_delay(failures: int) -> float:
+    """The back-off before the retry that follows the ``failures``-th failure in a row."""
+    return min(RETRY_MAX, RETRY_BASE * 2 ** min(failures - 1, 64))
+
 
 class WorkQueue:
-    """Keys waiting to be reconciled. A key added several times before it is handled is handled once.
+    """Keys waiting to be reconciled.
+
+    - A key added several times before it is handled is handled once; one added while it is
+      being handled is handled again afterwards.
+    - A key waits at most once: :meth:`add_after` for a key already waiting keeps the earlier due
+      time, and :meth:`add` makes a waiting key ready now (its reconcile decides afresh).
+    - A reconcile that raises is logged, passed to ``on_error`` and retried for that key after
+      :func:`retry_delay`; a success forgets the key's failures. Other keys go on meanwhile.
 
     Store handlers ``add`` keys (cheap, from the watch thread); :meth:`run` hands them to
-    ``reconcile`` one by one in the controller's thread until ``stop`` is set. A failing key is
-    logged and passed to ``on_error``; it does not stop the others.
+    ``reconcile`` one by one in the controller's thread until ``stop`` is set. With ``metrics``
+    (the host's :class:`framework.metrics.Metrics`) the queue counts adds, retries and work
+    duration, and shows its depth and longest running reconcile.
     """
 
-    def __init__(self, name: str, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, name: str, clock: Callable[[], float] = time.monotonic, metrics=None):
         self.name = name
         self.clock = clock
-        self._keys: set = set()
-        self._later: List[Tuple[float, str]] = []  # (due, key), a heap
+        self._ready: set = set()
+        self._due: Dict[str, float] = {}  # key -> when its one waiting entry comes due
+        self._later: List[Tuple[float, str]] = []  # (due, key), a heap; entries not in _due are stale
+        self._failures: Dict[str, int] = {}
+        self._running: Optional[Tuple[str, float]] = None  # (key, started) of the reconcile under way
         self._cond = threading.Condition()
+        self._adds = self._retries = self._work = None
+        if metrics is not None:
+            self._adds = metrics.workqueue_adds.labels(name)
+            self._retries = metrics.workqueue_retries.labels(name)
+            self._work = metrics.workqueue_work_seconds.labels(name)
+            metrics.workqueues.append(self)
 
     def add(self, keys: Iterable[str]) -> None:
-        keys = set(keys)
-        if keys:
-            with self._cond:
-                self._keys |= keys
-                self._cond.notify()
+        with self._cond:
+            new = set(keys) - self._ready
+            if not new:
+                return
+            self._ready.update(new)
+            for key in new:
+                self._due.pop(key, None)
+            if self._adds is not None:
+                self._adds.inc(len(new))
+            self._cond.notify()
 
     def add_after(self, key: str, delay: float) -> None:
-        """Add ``key`` once ``delay`` seconds have passed (a decision that comes due later)."""
+        """Add ``key`` once ``delay`` seconds have passed (a decision that comes due later), unless
+        it is ready already or waiting for an earlier time."""
         with self._cond:
-            heapq.heappush(self._later, (self.clock() + max(0.0, delay), key))
+            due = self.clock() + max(0.0, delay)
+            if key in self._ready or self._due.get(key, due + 1) <= due:
+                return
+            self._due[key] = due
+            heapq.heappush(self._later, (due, key))
             self._cond.notify()
 
     def _take_due(self) -> float:
-        """Move keys that came due into the set; return how long until the next one (at most 1 s)."""
+        """Move keys that came due to the ready set; return how long until the next one (at most 1 s)."""
         now = self.clock()
         while self._later and self._later[0][0] <= now:
-            self._keys.add(heapq.heappop(self._later)[1])
+            due, key = heapq.heappop(self._later)
+            if self._due.get(key) == due:
+                del self._due[key]
+                if key not in self._ready:
+                    self._ready.add(key)
+                    if self._adds is not None:
+                        self._adds.inc()
+        while self._later and self._due.get(self._later[0][1]) != self._later[0][0]:
+            heapq.heappop(self._later)  # stale: its key became ready or was moved earlier
         return min(1.0, self._later[0][0] - now) if self._later else 1.0
 
     def __len__(self) -> int:
-        return len(self._keys)
+        """Keys ready to be handled (the queue's depth)."""
+        return len(self._ready)
+
+    def waiting(self) -> int:
+        """Keys waiting for a later time."""
+        return len(self._due)
+
+    def failures(self, key: str) -> int:
+        """Failures in a row of ``key``'s reconcile (0 after a success)."""
+        return self._failures.get(key, 0)
+
+    def longest_running(self) -> float:
+        """Seconds the reconcile under way has been running (0 when none is)."""
+        running = self._running
+        return self.clock() - running[1] if running else 0.0
 
     def run(self, stop: threading.Event, reconcile: Callable[[str], None],
             on_error: Callable[[str], None] = lambda key: None) -> None:
         while not stop.is_set():
             with self._cond:
                 wait = self._take_due()
-                if not self._keys:
+                if not self._ready:
                     self._cond.wait(timeout=wait)
                     self._take_due()
-                batch, self._keys = self._keys, set()
+                batch, self._ready = self._ready, set()
             for key in sorted(batch):
                 if stop.is_set():
                     return
-                try:
-                    reconcile(key)
-                except Exception:
-                    log.exception("%s: reconciling %s failed", self.name, key)
-                    on_error(key)
+                self._handle(key, reconcile, on_error)
+
+    def _handle(self, key: str, reconcile: Callable[[str], None], on_error: Callable[[str], None]) -> None:
+        started = self.clock()
+        self._running = (key, started)
+        try:
+            reconcile(key)
+        except Exception:
+            failures = self._failures[key] = self._failures.get(key, 0) + 1
+            delay = retry_delay(failures)
+            if failures == 1:
+                log.exception("%s: reconciling %s failed; retrying in %.3gs", self.name, key, delay)
+            else:
+                log.warning("%s: reconciling %s failed %d times in a row; retrying in %.3gs",
+                            self.name, key, failures, delay)
+            if self._retries is not None:
+                self._retries.inc()
+            self.add_after(key, delay)
+            on_error(key)
+        else:
+            self._failures.pop(key, None)
+        finally:
+            self._running = None
+            if self._work is not None:
+                self._work.observe(self.clock() - started)

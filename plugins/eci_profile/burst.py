@@ -27,6 +27,15 @@ log = logging.getLogger("admission_host.eci_profile.burst")
 AUTOSCALER_POLL_SECONDS = 5.0
 
 
+def _only_version_changed(old: Optional[dict], new: dict) -> bool:
+    """Nothing the decision reads changed (a status write the cached view does not keep): the
+    pod's earlier reconcile stands, and a wait it scheduled is still in the queue."""
+    if old is None or old["metadata"]["resourceVersion"] == new["metadata"]["resourceVersion"]:
+        return False
+    unversioned = {**old["metadata"], "resourceVersion": new["metadata"]["resourceVersion"]}
+    return {**old, "metadata": unversioned} == new
+
+
 class BurstController:
     name = "eci-profile-burst"
 
@@ -34,7 +43,7 @@ class BurstController:
         self.profile = profile
         self.clock = clock
         self.pods = profile.host.store(PENDING_PODS)
-        self.queue = WorkQueue(self.name)
+        self.queue = WorkQueue(self.name, metrics=profile.host.metrics)
         self.active = False
         self.actions = profile.burst_actions
         #: Selector name -> keys of its pods waiting to burst (for the Selector's status).
@@ -47,7 +56,7 @@ class BurstController:
     def on_pod(self, event, old, new) -> None:
         if new is None:
             self._not_waiting(f"{old['metadata']['namespace']}/{old['metadata']['name']}")
-        elif self.active and new.get("unschedulable"):
+        elif self.active and new.get("unschedulable") and not _only_version_changed(old, new):
             self.queue.add([f"{new['metadata']['namespace']}/{new['metadata']['name']}"])
 
     def on_selector(self, event, old, new) -> None:
@@ -79,16 +88,15 @@ class BurstController:
                 pods.discard(key)
                 self.on_waiting_changed(name)
 
-    def _wait(self, key: str, selector, pod_meta: dict, decision_reason: str, message: str, at: float) -> None:
+    def _wait(self, key: str, selector, pod_meta: dict, message: str, event_key: str) -> None:
+        """``key`` waits to burst for ``selector``; its pod is told why, once an hour per ``event_key``."""
         self._not_waiting(key, keep=selector.name)  # it may have moved to another Selector
         pods = self.waiting.setdefault(selector.name, set())
         if key not in pods:
             pods.add(key)
             self.on_waiting_changed(selector.name)
-        until = timing.iso_time(at)
-        self.profile.event_later(pod_meta, "BurstDelayed", f"Selector {selector.name}: {message} (at {until} "
-                                 "unless a normal node takes it first)", key=f"{decision_reason}@{until}",
-                                 once_per=3600)
+        self.profile.event_later(pod_meta, "BurstDelayed", f"Selector {selector.name}: {message}",
+                                 key=event_key, once_per=3600)
 
     def reconcile(self, key: str) -> None:
         pod = self.pods.get(key)
@@ -105,7 +113,9 @@ class BurstController:
                 return
             decision = self.decide(pod, selector)
             if not decision.burst:
-                self._wait(key, selector, meta, decision.reason, decision.message, decision.at)
+                until = timing.iso_time(decision.at)
+                self._wait(key, selector, meta, f"{decision.message} (at {until} unless a normal node takes it "
+                           "first)", event_key=f"{decision.reason}@{until}")
                 delay = decision.at - self.clock()
                 if selector.wait_for_autoscaler:  # the autoscaler may speak before then
                     delay = min(delay, AUTOSCALER_POLL_SECONDS)
@@ -115,7 +125,8 @@ class BurstController:
             if cap is not None and self.profile.virtual.count(selector.name) >= cap:
                 # Held until one of its virtual pods goes (on_virtual_pod), or looked at again.
                 self.profile.cap_denials.labels(selector.name, "burst").inc()
-                self._wait(key, selector, meta, "cap", f"maxVirtualPods {cap} reached", self.clock())
+                self._wait(key, selector, meta, f"maxVirtualPods {cap} reached (when one of its virtual pods "
+                           "goes, unless a normal node takes it first)", event_key=f"cap@{cap}")
                 self.queue.add_after(key, 30.0)
                 return
             path = object_path("v1", "pods", meta["name"], meta["namespace"])

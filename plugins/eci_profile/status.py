@@ -30,7 +30,7 @@ class SelectorStatusController:
     def __init__(self, profile: EciProfile, waiting_count=lambda selector: 0):
         self.profile = profile
         self.store = profile.host.store(SELECTORS)
-        self.queue = WorkQueue(self.name)
+        self.queue = WorkQueue(self.name, metrics=profile.host.metrics)
         self.waiting_count = waiting_count
         self.written: dict = {}  # name -> (resourceVersion patched, counts written)
         self.store.add_handler(self.on_selector)

@@ -1,0 +1,81 @@
+"""Pods waiting to burst: looked at once per trigger or due time, never in a loop, and told why once."""
+
+import time
+
+from framework.testing import pod
+from plugins.eci_profile import plugin as eci
+from plugins.eci_profile.burst import BurstController
+from plugins.eci_profile.cap import SELECTOR_LABEL
+from plugins.eci_profile.profile import PENDING_PODS
+
+from .conftest import RecordingKube, default_objects, selector
+
+T0 = 1_800_000_000.0
+
+
+class Clock:
+    def __init__(self):
+        self.now = T0
+
+    def __call__(self):
+        return self.now
+
+
+def waiting_pod(name="web", rv="5"):
+    p = pod(name, labels={"app": "nginx"})
+    p["metadata"].update(resourceVersion=rv, uid=f"uid-{name}")
+    p["status"] = {"phase": "Pending", "conditions": [
+        {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+         "lastTransitionTime": "2027-01-15T08:00:00Z"}]}
+    return p
+
+
+def on_virtual(name):
+    p = pod(name, labels={"app": "nginx", SELECTOR_LABEL: "capped"})
+    p["metadata"]["uid"] = f"uid-{name}"
+    p["spec"]["nodeName"] = "vk-1"
+    p["status"] = {"phase": "Running"}
+    return p
+
+
+def capped_controller(make_harness, kube, clock):
+    sel = selector("capped", "normalNodePrefer", object_labels={"matchLabels": {"app": "nginx"}})
+    sel["spec"]["maxVirtualPods"] = 1
+    harness = make_harness(sel, objects=default_objects() + [on_virtual("v1"), waiting_pod()], kube=kube)
+    return harness, BurstController(eci.profile_of(harness.host), clock=clock)
+
+
+def burst_delayed(kube, deadline=10.0):
+    """The BurstDelayed Events posted, once the poster thread has had its chance."""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end and not kube.writes("POST"):
+        time.sleep(0.01)
+    time.sleep(0.2)
+    return [body for _, _, body in kube.writes("POST") if body["reason"] == "BurstDelayed"]
+
+
+def test_a_pod_held_at_the_cap_is_told_once_however_often_it_is_looked_at(make_harness):
+    kube, clock = RecordingKube(), Clock()
+    _, controller = capped_controller(make_harness, kube, clock)
+    for _ in range(20):  # every second for 20 s: a trigger each time
+        controller.reconcile("default/web")
+        clock.now += 1
+    events = burst_delayed(kube)
+    assert len(events) == 1 and "maxVirtualPods 1 reached" in events[0]["message"]
+    assert kube.writes() == [] and controller.waiting_count("capped") == 1
+    # One look scheduled, however many looks there were.
+    assert controller.queue.waiting() == 1
+
+
+def test_a_status_write_that_changes_nothing_cached_does_not_trigger_a_look(make_harness):
+    kube, clock = RecordingKube(), Clock()
+    harness, controller = capped_controller(make_harness, kube, clock)
+    controller.active = True
+    store = harness.store(PENDING_PODS)
+    cached = store.get("default/web")
+    # A new resourceVersion only (e.g. the scheduler's lastProbeTime, which the cache does not keep).
+    store.upsert({**cached, "metadata": {**cached["metadata"], "resourceVersion": "6"}})
+    assert len(controller.queue) == 0
+    store.upsert({**cached, "metadata": {**cached["metadata"], "resourceVersion": "7",
+                                         "labels": {"app": "nginx", "tier": "web"}}})
+    assert len(controller.queue) == 1
