@@ -32,6 +32,13 @@ def _positive_seconds(value: str) -> float:
     return seconds
 
 
+def _non_negative_seconds(value: str) -> float:
+    seconds = float(value)
+    if not seconds >= 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, 0 or more, got {value!r}")
+    return seconds
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML config file (plugins: {NAME: {...options...}})")
     parser.add_argument("--plugins", type=_plugins_arg,
@@ -72,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="run controllers without electing a leader (a single replica)")
     serve.add_argument("--lease-namespace", help="namespace of the leader Lease (default: the pod's)")
     serve.add_argument("--lease-name", help="name of the leader Lease (default admission-host)")
+    serve.add_argument("--shutdown-delay-seconds", type=_non_negative_seconds, default=None, metavar="SECONDS",
+                       help="after SIGTERM, fail readiness but keep answering this long before closing the "
+                            "port, so the endpoint's removal reaches the API server first (default 5; a "
+                            "second SIGTERM, or SIGINT, skips it)")
     serve.add_argument("--shutdown-grace-seconds", type=float, default=None,
                        help="how long SIGTERM waits for requests in flight (default 15)")
     serve.add_argument("--cert-reload-interval", type=_positive_seconds, default=None, metavar="SECONDS",
@@ -132,7 +143,7 @@ def make_config(args) -> Config:
     if args.plugins is not None:
         config.enabled_plugins = args.plugins
     for attr in ("bind_address", "port", "tls_cert_file", "tls_private_key_file", "kubeconfig", "context",
-                 "threads", "workers", "max_body_bytes", "admission_deadline_seconds", "lease_namespace", "lease_name", "shutdown_grace_seconds",
+                 "threads", "workers", "max_body_bytes", "admission_deadline_seconds", "lease_namespace", "lease_name", "shutdown_delay_seconds", "shutdown_grace_seconds",
                  "cert_reload_interval", "log_level", "log_format"):
         value = getattr(args, attr, None)
         if value is not None:

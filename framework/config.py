@@ -54,6 +54,9 @@ class Config:
     # timeoutSeconds (5 in deploy/), and inside the timeout the API server sends with each call.
     admission_deadline_seconds: float = 4.0
     cert_reload_interval: float = 5.0
+    # On SIGTERM: fail readiness and keep answering this long (while the endpoint's removal
+    # reaches the API server), then stop accepting and finish within shutdown_grace_seconds.
+    shutdown_delay_seconds: float = 5.0
     shutdown_grace_seconds: float = 15.0
     # Controllers run on the replica holding this Lease.
     leader_election: bool = True

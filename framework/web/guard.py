@@ -36,6 +36,11 @@ def http_date(when: float) -> str:
 
 class StampedTask(WSGITask):
     def build_response_header(self):
+        if self.channel.server.closing and len(self.channel.requests) <= 1:
+            # Shutting down: the client's next call opens a new connection, to a replica that
+            # stays, rather than reusing this one until the port closes. (Requests pipelined
+            # behind this one are answered first: closing now would drop them.)
+            self.set_close_on_finish()
         if not any(name.lower() == "date" for name, _ in self.response_headers):
             self.response_headers.append(("Date", http_date(self.start_time)))
         return super().build_response_header()
@@ -88,6 +93,7 @@ class DeadlineServerMixin:
 
     request_timeout = 10.0
     handshake_timeout = 10.0
+    closing = False  # set on shutdown: every answer then closes its connection
 
     def maintenance(self, now):
         super().maintenance(now)

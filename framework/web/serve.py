@@ -111,6 +111,7 @@ class Server:
         self.server.pull_trigger = lambda: self.dispatcher.wake_loop(pull_trigger)
         self.server.request_timeout = self.server.handshake_timeout = config.request_timeout_seconds
         self._stop = threading.Event()
+        self._stop_at: Optional[float] = None  # a delayed shutdown's time (time.monotonic())
         self.poller: Optional[Poller] = None  # made by the serving process, at its first turn
 
     @property
@@ -121,13 +122,22 @@ class Server:
     def url(self) -> str:
         return f"{'http' if self.tls is None else 'https'}://{self.server.effective_host}:{self.port}"
 
-    def shutdown(self) -> None:
-        self._stop.set()
+    def shutdown(self, delay: float = 0.0) -> None:
+        """Stop serving: at once, or after ``delay`` seconds of failing readiness while still
+        answering (each answer with "Connection: close"), so the replica stops being an endpoint
+        before its port closes. Asked again while it waits, it stops at once. Safe in a signal
+        handler: it only sets flags and wakes the loop."""
+        if delay > 0 and self._stop_at is None:
+            self.state.draining = self.server.closing = True
+            self._stop_at = time.monotonic() + delay
+        else:
+            self._stop.set()
         self.server.pull_trigger()
 
     def install_signal_handlers(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: self.shutdown())
+        # SIGTERM is how the kubelet stops a pod: wait for the endpoint's removal. SIGINT is a person.
+        signal.signal(signal.SIGTERM, lambda *_: self.shutdown(self.config.shutdown_delay_seconds))
+        signal.signal(signal.SIGINT, lambda *_: self.shutdown())
 
     def run(self, on_ready: Optional[Callable[[], None]] = None) -> None:
         if self.tls is not None:
@@ -139,8 +149,18 @@ class Server:
         if on_ready:
             on_ready()
         self.dispatcher.loop_thread = threading.get_ident()
+        announced = False
         while not self._stop.is_set():
-            self._turn(1.0)
+            if self._stop_at is None:
+                self._turn(1.0)
+                continue
+            left = self._stop_at - time.monotonic()
+            if not announced:
+                log.info("shutting down in %.1fs: not ready, still answering until the endpoint is gone", left)
+                announced = True
+            if left <= 0:
+                break
+            self._turn(min(1.0, left))
         self._drain()
 
     def _turn(self, timeout: float, count: int = 1, ask_all: bool = False) -> None:
@@ -154,7 +174,7 @@ class Server:
 
     def _drain(self) -> None:
         """Stop accepting, finish what is in flight, then stop the host (which releases the lease)."""
-        self.state.draining = True
+        self.state.draining = self.server.closing = True
         log.info("shutting down: no new connections; finishing requests in flight")
         self.server.accepting = False
         self.server.del_channel()

@@ -118,7 +118,8 @@ class HostProcess:
         self.args = [sys.executable, "-m", "framework.cli", "serve", "--kubeconfig", str(kubeconfig),
                      "--config", str(self.config), "--bind-address", "127.0.0.1", "--port", str(self.port),
                      "--tls-cert-file", str(cert), "--tls-private-key-file", str(key),
-                     "--shutdown-grace-seconds", "5", *extra_args]
+                     # No Service in front of it here: nothing to wait out on SIGTERM.
+                     "--shutdown-grace-seconds", "5", "--shutdown-delay-seconds", "0", *extra_args]
         self.ssl = ssl.create_default_context(cafile=str(ca_path))
         self.env: Optional[dict] = None  # None: this process's environment
         self.proc: Optional[subprocess.Popen] = None
