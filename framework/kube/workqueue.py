@@ -94,6 +94,10 @@ class WorkQueue:
         """Keys ready to be handled (the queue's depth)."""
         return len(self._ready)
 
+    def has(self, key: str) -> bool:
+        """``key`` is ready or waiting (its reconcile is scheduled)."""
+        return key in self._ready or key in self._due
+
     def waiting(self) -> int:
         """Keys waiting for a later time."""
         return len(self._due)

@@ -25,6 +25,11 @@ log = logging.getLogger("admission_host.eci_profile.burst")
 
 # While an autoscaler may still speak, look at the pod's Events again this often.
 AUTOSCALER_POLL_SECONDS = 5.0
+# The leader looks for pods whose look was lost this often (see BurstController.resync).
+RESYNC_SECONDS = 30.0
+# A pod with no PodScheduled condition this long after its creation: did the scheduler say
+# FailedScheduling in an Event whose condition write was lost?
+STRANDED_AFTER_SECONDS = 30.0
 
 
 def _only_version_changed(old: Optional[dict], new: dict) -> bool:
@@ -48,6 +53,9 @@ class BurstController:
         self.actions = profile.burst_actions
         #: Selector name -> keys of its pods waiting to burst (for the Selector's status).
         self.waiting: Dict[str, Set[str]] = {}
+        #: Pods with no PodScheduled condition that a FailedScheduling Event says the scheduler
+        #: tried: key -> when it first said so. Handled as Unschedulable since then.
+        self.failed_scheduling: Dict[str, float] = {}
         self.on_waiting_changed: Callable[[str], None] = lambda selector: None
         self.pods.add_handler(self.on_pod)
         profile.host.store(SELECTORS).add_handler(self.on_selector)
@@ -55,7 +63,9 @@ class BurstController:
 
     def on_pod(self, event, old, new) -> None:
         if new is None:
-            self._not_waiting(f"{old['metadata']['namespace']}/{old['metadata']['name']}")
+            key = f"{old['metadata']['namespace']}/{old['metadata']['name']}"
+            self.failed_scheduling.pop(key, None)
+            self._not_waiting(key)
         elif self.active and new.get("unschedulable") and not _only_version_changed(old, new):
             self.queue.add([f"{new['metadata']['namespace']}/{new['metadata']['name']}"])
 
@@ -75,11 +85,53 @@ class BurstController:
 
     def run(self, stop: threading.Event) -> None:
         self.active = True
+        threading.Thread(target=self._resync_every, args=(stop,), name=f"{self.name}-resync", daemon=True).start()
         try:
             self.enqueue_unschedulable()
             self.queue.run(stop, self.reconcile, on_error=lambda key: self.actions.labels("error").inc())
         finally:
             self.active = False
+
+    def _resync_every(self, stop: threading.Event) -> None:
+        while not stop.wait(RESYNC_SECONDS):
+            try:
+                self.resync()
+            except Exception:  # the next round tries again
+                log.exception("%s: resync failed", self.name)
+
+    def resync(self) -> None:
+        """Give a look to pending pods whose look was lost: Unschedulable pods not in the queue (a
+        watch event missed while the API server was away), and pods the scheduler tried without
+        writing their condition (a FailedScheduling Event, the condition's write failed: the
+        scheduler itself may not try again for minutes). Pods already waiting keep their time."""
+        keys, untried = [], {}
+        now = self.clock()
+        for pod in self.pods.list():
+            meta = pod["metadata"]
+            key = f"{meta['namespace']}/{meta['name']}"
+            if pod.get("leftAlone") or self.queue.has(key):
+                continue
+            if pod.get("unschedulable") or key in self.failed_scheduling:
+                keys.append(key)
+            elif pod.get("createdAt") and now - timing.parse_time(pod["createdAt"]) >= STRANDED_AFTER_SECONDS:
+                untried.setdefault(meta["namespace"], {})[meta.get("uid")] = key
+        for namespace, by_uid in untried.items():
+            try:
+                events = self.profile.kube.get(object_path("v1", "events", namespace=namespace),
+                                               fieldSelector="reason=FailedScheduling").get("items") or []
+            except ApiError as exc:
+                log.warning("could not read FailedScheduling events in %s: %s", namespace, exc)
+                continue
+            for event in events:
+                key = by_uid.get((event.get("involvedObject") or {}).get("uid"))
+                if key is not None:
+                    first = timing.parse_time(event.get("firstTimestamp") or event.get("eventTime")
+                                              or event["metadata"]["creationTimestamp"])
+                    self.failed_scheduling[key] = min(first, self.failed_scheduling.get(key, first))
+                    keys.append(key)
+        if keys:
+            log.info("%s: resync: %d pending pods get a look", self.name, len(set(keys)))
+            self.queue.add(keys)
 
     def _not_waiting(self, key: str, keep: str = "") -> None:
         """``key`` waits for no Selector (but ``keep``)."""
@@ -101,7 +153,8 @@ class BurstController:
     def reconcile(self, key: str) -> None:
         pod = self.pods.get(key)
         for _ in range(3):
-            if pod is None or not pod.get("unschedulable") or pod.get("leftAlone"):
+            tried = key in self.failed_scheduling and pod is not None and "createdAt" in pod
+            if pod is None or not (pod.get("unschedulable") or tried) or pod.get("leftAlone"):
                 self._not_waiting(key)
                 return
             meta = pod["metadata"]
@@ -111,7 +164,7 @@ class BurstController:
             if policy is None or not policy.burst_when_unschedulable or not missing:
                 self._not_waiting(key)
                 return
-            decision = self.decide(pod, selector)
+            decision = self.decide(pod, selector, self.failed_scheduling.get(key) if tried else None)
             if not decision.burst:
                 until = timing.iso_time(decision.at)
                 self._wait(key, selector, meta, f"{decision.message} (at {until} unless a normal node takes it "
@@ -160,8 +213,8 @@ class BurstController:
                                      f"nodes added by Selector {selector.name} ({decision.message})")
             return
 
-    def decide(self, pod: dict, selector) -> timing.Decision:
-        since = pod.get("unschedulableSince") or self.clock()
+    def decide(self, pod: dict, selector, since: Optional[float] = None) -> timing.Decision:
+        since = since or pod.get("unschedulableSince") or self.clock()
         signal = self.autoscaler_signal(pod, since) if selector.wait_for_autoscaler else None
         return timing.decide(self.clock(), since, selector, signal, self.profile.settings.default_max_wait)
 

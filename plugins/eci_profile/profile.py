@@ -122,6 +122,9 @@ def strip_pod(obj: dict) -> dict:
     }
     if stripped["unschedulable"]:
         stripped["unschedulableSince"] = unschedulable_since(obj)
+    elif not any(c.get("type") == "PodScheduled" for c in (obj.get("status") or {}).get("conditions") or ()):
+        # No word from the scheduler on the pod: it has not tried yet, or its write was lost.
+        stripped["createdAt"] = meta.get("creationTimestamp") or ""
     alone = left_alone(obj, at_creation=False)
     if alone:
         stripped["leftAlone"] = alone

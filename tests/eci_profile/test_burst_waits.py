@@ -8,7 +8,7 @@ from plugins.eci_profile.burst import BurstController
 from plugins.eci_profile.cap import SELECTOR_LABEL
 from plugins.eci_profile.profile import PENDING_PODS
 
-from .conftest import RecordingKube, default_objects, selector
+from .conftest import TOLERATION, RecordingKube, default_objects, selector
 
 T0 = 1_800_000_000.0
 
@@ -79,3 +79,50 @@ def test_a_status_write_that_changes_nothing_cached_does_not_trigger_a_look(make
     store.upsert({**cached, "metadata": {**cached["metadata"], "resourceVersion": "7",
                                          "labels": {"app": "nginx", "tier": "web"}}})
     assert len(controller.queue) == 1
+
+
+def untried_pod(name, created):
+    p = pod(name, labels={"app": "nginx"})
+    p["metadata"].update(resourceVersion="5", uid=f"uid-{name}", creationTimestamp=created)
+    p["status"] = {"phase": "Pending"}  # no PodScheduled condition: its write was lost
+    return p
+
+
+def failed_scheduling(name, at):
+    return {"metadata": {"creationTimestamp": at}, "reason": "FailedScheduling", "firstTimestamp": at,
+            "involvedObject": {"kind": "Pod", "name": name, "uid": f"uid-{name}"},
+            "message": "0/3 nodes are available: 2 Insufficient cpu."}
+
+
+def test_a_pod_the_scheduler_tried_without_writing_its_condition_bursts_from_the_resync(make_harness):
+    # T0 + 60 s now: "lost" was created at T0 and failed at T0 + 1; "young" was created 10 s ago.
+    events = {"/api/v1/namespaces/default/events": {"items": [failed_scheduling("lost", "2027-01-15T08:00:01Z"),
+                                                               failed_scheduling("other", "2027-01-15T08:00:01Z")]}}
+    kube, clock = RecordingKube(events), Clock()
+    clock.now = 1_800_000_000.0  # 2027-01-15T08:00:00Z
+    sel = selector("prefer", "normalNodePrefer", object_labels={"matchLabels": {"app": "nginx"}})
+    objects = default_objects() + [untried_pod("lost", "2027-01-15T08:00:00Z"),
+                                   untried_pod("young", "2027-01-15T08:00:50Z")]
+    harness = make_harness(sel, objects=objects, kube=kube)
+    controller = BurstController(eci.profile_of(harness.host), clock=clock)
+    clock.now += 60
+    controller.reconcile("default/lost")  # the watch alone says nothing: no condition, no burst
+    assert kube.writes() == []
+    controller.resync()
+    assert controller.queue.has("default/lost") and not controller.queue.has("default/young")
+    assert controller.failed_scheduling == {"default/lost": clock.now - 59}
+    controller.reconcile("default/lost")
+    (_, path, body), = kube.writes()
+    assert path == "/api/v1/namespaces/default/pods/lost" and body[1]["value"] == [TOLERATION]
+
+
+def test_the_resync_gives_a_look_to_unschedulable_pods_not_in_the_queue_only(make_harness):
+    kube, clock = RecordingKube(), Clock()
+    _, controller = capped_controller(make_harness, kube, clock)
+    controller.resync()  # lost: its watch event came while the controller could not act on it
+    assert controller.queue.has("default/web")
+    controller.queue._ready.clear()
+    controller.reconcile("default/web")  # held at the cap: waits 30 s
+    assert controller.queue.waiting() == 1
+    controller.resync()
+    assert len(controller.queue) == 0 and controller.queue.waiting() == 1  # its wait stands
