@@ -56,6 +56,9 @@ class BurstController:
         #: Pods with no PodScheduled condition that a FailedScheduling Event says the scheduler
         #: tried: key -> when it first said so. Handled as Unschedulable since then.
         self.failed_scheduling: Dict[str, float] = {}
+        #: Selector name -> keys of pods this controller tolerated that are not bound yet: they
+        #: count against the cap before their binding does (else a burst tolerates past it).
+        self.tolerated: Dict[str, Set[str]] = {}
         self.on_waiting_changed: Callable[[str], None] = lambda selector: None
         self.pods.add_handler(self.on_pod)
         profile.host.store(SELECTORS).add_handler(self.on_selector)
@@ -65,6 +68,8 @@ class BurstController:
         if new is None:
             key = f"{old['metadata']['namespace']}/{old['metadata']['name']}"
             self.failed_scheduling.pop(key, None)
+            for keys in self.tolerated.values():
+                keys.discard(key)
             self._not_waiting(key)
         elif self.active and new.get("unschedulable") and not _only_version_changed(old, new):
             self.queue.add([f"{new['metadata']['namespace']}/{new['metadata']['name']}"])
@@ -175,7 +180,8 @@ class BurstController:
                 self.queue.add_after(key, delay)
                 return
             cap = selector.max_virtual_pods
-            if cap is not None and self.profile.virtual.count(selector.name) >= cap:
+            in_flight = len(self.tolerated.get(selector.name, set()) - {key})
+            if cap is not None and self.profile.virtual.count(selector.name) + in_flight >= cap:
                 # Held until one of its virtual pods goes (on_virtual_pod), or looked at again.
                 self.profile.cap_denials.labels(selector.name, "burst").inc()
                 self._wait(key, selector, meta, f"maxVirtualPods {cap} reached (when one of its virtual pods "
@@ -205,6 +211,8 @@ class BurstController:
                 pod = strip_pod(fresh) if not (fresh.get("spec") or {}).get("nodeName") else None
                 continue
             self._not_waiting(key)
+            if cap is not None:
+                self.tolerated.setdefault(selector.name, set()).add(key)
             self.actions.labels("patched").inc()
             self.profile.burst_decisions.labels(decision.reason).inc()
             log.info("burst: pod %s is Unschedulable on normal nodes; added virtual-node tolerations "

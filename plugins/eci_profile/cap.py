@@ -1,21 +1,50 @@
-"""A Selector's pods on virtual nodes, counted from a cache, for ``maxVirtualPods``.
+"""A Selector's pods on virtual nodes, for ``maxVirtualPods``.
 
 The host labels each pod it binds to a virtual node with ``eci.aliyun.com/selector: NAME``;
 a watch on that label is the count (pods being deleted, Succeeded or Failed do not count). A
 binding this replica has allowed but the watch has not shown yet is held as a reservation, so
-bindings admitted in a burst are counted before their label comes back. Other replicas'
-reservations are not seen: with N replicas answering at once the cap can be passed by at most
-the bindings in flight on the other N-1 during one watch round trip.
+bindings admitted in a burst are counted before their label comes back.
+
+Replicas see each other's bindings through :class:`CapRecords`: per capped Selector, a
+ConfigMap in the host's namespace lists the pods any replica allowed onto virtual nodes, and a
+binding is allowed only once it is written there, with the ConfigMap's resourceVersion as a
+precondition. Two replicas can never both take the last place: one of their writes fails with
+a conflict, and that replica counts again.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import threading
 import time
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, Optional, Tuple
+
+import orjson
+
+from framework import ApiError, object_path
+
+log = logging.getLogger("admission_host.eci_profile.cap")
 
 SELECTOR_LABEL = "eci.aliyun.com/selector"
 SELECTOR_INDEX = "selector"
+RECORD_LABEL = "eci.aliyun.com/cap-record"  # "true": the leader lists them to clean up
+RECORD_ANNOTATION = "eci.aliyun.com/selector"  # whose record it is
+RECORD_KEY = "pods"
+# A recorded pod counts this long whatever the caches say: its binding may be stored and its label
+# not written yet (seconds under load). After that it counts while it is pending or on a virtual
+# node as cached.
+RECORD_GRACE_SECONDS = 30.0
+
+
+class RecordBusy(Exception):
+    """The record could not be written before the request's deadline (other replicas kept winning)."""
+
+
+def record_name(selector: str) -> str:
+    """The ConfigMap of a Selector's record (names of both are DNS subdomains, up to 253)."""
+    name = f"eci-cap-{selector}"
+    return name if len(name) <= 253 else "eci-cap-" + hashlib.sha256(selector.encode()).hexdigest()
 
 
 def counts(pod: dict) -> bool:
@@ -63,3 +92,173 @@ class VirtualPods:
                 return False, used
             self._reserved.setdefault(selector, {})[uid] = self.clock() + self.hold
             return True, used + 1
+
+    def reserved(self, selector: str, uid: str) -> None:
+        """Count ``uid`` from now on, until the watch shows it (allowed through :class:`CapRecords`)."""
+        with self._lock:
+            self._reserved.setdefault(selector, {})[uid] = self.clock() + self.hold
+
+
+class CapRecords:
+    """The pods every replica allowed onto virtual nodes, per capped Selector, kept in the API server.
+
+    A record maps a pod's uid to ``[namespace/name, when allowed]`` (epoch seconds). The count is
+    the recorded pods still counting (:meth:`live`) together with the cached virtual pods (a pod
+    bound while no replica answered is only there). ``pending(key, uid)`` tells whether a pod is
+    still waiting to be bound, from the pending pods' cache.
+    """
+
+    def __init__(self, kube, namespace: str, virtual: VirtualPods, pending: Callable[[str, str], bool],
+                 clock: Callable[[], float] = time.time):
+        self.kube = kube
+        self.namespace = namespace
+        self.virtual = virtual
+        self.pending = pending
+        self.clock = clock
+        # One write at a time per Selector in this replica: its threads queue here rather than
+        # race each other at the API server, so a conflict means another replica wrote.
+        self._locks: Dict[str, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
+
+    def _lock(self, selector: str) -> threading.Lock:
+        with self._locks_lock:
+            return self._locks.setdefault(selector, threading.Lock())
+
+    def path(self, selector: str = "") -> str:
+        return object_path("v1", "configmaps", record_name(selector) if selector else "", self.namespace)
+
+    def live(self, record: Dict[str, list], counting: Dict[str, str]) -> Dict[str, list]:
+        """The recorded pods that still count: recent, pending, or on a virtual node as cached."""
+        now = self.clock()
+        return {uid: entry for uid, entry in record.items()
+                if now - entry[1] < RECORD_GRACE_SECONDS or uid in counting or self.pending(entry[0], uid)}
+
+    def counting(self, selector: str) -> Dict[str, str]:
+        """uid -> key of the Selector's pods on virtual nodes that count, as cached."""
+        return {p["metadata"]["uid"]: f"{p['metadata']['namespace']}/{p['metadata']['name']}"
+                for p in self.virtual.pods(selector)}
+
+    def read(self, selector: str, timeout: float) -> Tuple[Optional[dict], Dict[str, list]]:
+        """The record's ConfigMap (None when there is none yet) and its pods."""
+        try:
+            current = self.kube.get(self.path(selector), timeout=timeout)
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+            return None, {}
+        return current, self.pods_of(current)
+
+    def pods_of(self, record: dict) -> Dict[str, list]:
+        try:
+            pods = orjson.loads((record.get("data") or {}).get(RECORD_KEY) or "{}")
+            if isinstance(pods, dict) and all(isinstance(v, list) and len(v) == 2 for v in pods.values()):
+                return pods
+        except orjson.JSONDecodeError:
+            pass
+        log.warning("cap record %s/%s is not as written; starting it again", self.namespace,
+                    record["metadata"]["name"])
+        return {}
+
+    def write(self, selector: str, current: Optional[dict], pods: Dict[str, list], timeout: float) -> None:
+        """Store ``pods`` if the record is still ``current`` (a 409 ApiError otherwise)."""
+        body = {"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": record_name(selector), "namespace": self.namespace,
+                             "labels": {RECORD_LABEL: "true"},
+                             "annotations": {RECORD_ANNOTATION: selector}},
+                "data": {RECORD_KEY: orjson.dumps(pods, option=orjson.OPT_SORT_KEYS).decode()}}
+        if current is None:
+            self.kube.post(self.path(), body, timeout=timeout)  # 409 AlreadyExists: another replica made it
+        else:
+            body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+            self.kube.put(self.path(selector), body, timeout=timeout)
+
+    def reserve(self, selector: str, uid: str, key: str, cap: int, timeout: float) -> Tuple[bool, int]:
+        """Allow ``uid`` onto a virtual node if the Selector stays within ``cap`` counting what every
+        replica allowed. Returns ``(allowed, in use)``. Raises :class:`ApiError` when the record
+        cannot be read or written (the caller fails open, as when no replica answers), and
+        :class:`RecordBusy` when other replicas kept writing first until ``timeout``."""
+        deadline = time.monotonic() + timeout
+        lock = self._lock(selector)
+        if not lock.acquire(timeout=timeout):
+            raise RecordBusy(f"cap record of Selector {selector}: this replica's writes queued past the deadline")
+        try:
+            return self._reserve(selector, uid, key, cap, deadline)
+        finally:
+            lock.release()
+
+    def _reserve(self, selector: str, uid: str, key: str, cap: int, deadline: float) -> Tuple[bool, int]:
+        while time.monotonic() < deadline:
+            left = max(0.1, deadline - time.monotonic())
+            current, pods = self.read(selector, left)
+            counting = self.counting(selector)
+            live = self.live(pods, counting)
+            used = len(live.keys() | counting.keys())
+            if uid in live or uid in counting:  # counted already (a bind tried again)
+                return True, used
+            if used >= cap:
+                return False, used
+            live[uid] = [key, int(self.clock())]
+            try:
+                self.write(selector, current, live, max(0.1, deadline - time.monotonic()))
+            except ApiError as exc:
+                if exc.status == 409:  # another replica wrote first: count again
+                    continue
+                raise
+            return True, used + 1
+        raise RecordBusy(f"cap record of Selector {selector}: other replicas kept writing first until the deadline")
+
+    def count(self, selector: str, timeout: float) -> int:
+        """What :meth:`reserve` would count now."""
+        _, pods = self.read(selector, timeout)
+        counting = self.counting(selector)
+        return len(self.live(pods, counting).keys() | counting.keys())
+
+    def clean(self, caps: Callable[[str], Optional[int]], timeout: float = 10.0) -> int:
+        """The leader's round: drop what no longer counts from each record, and delete the records
+        of Selectors that are gone or no longer capped (``caps(name)``: the cap, None for none).
+        Returns the records changed. A conflict leaves a record to the next round."""
+        changed = 0
+        listed = self.kube.get(self.path(), timeout=timeout, labelSelector=f"{RECORD_LABEL}=true")
+        for item in listed.get("items") or ():
+            selector = ((item.get("metadata") or {}).get("annotations") or {}).get(RECORD_ANNOTATION)
+            if not selector or item["metadata"]["name"] != record_name(selector):
+                continue  # not one of ours as written: leave it alone
+            try:
+                if caps(selector) is None:
+                    self.kube.delete(self.path(selector), timeout=timeout)
+                    changed += 1
+                    continue
+                pods = self.pods_of(item)
+                live = self.live(pods, self.counting(selector))
+                if live != pods:
+                    self.write(selector, item, live, timeout)
+                    changed += 1
+            except ApiError as exc:
+                if exc.status not in (404, 409):
+                    raise
+        return changed
+
+
+class CapRecordCleaner:
+    """The leader drops from the caps' records what no longer counts, and deletes the records of
+    Selectors that are gone or no longer capped, every ``interval`` seconds."""
+
+    name = "eci-profile-cap-records"
+
+    def __init__(self, records: Optional[CapRecords], selectors, interval: float = RECORD_GRACE_SECONDS):
+        self.records = records
+        self.selectors = selectors  # the Selectors' cache: name -> {"selector": Selector or None}
+        self.interval = interval
+
+    def cap_of(self, name: str) -> Optional[int]:
+        sel = (self.selectors.get(name) or {}).get("selector")
+        return sel.max_virtual_pods if sel is not None else None
+
+    def run(self, stop: threading.Event) -> None:
+        if self.records is None:
+            return
+        while not stop.wait(self.interval):
+            try:
+                self.records.clean(self.cap_of)
+            except Exception:  # the next round tries again
+                log.exception("%s: cleaning the caps' records failed", self.name)

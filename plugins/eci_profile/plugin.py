@@ -8,9 +8,10 @@ import weakref
 from framework import Controller, Mutator, hookimpl
 from plugins.eci_profile import hookspecs, policies
 from plugins.eci_profile.burst import BurstController
+from plugins.eci_profile.cap import CapRecordCleaner
 from plugins.eci_profile.drain import DrainBackController
 from plugins.eci_profile.label_sweep import LabelSweepController
-from plugins.eci_profile.profile import EciProfile
+from plugins.eci_profile.profile import SELECTORS, EciProfile
 from plugins.eci_profile.settings import Options, Settings
 from plugins.eci_profile.status import SelectorStatusController
 
@@ -81,7 +82,8 @@ def admission_host_controllers(host):
     burst.on_waiting_changed = lambda selector: status.queue.add([selector])
     drain = DrainBackController(profile)
     sweep = LabelSweepController(profile)
-    return [Controller(name=c.name, run=c.run) for c in (burst, status, drain, sweep)]
+    records = CapRecordCleaner(profile.cap_records, host.store(SELECTORS))
+    return [Controller(name=c.name, run=c.run) for c in (burst, status, drain, sweep, records)]
 
 
 @hookimpl

@@ -14,7 +14,7 @@ from prometheus_client.core import GaugeMetricFamily
 from framework import ApiError, Denied, Watch, object_path
 from plugins.eci_profile import selectors, timing
 from plugins.eci_profile.binding_labels import BindingLabeler
-from plugins.eci_profile.cap import SELECTOR_INDEX, SELECTOR_LABEL, VirtualPods
+from plugins.eci_profile.cap import SELECTOR_INDEX, SELECTOR_LABEL, CapRecords, RecordBusy, VirtualPods
 from plugins.eci_profile.resources import node_fit, requests_of
 from plugins.eci_profile.selectors import InvalidSelectorSpec, Selector
 from plugins.eci_profile.settings import Settings
@@ -32,6 +32,8 @@ HOST_FIELDS = ("hostNetwork", "hostPID", "hostIPC")
 # A cache-miss GET off the admission path (explain, controllers). On the admission path, calls
 # take the time the request has left instead (request.time_left()).
 API_TIMEOUT = 5.0
+# Of a binding's deadline, what the cap's record may not use: the rest of the answer.
+CAP_RECORD_SPARE = 0.5
 
 
 def strip_namespace(obj: dict) -> dict:
@@ -184,8 +186,13 @@ class EciProfile:
         self.drain_backs = Counter("eci_profile_drain_backs", "Pods evicted from virtual nodes back to normal "
                                    "nodes (evicted), or held back by a PodDisruptionBudget (blocked).",
                                    ["selector", "outcome"], registry=host.metrics.registry)
+        self.cap_record_errors = Counter("eci_profile_cap_record_errors", "Bindings to virtual nodes checked "
+                                         "against this replica's count alone, because the Selector's cap record "
+                                         "could not be read or written.", ["selector"],
+                                         registry=host.metrics.registry)
         host.metrics.registry.register(_SelectorGauges(self))
         self._virtual: Optional[VirtualPods] = None
+        self._cap_records: Optional[CapRecords] = None
         self._events: "queue.Queue" = queue.Queue(maxsize=1000)
         self._events_sent: Dict[tuple, float] = {}
         self._event_thread: Optional[threading.Thread] = None
@@ -204,6 +211,16 @@ class EciProfile:
         if self._virtual is None:
             self._virtual = VirtualPods(self.host.store(VIRTUAL_PODS))
         return self._virtual
+
+    @property
+    def cap_records(self) -> Optional[CapRecords]:
+        """The caps' records every replica shares (None without an API server)."""
+        if self._cap_records is None and self.kube is not None:
+            pending = self.host.store(PENDING_PODS)
+            self._cap_records = CapRecords(
+                self.kube, self.host.config.lease_namespace, self.virtual,
+                pending=lambda key, uid: (pending.get(key) or {}).get("metadata", {}).get("uid") == uid)
+        return self._cap_records
 
     # -- caches -----------------------------------------------------------------------------------
     def watches(self) -> List[Watch]:
@@ -467,12 +484,32 @@ class EciProfile:
         return added
 
     def check_cap(self, selector: Selector, pod_meta: Mapping, request) -> None:
-        """Refuse a binding to a virtual node past the Selector's maxVirtualPods (a cache lookup)."""
+        """Refuse a binding to a virtual node past the Selector's maxVirtualPods, counting what
+        every replica allowed (the Selector's record in the API server: a read and a write).
+        When the record cannot be had, this replica's own count decides (failing open as far as
+        the other replicas' bindings in flight), and ``eci_profile_cap_record_errors_total`` says so."""
+        cap, uid = selector.max_virtual_pods, pod_meta.get("uid") or ""
         if request.dry_run:  # reserves nothing: no pod will be bound
             used = self.virtual.count(selector.name)
-            allowed = used < selector.max_virtual_pods
+            allowed = used < cap
+        elif self.cap_records is not None:
+            try:
+                allowed, used = self.cap_records.reserve(
+                    selector.name, uid, f"{pod_meta.get('namespace')}/{pod_meta.get('name')}", cap,
+                    max(0.1, request.time_left() - CAP_RECORD_SPARE))
+            except RecordBusy as exc:  # refused, not failed open: the scheduler tries the binding again
+                self.cap_denials.labels(selector.name, "binding").inc()
+                raise Denied(f"{exc}; the pod waits for the scheduler's next try") from None
+            except ApiError as exc:
+                log.warning("cap of Selector %s: its record failed (%s); counting this replica's view", selector.name,
+                            exc)
+                self.cap_record_errors.labels(selector.name).inc()
+                allowed, used = self.virtual.reserve(selector.name, uid, cap)
+            else:
+                if allowed:
+                    self.virtual.reserved(selector.name, uid)
         else:
-            allowed, used = self.virtual.reserve(selector.name, pod_meta.get("uid") or "", selector.max_virtual_pods)
+            allowed, used = self.virtual.reserve(selector.name, uid, cap)
         if allowed:
             return
         self.cap_denials.labels(selector.name, "binding").inc()

@@ -3,7 +3,7 @@ scale-in order, which pods are left alone, and warnings."""
 
 import pytest
 
-from framework.testing import binding, pod
+from framework.testing import FakeKube, binding, pod
 from plugins.eci_profile import selectors, timing
 from plugins.eci_profile.cap import SELECTOR_LABEL
 from plugins.eci_profile.settings import Options, Settings
@@ -142,7 +142,7 @@ def capped(cap, **extra):
 def test_binding_past_the_cap_is_refused_and_a_pod_being_deleted_does_not_count(make_harness):
     objects = default_objects() + [on_virtual("a", "capped"), on_virtual("b", "capped", deleting=True),
                                    pending("c"), pending("d")]
-    harness = make_harness(capped(2), objects=objects, kube=RecordingKube())
+    harness = make_harness(capped(2), objects=objects, kube=FakeKube())
     assert harness.create(binding("c", "vk-1")).allowed
     refused = harness.create(binding("d", "vk-1"))  # a counts, c is reserved: 2 of 2
     assert not refused.allowed
@@ -154,13 +154,13 @@ def test_binding_past_the_cap_is_refused_and_a_pod_being_deleted_does_not_count(
 def test_scale_in_virtual_first_sets_a_deletion_cost_unless_there_is_one(make_harness):
     objects = default_objects() + [pending("a"), pending("b", annotations={
         "controller.kubernetes.io/pod-deletion-cost": "5"})]
-    harness = make_harness(capped(10, scaleIn="VirtualFirst"), objects=objects, kube=RecordingKube())
+    harness = make_harness(capped(10, scaleIn="VirtualFirst"), objects=objects, kube=FakeKube())
     assert harness.create(binding("a", "vk-1")).object["metadata"]["annotations"] == {
         "controller.kubernetes.io/pod-deletion-cost": "-1000"}
     assert "annotations" not in harness.create(binding("b", "vk-1")).object["metadata"]
     effect = capped(10, scaleIn="VirtualFirst")
     effect["spec"]["effect"] = {"annotations": {"controller.kubernetes.io/pod-deletion-cost": "-5"}}
-    harness = make_harness(effect, objects=default_objects() + [pending("a")], kube=RecordingKube())
+    harness = make_harness(effect, objects=default_objects() + [pending("a")], kube=FakeKube())
     assert harness.create(binding("a", "vk-1")).object["metadata"]["annotations"] == {
         "controller.kubernetes.io/pod-deletion-cost": "-5"}
 
@@ -189,7 +189,7 @@ def test_pods_sent_to_virtual_nodes_at_creation_are_warned_of_host_features(make
 
 def test_metrics_show_each_selectors_virtual_pods_against_its_cap(make_harness):
     objects = default_objects() + [on_virtual("a", "capped"), on_virtual("b", "capped")]
-    harness = make_harness(capped(5), objects=objects, kube=RecordingKube())
+    harness = make_harness(capped(5), objects=objects, kube=FakeKube())
     from prometheus_client import generate_latest
 
     text = generate_latest(harness.host.metrics.registry).decode()
@@ -199,7 +199,7 @@ def test_metrics_show_each_selectors_virtual_pods_against_its_cap(make_harness):
 
 def test_a_dry_run_binding_is_capped_but_reserves_nothing(make_harness):
     objects = default_objects() + [on_virtual("a", "capped"), pending("c"), pending("d")]
-    harness = make_harness(capped(2), objects=objects, kube=RecordingKube())
+    harness = make_harness(capped(2), objects=objects, kube=FakeKube())
     for _ in range(3):
         assert harness.create(binding("c", "vk-1"), dry_run=True).allowed
     assert harness.create(binding("d", "vk-1")).allowed  # 2 of 2: the dry runs took no place

@@ -126,3 +126,20 @@ def test_the_resync_gives_a_look_to_unschedulable_pods_not_in_the_queue_only(mak
     assert controller.queue.waiting() == 1
     controller.resync()
     assert len(controller.queue) == 0 and controller.queue.waiting() == 1  # its wait stands
+
+
+def test_pods_tolerated_and_not_yet_bound_count_against_the_cap(make_harness):
+    kube, clock = RecordingKube(), Clock()
+    sel = selector("capped", "normalNodePrefer", object_labels={"matchLabels": {"app": "nginx"}})
+    sel["spec"]["maxVirtualPods"] = 3
+    harness = make_harness(sel, objects=default_objects() + [on_virtual("v1")] + [
+        waiting_pod(f"w{i}") for i in range(5)], kube=kube)
+    controller = BurstController(eci.profile_of(harness.host), clock=clock)
+    for i in range(5):
+        controller.reconcile(f"default/w{i}")
+    # One place is taken: two more are tolerated at once, the others wait, though none is bound yet.
+    assert [path.rsplit("/", 1)[1] for _, path, _ in kube.writes()] == ["w0", "w1"]
+    assert controller.waiting_count("capped") == 3
+    harness.store(PENDING_PODS).delete("default/w0")  # bound to a normal node after all
+    controller.reconcile("default/w2")
+    assert [path.rsplit("/", 1)[1] for _, path, _ in kube.writes()] == ["w0", "w1", "w2"]
