@@ -20,7 +20,7 @@ import threading
 import time
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
-from framework import ApiError, Reflector, Watch, object_path
+from framework import Reflector, Watch
 from plugins.eci_profile import timing
 from plugins.eci_profile.profile import NODES, SELECTORS, VIRTUAL_PODS, EciProfile
 from plugins.eci_profile.resources import requests_of
@@ -260,18 +260,11 @@ class DrainBackController:
 
     def evict(self, pod: dict, sel, target: str) -> bool:
         meta = pod["metadata"]
-        path = object_path("v1", "pods", meta["name"], meta["namespace"]) + "/eviction"
-        body = {"apiVersion": "policy/v1", "kind": "Eviction",
-                "metadata": {"name": meta["name"], "namespace": meta["namespace"]}}
-        try:
-            self.profile.kube.post(path, body)
-        except ApiError as exc:
-            if exc.status == 429:  # a PodDisruptionBudget says not now
-                self.drained.labels(sel.name, "blocked").inc()
-                return False
-            if exc.status == 404:
-                return False
-            raise
+        outcome = self.profile.evict(meta)
+        if outcome == "blocked":  # a PodDisruptionBudget says not now
+            self.drained.labels(sel.name, "blocked").inc()
+        if outcome != "evicted":
+            return False
         self.drained.labels(sel.name, "evicted").inc()
         log.info("drain-back: evicted %s/%s from virtual node %s (Selector %s); %s has room", meta["namespace"],
                  meta["name"], pod["node"], sel.name, target)

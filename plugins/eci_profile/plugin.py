@@ -9,6 +9,7 @@ from framework import Controller, Mutator, hookimpl
 from plugins.eci_profile import hookspecs, policies
 from plugins.eci_profile.burst import BurstController
 from plugins.eci_profile.cap import CapRecordCleaner
+from plugins.eci_profile.cap_enforcement import CapEnforcer
 from plugins.eci_profile.drain import DrainBackController
 from plugins.eci_profile.label_sweep import LabelSweepController
 from plugins.eci_profile.profile import SELECTORS, EciProfile
@@ -83,7 +84,8 @@ def admission_host_controllers(host):
     drain = DrainBackController(profile)
     sweep = LabelSweepController(profile)
     records = CapRecordCleaner(profile.cap_records, host.store(SELECTORS))
-    return [Controller(name=c.name, run=c.run) for c in (burst, status, drain, sweep, records)]
+    enforcer = CapEnforcer(profile)
+    return [Controller(name=c.name, run=c.run) for c in (burst, status, drain, sweep, records, enforcer)]
 
 
 @hookimpl

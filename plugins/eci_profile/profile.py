@@ -190,6 +190,10 @@ class EciProfile:
                                          "against this replica's count alone, because the Selector's cap record "
                                          "could not be read or written.", ["selector"],
                                          registry=host.metrics.registry)
+        self.cap_evictions = Counter("eci_profile_cap_evictions", "Pods on virtual nodes evicted because their "
+                                     "Selector was over maxVirtualPods (capEnforcement: Evict), by outcome (evicted; "
+                                     "blocked: a PodDisruptionBudget said not now; gone).", ["selector", "outcome"],
+                                     registry=host.metrics.registry)
         host.metrics.registry.register(_SelectorGauges(self))
         self._virtual: Optional[VirtualPods] = None
         self._cap_records: Optional[CapRecords] = None
@@ -532,6 +536,22 @@ class EciProfile:
         log.debug("Selector %s (%s) applied to pod %s/%s at %s%s: %s", selector.name, selector.policy,
                  request.namespace, request.name or (request.object.get("metadata") or {}).get("generateName", ""),
                  phase, where, ", ".join(changes) or "no change")
+
+    def evict(self, pod_meta: Mapping) -> str:
+        """Ask the Eviction API to remove a pod (its PodDisruptionBudgets decide): ``evicted``,
+        ``blocked`` (a budget says not now) or ``gone``."""
+        path = object_path("v1", "pods", pod_meta["name"], pod_meta["namespace"]) + "/eviction"
+        body = {"apiVersion": "policy/v1", "kind": "Eviction",
+                "metadata": {"name": pod_meta["name"], "namespace": pod_meta["namespace"]}}
+        try:
+            self.kube.post(path, body)
+        except ApiError as exc:
+            if exc.status == 429:
+                return "blocked"
+            if exc.status == 404:
+                return "gone"
+            raise
+        return "evicted"
 
     # -- events -----------------------------------------------------------------------------------------
     def event_later(self, pod_meta: Mapping, reason: str, message: str, type_: str = "Normal",

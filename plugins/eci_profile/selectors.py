@@ -29,6 +29,7 @@ _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 _DURATION_RE = re.compile(r"^(?:[0-9]+(?:\.[0-9]+)?(?:ms|s|m|h))+$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 SCALE_IN = ("VirtualFirst", "None")
+CAP_ENFORCEMENT = ("Admission", "Evict")
 
 
 def parse_duration(value, where: str) -> float:
@@ -98,6 +99,7 @@ class Selector:
     wait_for_autoscaler: bool = False
     max_wait: Optional[float] = None
     max_virtual_pods: Optional[int] = None  # None: no cap
+    cap_enforcement: str = "Admission"  # Evict: the leader also evicts pods past the cap
     scale_in: str = "None"
     drain_after: Optional[float] = None  # None: no drain-back
     drain_per_minute: int = 5
@@ -118,6 +120,8 @@ class Selector:
             if self.wait_for_autoscaler:
                 parts.append("wait for autoscaler" + (f" up to {format_duration(self.max_wait)}"
                                                       if self.max_wait is not None else ""))
+        if self.cap_enforcement == "Evict":
+            parts.append("cap enforced by eviction")
         if self.scale_in == "VirtualFirst":
             parts.append("virtual first on scale-in")
         if self.drain_after is not None:
@@ -187,6 +191,12 @@ def parse(obj: Mapping, known_policies: Iterable[str] = POLICIES) -> Selector:
             burst["max_wait"] = parse_duration(policy_value["maxWait"], f"{where}.maxWait")
     if spec.get("maxVirtualPods") is not None:
         burst["max_virtual_pods"] = _int(spec["maxVirtualPods"], "spec.maxVirtualPods", 0)
+    enforcement = spec.get("capEnforcement") or "Admission"
+    if enforcement not in CAP_ENFORCEMENT:
+        raise InvalidSelectorSpec(f"spec.capEnforcement must be Admission or Evict, not {enforcement!r}")
+    if enforcement == "Evict" and burst.get("max_virtual_pods") is None:
+        raise InvalidSelectorSpec("spec.capEnforcement: Evict needs spec.maxVirtualPods")
+    burst["cap_enforcement"] = enforcement
     scale_in = spec.get("scaleIn") or "None"
     if scale_in not in SCALE_IN:
         raise InvalidSelectorSpec(f"spec.scaleIn must be VirtualFirst or None, not {scale_in!r}")

@@ -71,7 +71,16 @@ class SelectorStatusController:
             if exc.status != 404:
                 log.warning("could not update the status of Selector %s: %s", name, exc)
             return
+        before = self.written.get(name, (None, {}))[1].get("overCap", 0)
         self.written[name] = (meta.get("resourceVersion"), counts)
+        if counts.get("overCap") and not before:
+            sel = entry["selector"]
+            self.profile.event({"apiVersion": "eci.aliyun.com/v1", "kind": "Selector", "name": name,
+                                "uid": meta.get("uid") or ""}, "VirtualPodCapExceeded",
+                               f"{counts['virtualPods']} pods on virtual nodes, {counts['overCap']} past maxVirtualPods "
+                               f"{sel.max_virtual_pods}" + (": the newest are evicted (capEnforcement: Evict)"
+                                                            if sel.cap_enforcement == "Evict" else
+                                                            "; new bindings wait until it is back within"), "Warning")
         if entry["error"]:
             self.profile.event({"apiVersion": "eci.aliyun.com/v1", "kind": "Selector", "name": name,
                                 "uid": meta.get("uid") or ""}, "InvalidSelector",
@@ -83,5 +92,8 @@ class SelectorStatusController:
             return {}
         used = self.profile.virtual.count(sel.name)
         cap = sel.max_virtual_pods
-        return {"policy": sel.describe_policy(), "virtualPods": used, "waitingPods": self.waiting_count(sel.name),
-                "virtual": f"{used}/{cap}" if cap is not None else str(used)}
+        counts = {"policy": sel.describe_policy(), "virtualPods": used, "waitingPods": self.waiting_count(sel.name),
+                  "virtual": f"{used}/{cap}" if cap is not None else str(used)}
+        if cap is not None:
+            counts["overCap"] = max(0, used - cap)
+        return counts

@@ -1,0 +1,85 @@
+"""``capEnforcement: Evict`` (leader only): a Selector over its ``maxVirtualPods`` — the cap was
+lowered, or pods were bound while no replica answered (failure policy Ignore) — is brought back
+within it by evicting its newest pods on virtual nodes.
+
+Only pods a ReplicaSet or StatefulSet will replace are evicted; the replacement comes back
+through the webhook, where the cap holds. Evictions go through the Eviction API, so
+PodDisruptionBudgets decide, and at most ``EVICTIONS_PER_MINUTE`` per Selector.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from typing import Callable, Deque, Dict
+
+from plugins.eci_profile.drain import WORKLOADS
+from plugins.eci_profile.profile import SELECTORS, EciProfile
+
+log = logging.getLogger("admission_host.eci_profile.cap_enforcement")
+
+EVICTIONS_PER_MINUTE = 10
+INTERVAL_SECONDS = 5.0
+
+
+class CapEnforcer:
+    name = "eci-profile-cap-enforcement"
+
+    def __init__(self, profile: EciProfile, clock: Callable[[], float] = time.monotonic,
+                 interval: float = INTERVAL_SECONDS):
+        self.profile = profile
+        self.clock = clock
+        self.interval = interval
+        self.selectors = profile.host.store(SELECTORS)
+        self._evicted: Dict[str, Deque[float]] = {}  # selector -> eviction times in the last minute
+
+    def run(self, stop: threading.Event) -> None:
+        if self.profile.kube is None:
+            return
+        while not stop.wait(self.interval):
+            try:
+                self.step()
+            except Exception:  # the next round tries again
+                log.exception("%s: a round failed", self.name)
+
+    def step(self) -> int:
+        """One round over the Selectors that evict; returns the pods evicted."""
+        evicted = 0
+        for entry in self.selectors.list():
+            sel = entry.get("selector")
+            if sel is None or sel.cap_enforcement != "Evict" or sel.max_virtual_pods is None:
+                continue
+            pods = self.profile.virtual.pods(sel.name)
+            over = len(pods) - sel.max_virtual_pods
+            if over > 0:
+                evicted += self.bring_back(sel, pods, over)
+        return evicted
+
+    def bring_back(self, sel, pods: list, over: int) -> int:
+        recent = self._evicted.setdefault(sel.name, collections.deque())
+        now = self.clock()
+        while recent and now - recent[0] >= 60:
+            recent.popleft()
+        budget = min(over, EVICTIONS_PER_MINUTE - len(recent))
+        # Newest first: the pods that came last, past the cap (RFC 3339 times sort as strings).
+        candidates = sorted((p for p in pods if (p.get("owner") or {}).get("kind") in WORKLOADS),
+                            key=lambda p: (p.get("startTime") or p.get("createdAt") or "", p["metadata"]["name"]),
+                            reverse=True)
+        evicted = 0
+        for pod in candidates:
+            if evicted >= budget:
+                break
+            meta = pod["metadata"]
+            outcome = self.profile.evict(meta)
+            self.profile.cap_evictions.labels(sel.name, outcome).inc()
+            if outcome != "evicted":
+                continue
+            evicted += 1
+            recent.append(now)
+            log.info("cap enforcement: evicted %s/%s from virtual node %s (Selector %s is %d past maxVirtualPods %d)",
+                     meta["namespace"], meta["name"], pod["node"], sel.name, over, sel.max_virtual_pods)
+            self.profile.event_later(meta, "VirtualPodCapEnforced", f"Evicted from virtual node {pod['node']}: "
+                                     f"Selector {sel.name} had {over} pods past maxVirtualPods {sel.max_virtual_pods}")
+        return evicted
