@@ -15,7 +15,7 @@ import itertools
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Dict, Optional
 
 from framework import ApiError, object_path
@@ -36,6 +36,7 @@ class _Job:
     labels: Dict[str, str]
     until: float
     delay: float = FIRST_RETRY
+    annotations: Dict[str, str] = field(default_factory=dict)  # added where the pod has no such key
     conflicts: int = 0
 
 
@@ -52,13 +53,15 @@ class BindingLabeler:
         self._thread: Optional[threading.Thread] = None
         self._pods: set = set()  # (namespace, name, uid, node) of the jobs not over: one job a pod and node
 
-    def label(self, namespace: str, name: str, uid: str, node: str, labels: Dict[str, str]) -> None:
+    def label(self, namespace: str, name: str, uid: str, node: str, labels: Dict[str, str],
+              annotations: Optional[Dict[str, str]] = None) -> None:
         with self._wake:
             if (namespace, name, uid, node) in self._pods:
                 return  # labelled already on its way (a sweep finding it again before that is done)
             self._pods.add((namespace, name, uid, node))
         now = self.clock()
-        self._schedule(now, _Job(namespace, name, uid, node, dict(labels), until=now + GIVE_UP_AFTER))
+        self._schedule(now, _Job(namespace, name, uid, node, dict(labels), until=now + GIVE_UP_AFTER,
+                                 annotations=dict(annotations or {})))
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="eci-profile-binding-labels", daemon=True)
             self._thread.start()
@@ -113,8 +116,14 @@ class BindingLabeler:
             if bound:
                 current = meta.get("labels") or {}
                 missing = {k: v for k, v in job.labels.items() if current.get(k) != v}
-                if missing:
-                    body = {"metadata": {"labels": missing, "resourceVersion": meta.get("resourceVersion")}}
+                have = meta.get("annotations") or {}
+                annotations = {k: v for k, v in job.annotations.items() if k not in have}
+                if missing or annotations:
+                    body = {"metadata": {"resourceVersion": meta.get("resourceVersion")}}
+                    if missing:
+                        body["metadata"]["labels"] = missing
+                    if annotations:
+                        body["metadata"]["annotations"] = annotations
                     self.kube.patch(path, body, timeout=5.0)
                 return self._over(job, "labelled")
             why = "not bound yet"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable, Dict, Optional, Set
+from typing import Callable, Dict, Optional, Set, Tuple
 
 from framework import JSON_PATCH, ApiError, WorkQueue, object_path
 from plugins.eci_profile import timing
@@ -116,7 +116,7 @@ class BurstController:
             key = f"{meta['namespace']}/{meta['name']}"
             if pod.get("leftAlone") or self.queue.has(key):
                 continue
-            if pod.get("unschedulable") or key in self.failed_scheduling:
+            if pod.get("unschedulable") or key in self.failed_scheduling or self._needs_tolerations(pod):
                 keys.append(key)
             elif pod.get("createdAt") and now - timing.parse_time(pod["createdAt"]) >= STRANDED_AFTER_SECONDS:
                 untried.setdefault(meta["namespace"], {})[meta.get("uid")] = key
@@ -138,6 +138,14 @@ class BurstController:
             log.info("%s: resync: %d pending pods get a look", self.name, len(set(keys)))
             self.queue.add(keys)
 
+    def _needs_tolerations(self, pod: dict) -> bool:
+        """A pending pod whose winning Selector adds the tolerations at creation, without them."""
+        if not self.profile.settings.missing_tolerations(pod["tolerations"]):
+            return False
+        selector = self.profile.resolve(pod, pod["metadata"]["namespace"]).selector
+        policy = self.profile.policies.get(selector.policy) if selector else None
+        return policy is not None and policy.tolerate_at_create
+
     def _not_waiting(self, key: str, keep: str = "") -> None:
         """``key`` waits for no Selector (but ``keep``)."""
         for name, pods in self.waiting.items():
@@ -158,68 +166,95 @@ class BurstController:
     def reconcile(self, key: str) -> None:
         pod = self.pods.get(key)
         for _ in range(3):
-            tried = key in self.failed_scheduling and pod is not None and "createdAt" in pod
-            if pod is None or not (pod.get("unschedulable") or tried) or pod.get("leftAlone"):
+            missing = self.profile.settings.missing_tolerations(pod["tolerations"]) if pod is not None else None
+            if not missing or pod.get("leftAlone"):
                 self._not_waiting(key)
                 return
             meta = pod["metadata"]
             selector = self.profile.resolve(pod, meta["namespace"]).selector
             policy = self.profile.policies.get(selector.policy) if selector else None
-            missing = self.profile.settings.missing_tolerations(pod["tolerations"])
-            if policy is None or not policy.burst_when_unschedulable or not missing:
+            tried = key in self.failed_scheduling and "createdAt" in pod
+            if policy is not None and policy.tolerate_at_create:
+                decision = None  # admitted while no replica answered: what admission would have added
+            elif policy is not None and policy.burst_when_unschedulable and (pod.get("unschedulable") or tried):
+                decision = self.decide(pod, selector, self.failed_scheduling.get(key) if tried else None)
+                if not self._may_burst(key, pod, selector, decision):
+                    return
+            else:
                 self._not_waiting(key)
                 return
-            decision = self.decide(pod, selector, self.failed_scheduling.get(key) if tried else None)
-            if not decision.burst:
-                until = timing.iso_time(decision.at)
-                self._wait(key, selector, meta, f"{decision.message} (at {until} unless a normal node takes it "
-                           "first)", event_key=f"{decision.reason}@{until}")
-                delay = decision.at - self.clock()
-                if selector.wait_for_autoscaler:  # the autoscaler may speak before then
-                    delay = min(delay, AUTOSCALER_POLL_SECONDS)
-                self.queue.add_after(key, delay)
-                return
-            cap = selector.max_virtual_pods
-            in_flight = len(self.tolerated.get(selector.name, set()) - {key})
-            if cap is not None and self.profile.virtual.count(selector.name) + in_flight >= cap:
-                # Held until one of its virtual pods goes (on_virtual_pod), or looked at again.
-                self.profile.cap_denials.labels(selector.name, "burst").inc()
-                self._wait(key, selector, meta, f"maxVirtualPods {cap} reached (when one of its virtual pods "
-                           "goes, unless a normal node takes it first)", event_key=f"cap@{cap}")
-                self.queue.add_after(key, 30.0)
-                return
-            path = object_path("v1", "pods", meta["name"], meta["namespace"])
-            patch = [{"op": "test", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]},
-                     {"op": "add", "path": "/spec/tolerations", "value": list(pod["tolerations"]) + missing}]
-            try:
-                self.profile.kube.patch(path, patch, content_type=JSON_PATCH)
-            except ApiError as exc:
-                if exc.status == 404:
-                    self.actions.labels("gone").inc()
-                    self._not_waiting(key)
-                    return
-                if exc.status not in (409, 422):
-                    raise
-                self.actions.labels("conflict").inc()
-                try:  # changed under us: look again at the current pod
-                    fresh = self.profile.kube.get(path)
-                except ApiError as exc2:
-                    if exc2.status == 404:
-                        self._not_waiting(key)
-                        return
-                    raise
-                pod = strip_pod(fresh) if not (fresh.get("spec") or {}).get("nodeName") else None
+            patched, fresh = self._tolerate(pod, missing)
+            if fresh is not None:
+                pod = fresh  # changed under us: decide again on the pod as it is now
                 continue
             self._not_waiting(key)
-            if cap is not None:
+            if not patched:  # gone, or bound meanwhile
+                return
+            if decision is None:
+                self.profile.repairs.labels("tolerations").inc()
+                log.info("repair: pending pod %s has no virtual-node tolerations though Selector %s (%s) adds them at "
+                         "creation (admitted while no replica answered?): added", key, selector.name, selector.policy)
+                self.profile.event_later(meta, "VirtualNodeTolerationsRestored", f"Tolerations for virtual nodes added "
+                                         f"by Selector {selector.name} ({selector.policy}): the pod was admitted "
+                                         "without them")
+                return
+            if selector.max_virtual_pods is not None:
                 self.tolerated.setdefault(selector.name, set()).add(key)
-            self.actions.labels("patched").inc()
             self.profile.burst_decisions.labels(decision.reason).inc()
             log.info("burst: pod %s is Unschedulable on normal nodes; added virtual-node tolerations "
                      "(Selector %s, normalNodePrefer, %s)", key, selector.name, decision.reason)
             self.profile.event_later(meta, "BurstToVirtualNode", f"No normal node fits; tolerations for virtual "
                                      f"nodes added by Selector {selector.name} ({decision.message})")
             return
+
+    def _may_burst(self, key: str, pod: dict, selector, decision: timing.Decision) -> bool:
+        """Whether the pod bursts now; if not, it waits (told why) and is looked at again when due."""
+        meta = pod["metadata"]
+        if not decision.burst:
+            until = timing.iso_time(decision.at)
+            self._wait(key, selector, meta, f"{decision.message} (at {until} unless a normal node takes it "
+                       "first)", event_key=f"{decision.reason}@{until}")
+            delay = decision.at - self.clock()
+            if selector.wait_for_autoscaler:  # the autoscaler may speak before then
+                delay = min(delay, AUTOSCALER_POLL_SECONDS)
+            self.queue.add_after(key, delay)
+            return False
+        cap = selector.max_virtual_pods
+        in_flight = len(self.tolerated.get(selector.name, set()) - {key})
+        if cap is not None and self.profile.virtual.count(selector.name) + in_flight >= cap:
+            # Held until one of its virtual pods goes (on_virtual_pod), or looked at again.
+            self.profile.cap_denials.labels(selector.name, "burst").inc()
+            self._wait(key, selector, meta, f"maxVirtualPods {cap} reached (when one of its virtual pods "
+                       "goes, unless a normal node takes it first)", event_key=f"cap@{cap}")
+            self.queue.add_after(key, 30.0)
+            return False
+        return True
+
+    def _tolerate(self, pod: dict, missing: list) -> Tuple[bool, Optional[dict]]:
+        """Add ``missing`` to the pod's tolerations if it is unchanged since cached. Returns whether
+        it did, and the pending pod as it is now when it changed meanwhile (to decide again)."""
+        meta = pod["metadata"]
+        path = object_path("v1", "pods", meta["name"], meta["namespace"])
+        patch = [{"op": "test", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]},
+                 {"op": "add", "path": "/spec/tolerations", "value": list(pod["tolerations"]) + missing}]
+        try:
+            self.profile.kube.patch(path, patch, content_type=JSON_PATCH)
+        except ApiError as exc:
+            if exc.status == 404:
+                self.actions.labels("gone").inc()
+                return False, None
+            if exc.status not in (409, 422):
+                raise
+            self.actions.labels("conflict").inc()
+            try:
+                fresh = self.profile.kube.get(path)
+            except ApiError as exc2:
+                if exc2.status == 404:
+                    return False, None
+                raise
+            return False, (None if (fresh.get("spec") or {}).get("nodeName") else strip_pod(fresh))
+        self.actions.labels("patched").inc()
+        return True, None
 
     def decide(self, pod: dict, selector, since: Optional[float] = None) -> timing.Decision:
         since = since or pod.get("unschedulableSince") or self.clock()

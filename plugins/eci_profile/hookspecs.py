@@ -14,7 +14,10 @@ def eci_policies(settings):
 
     ``settings`` is the plugin's :class:`plugins.eci_profile.settings.Settings` (virtual-node
     labels and tolerations). A policy's ``name`` is the key used under ``spec.policy``; a later
-    registered plugin's policy of the same name replaces an earlier one.
+    registered plugin's policy of the same name replaces an earlier one. Its flags tell the
+    controllers what it means: ``effect_at_create``, ``burst_when_unschedulable`` and
+    ``tolerate_at_create`` (its ``at_create`` adds the virtual-node tolerations, so the leader
+    adds them to a pending pod admitted without them).
     """
 
 

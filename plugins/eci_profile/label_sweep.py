@@ -88,7 +88,13 @@ class LabelSweepController:
         if selector is None:
             return 0
         labels = self.profile.labels_on_virtual_node(selector, meta.get("labels") or {})
+        have = meta.get("annotations") or {}
+        annotations = {k: v for k, v in self.profile.annotations_on_virtual_node(selector).items() if k not in have}
+        added = sorted(labels) + sorted(annotations)
         log.info("pod %s/%s on virtual node %s has no label of Selector %s: adding %s", namespace, name, node,
-                 selector.name, ", ".join(f"{k}={v}" for k, v in sorted(labels.items())))
-        self.profile.labeler.label(namespace, name, meta.get("uid") or "", node, labels)
+                 selector.name, ", ".join(added))
+        self.profile.labeler.label(namespace, name, meta.get("uid") or "", node, labels, annotations)
+        self.profile.repairs.labels("effect").inc()
+        self.profile.event_later(meta, "VirtualNodeEffectRestored", f"Selector {selector.name}'s labels and "
+                                 f"annotations added after the pod was bound to virtual node {node}: {', '.join(added)}")
         return 1

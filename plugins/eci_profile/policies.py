@@ -27,6 +27,9 @@ class Policy:
     effect_at_create = False
     #: add the tolerations to a pending pod the scheduler found Unschedulable
     burst_when_unschedulable = False
+    #: ``at_create`` adds the virtual-node tolerations: a pending pod admitted without them (while
+    #: no replica answered) gets them from the leader
+    tolerate_at_create = False
 
     def __init__(self, settings):
         self.settings = settings
@@ -46,6 +49,7 @@ def add_tolerations(pod: dict, settings) -> List[str]:
 
 class Fair(Policy):
     name = "fair"
+    tolerate_at_create = True
 
     def at_create(self, pod, request):
         return add_tolerations(pod, self.settings)
@@ -63,6 +67,7 @@ class NormalNodePrefer(Policy):
 class VirtualNodeOnly(Policy):
     name = "virtualNodeOnly"
     effect_at_create = True
+    tolerate_at_create = True
 
     def at_create(self, pod, request):
         changed = add_tolerations(pod, self.settings)

@@ -194,6 +194,9 @@ class EciProfile:
                                      "Selector was over maxVirtualPods (capEnforcement: Evict), by outcome (evicted; "
                                      "blocked: a PodDisruptionBudget said not now; gone).", ["selector", "outcome"],
                                      registry=host.metrics.registry)
+        self.repairs = Counter("eci_profile_repairs", "What the leader restored on pods admitted while no replica "
+                               "answered, or whose writes were lost (tolerations on pending pods; effect on pods on "
+                               "virtual nodes).", ["what"], registry=host.metrics.registry)
         host.metrics.registry.register(_SelectorGauges(self))
         self._virtual: Optional[VirtualPods] = None
         self._cap_records: Optional[CapRecords] = None
@@ -440,12 +443,9 @@ class EciProfile:
         if selector.max_virtual_pods is not None:
             self.check_cap(selector, pod_meta, request)
         pod_annotations = dict.fromkeys(pod.get("annotationKeys") or ())
-        annotations = dict(selector.annotations)
-        if selector.scale_in == "VirtualFirst" and DELETION_COST not in annotations:
-            annotations[DELETION_COST] = VIRTUAL_FIRST_COST  # a cost the pod has already is kept
         # Annotations ride on the Binding: the API server copies them onto the pod as it binds.
         changes = self.apply_effect(selector, binding.setdefault("metadata", {}), {"annotations": pod_annotations},
-                                    "annotations", annotations, request)
+                                    "annotations", self.annotations_on_virtual_node(selector), request)
         labels = self.labels_on_virtual_node(selector, pod_meta["labels"])
         for key in selector.labels:
             if key in pod_meta["labels"] and pod_meta["labels"][key] != selector.labels[key]:
@@ -457,6 +457,15 @@ class EciProfile:
                 self.labeler.label(namespace, name, pod_meta.get("uid") or "", target["name"], labels)
                 changes += [f"label {k} (once bound)" for k in labels]
         self.record(request, selector, "binding", changes, target["name"])
+
+    @staticmethod
+    def annotations_on_virtual_node(selector: Selector) -> Dict[str, str]:
+        """The annotations a pod the Selector sends to a virtual node gets (where it has none of its
+        own under that key): the effect's, and with ``scaleIn: VirtualFirst`` a deletion cost."""
+        annotations = dict(selector.annotations)
+        if selector.scale_in == "VirtualFirst" and DELETION_COST not in annotations:
+            annotations[DELETION_COST] = VIRTUAL_FIRST_COST  # a cost the pod has already is kept
+        return annotations
 
     @staticmethod
     def labels_on_virtual_node(selector: Selector, pod_labels: Mapping[str, str]) -> Dict[str, str]:

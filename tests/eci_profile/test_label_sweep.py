@@ -55,8 +55,9 @@ class Handed:
     def __init__(self):
         self.jobs = []
 
-    def label(self, namespace, name, uid, node, labels):
+    def label(self, namespace, name, uid, node, labels, annotations=None):
         self.jobs.append((f"{namespace}/{name}", uid, node, labels))
+        self.annotations = getattr(self, "annotations", []) + [annotations]
 
 
 @pytest.fixture
@@ -116,3 +117,15 @@ def test_the_interval_is_an_option_and_zero_turns_the_sweep_off(sweep):
     done = threading.Event()
     threading.Thread(target=lambda: (ctl.run(threading.Event()), done.set()), daemon=True).start()
     assert done.wait(5) and kube.lists == []
+
+
+def test_the_effects_annotations_come_back_too_but_never_over_the_pods_own(sweep):
+    sel = selector("burst", object_labels={"matchLabels": {"app": "web"}}, labels={"tier": "virtual"},
+                   annotations={"k8s.aliyun.com/eci-with-eip": "true", "team": "web"})
+    sel["spec"]["scaleIn"] = "VirtualFirst"
+    ctl, _, handed = sweep([on_node("web-1", annotations={"team": "mine"})], sel=sel)
+    assert ctl.step() == 1
+    assert handed.annotations == [{"k8s.aliyun.com/eci-with-eip": "true",
+                                   "controller.kubernetes.io/pod-deletion-cost": "-1000"}]
+    text = __import__("prometheus_client").generate_latest(ctl.profile.host.metrics.registry).decode()
+    assert 'eci_profile_repairs_total{what="effect"} 1.0' in text
