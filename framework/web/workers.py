@@ -32,6 +32,7 @@ log = logging.getLogger("admission_host.workers")
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 QUICK_FAILURE = 10.0  # a worker that fails within this many seconds of its start...
 QUICK_FAILURES = 3    # ...this many times in a row: something is wrong with all of them
+CPU_MAX = "/sys/fs/cgroup/cpu.max"  # cgroup v2: "QUOTA PERIOD", QUOTA "max" for no limit
 
 
 def available_cpus() -> int:
@@ -39,7 +40,7 @@ def available_cpus() -> int:
     CPU limit), rounded up."""
     cpus = len(os.sched_getaffinity(0))
     try:
-        with open("/sys/fs/cgroup/cpu.max", encoding="ascii") as f:
+        with open(CPU_MAX, encoding="ascii") as f:
             quota, period = f.read().split()
         if quota != "max":
             cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))

@@ -3,6 +3,7 @@
 from framework import ApiError
 from framework.testing import pod
 from plugins.eci_profile.binding_labels import FIRST_RETRY, GIVE_UP_AFTER, BindingLabeler, _Job
+from plugins.eci_profile.plugin import profile_of
 
 from tests.unit.fakeapi import wait_for
 
@@ -128,3 +129,15 @@ def test_one_job_a_pod_while_it_is_not_over():
     lab.label("default", "web", "u1", "vk-1", LABELS)  # over: a new job may start
     wait_for(lambda: sorted(outcomes) == ["elsewhere", "labelled", "labelled"])
     assert len(kube.writes()) == 1  # the labels were there the second time
+
+
+def test_labels_given_up_on_are_told_on_the_pod_with_a_virtual_node_labels_failed_event(make_harness):
+    kube = RecordingKube({PATH: stored()})  # the binding is never stored
+    labeler = profile_of(make_harness(kube=kube).host).labeler
+    over = _Job("default", "web", "u1", "vk-1", dict(LABELS), until=0.0)  # its time is up
+    assert labeler.attempt(over) == "failed"
+    event = wait_for(lambda: next(iter(kube.writes("POST")), None))[2]
+    assert event["reason"] == "VirtualNodeLabelsFailed" and event["type"] == "Warning"
+    assert event["involvedObject"] == {"apiVersion": "v1", "kind": "Pod", "name": "web", "namespace": "default",
+                                       "uid": "u1"}
+    assert "not bound yet" in event["message"] and kube.writes() == []

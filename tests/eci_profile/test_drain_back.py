@@ -7,7 +7,11 @@ from framework import ApiError
 from plugins.eci_profile.cap import SELECTOR_LABEL
 from plugins.eci_profile.drain import DrainBackController, NodeUsage
 from plugins.eci_profile.plugin import profile_of
+from plugins.eci_profile.profile import strip_virtual_pod
 from plugins.eci_profile.resources import requests_of
+from plugins.eci_profile.timing import iso_time
+
+from tests.unit.fakeapi import wait_for
 
 from .conftest import VNODE, RecordingKube, selector
 
@@ -125,3 +129,31 @@ def test_off_unless_a_selector_asks(drain):
     s = selector("back", "normalNodePrefer", object_labels={"matchLabels": {"app": "nginx"}})
     ctl, kube, _ = drain([virtual_pod("p0")], sel=s)
     assert ctl.step() == 0 and ctl.usage is None  # the running-pods cache is dropped
+
+
+def test_a_workload_whose_replacements_keep_landing_on_virtual_nodes_is_left_alone_longer_each_time(drain):
+    """5 minutes after the first relapse, doubling up to an hour."""
+    ctl, kube, clock = drain([virtual_pod("a0", owner="a")], sel=back(after="10s"))
+    assert ctl.step() == 1
+    for n, backoff in enumerate([300, 600, 1200, 2400, 3600, 3600], start=1):
+        evicted = clock[0]
+        # The evicted pod is gone and its replacement landed on a virtual node again.
+        ctl.virtual.delete(f"default/a{n - 1}")
+        clock[0] = evicted + 20
+        ctl.virtual.upsert(strip_virtual_pod(virtual_pod(f"a{n}", owner="a", started=iso_time(clock[0]))))
+        assert ctl.step() == 0  # noticed: left alone from now
+        noticed = clock[0]
+        clock[0] = noticed + backoff - 1
+        assert ctl.step() == 0, f"relapse {n}: evicted before {backoff} s"
+        clock[0] = noticed + backoff
+        assert ctl.step() == 1, f"relapse {n}: still left alone after {backoff} s"
+    assert kube.evicted() == [f"a{n}" for n in range(7)]
+
+
+def test_a_pod_drained_back_is_told_why_with_a_drain_back_event(drain):
+    ctl, kube, _ = drain([virtual_pod("p0")])
+    assert ctl.step() == 1
+    event = wait_for(lambda: next((body for _, path, body in kube.writes("POST") if path.endswith("/events")), None))
+    assert event["reason"] == "DrainBack" and event["type"] == "Normal"
+    assert event["involvedObject"]["name"] == "p0" and event["involvedObject"]["uid"] == "uid-p0"
+    assert "normal-1" in event["message"] and "Selector back" in event["message"]

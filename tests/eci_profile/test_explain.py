@@ -1,5 +1,8 @@
 """admission-host explain: every Selector considered, why it matched or not, who won."""
 
+import contextlib
+import logging
+
 from framework.cli import main
 from framework.testing import namespace, pod
 from plugins.eci_profile import plugin as eci
@@ -22,6 +25,22 @@ def test_explain_ignores_non_pods(make_harness):
     assert eci.admission_host_explain(make_harness().host, {"kind": "Binding"}) is None
 
 
+@contextlib.contextmanager
+def root_logger_kept():
+    """main() sets up the root logger for its process, writing to the stderr pytest captures for this
+    test only: put back the handlers it replaced (pytest's), so later lines do not go to a closed stream."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        yield
+    finally:
+        for handler in root.handlers:
+            if handler not in handlers:
+                handler.close()
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
 def test_explain_command_offline(tmp_path, capsys):
     pod_file = tmp_path / "pod.yaml"
     pod_file.write_text("apiVersion: v1\nkind: Pod\nmetadata: {name: web, labels: {app: nginx}}\n"
@@ -30,8 +49,9 @@ def test_explain_command_offline(tmp_path, capsys):
     import yaml
 
     ns_file.write_text(yaml.safe_dump(namespace("default")))
-    code = main(["explain", str(pod_file), "--plugins", "eci_profile", "--objects", str(ns_file),
-                 str(EXAMPLES / "virtual-node-only.yaml"), str(EXAMPLES / "normal-node-prefer.yaml")])
+    with root_logger_kept():
+        code = main(["explain", str(pod_file), "--plugins", "eci_profile", "--objects", str(ns_file),
+                     str(EXAMPLES / "virtual-node-only.yaml"), str(EXAMPLES / "normal-node-prefer.yaml")])
     out = capsys.readouterr().out
     assert code == 0
     assert "winner: test-normal-node-prefer (normalNodePrefer), highest priority (0), tie with " \

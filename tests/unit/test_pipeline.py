@@ -7,6 +7,7 @@ import orjson
 import pytest
 
 from framework import FAIL, IGNORE, Denied, Mutator
+from framework.admission.patch import Snapshot
 from framework.admission.pipeline import Pipeline
 from framework.metrics import Metrics
 from framework.testing import Result, binding, pod, review
@@ -345,3 +346,27 @@ def test_a_change_outside_the_declared_paths_is_dropped_and_said_whatever_else_i
 def test_mutators_that_stay_in_their_paths_cost_no_warning():
     result = send(Pipeline([labeller("a", "1", paths=("metadata.labels",))]), review(pod("p")))
     assert result.warnings == [] and result.object["metadata"]["labels"] == {"a": "1"}
+
+
+def test_an_error_of_the_host_itself_admits_the_request_unchanged_with_a_warning(monkeypatch, caplog):
+    """The host's own bugs never block a pod: not a mutator failing, so no failure policy applies."""
+    def broken_diff(self, new):
+        raise RuntimeError("a bug in the host")
+
+    def audit(req):
+        req.audit("seen", "yes")
+        req.warn("a mutator's warning")
+
+    monkeypatch.setattr(Snapshot, "diff", broken_diff)
+    metrics = Metrics()
+    pipeline = Pipeline([labeller("app", "web", order=1, failure_policy=FAIL), Mutator("audit", audit, order=2)],
+                        metrics)
+    with caplog.at_level(logging.ERROR):
+        result = send(pipeline, review(pod("p"), uid="u-7"))
+    assert result.allowed and result.response["uid"] == "u-7"
+    assert "patch" not in result.response and result.object == pod("p")
+    assert result.warnings == ["admission-host: internal error, request admitted unchanged"]
+    assert result.audit_annotations == {}
+    assert "a bug in the host" in caplog.text
+    assert metrics.registry.get_sample_value(
+        "admission_host_admissions_total", {"resource": "pods", "operation": "CREATE", "outcome": "error"}) == 1
