@@ -12,7 +12,7 @@ Groups, one per stage, so that a regression points at its stage:
 | ``parse`` | ``review.parse(body)``: orjson.loads of the AdmissionReview and the checks of ``request`` |
 | ``match`` | ECI-Profile's Selector resolution: the namespace from the cache, the index lookup, matching, priority (pod CREATE at 10 / 1,000 / 10,000 Selectors); for a binding, the node and pending-pod lookups as well |
 | ``compose`` | ``Pipeline.run(request)``: snapshot of the declared paths, ECI-Profile's mutator, the JSONPatch |
-| ``serialise`` | ``review.response(...)``: the answer with its base64 patch, warnings, audit annotations |
+| ``serialise`` | ``review.encode(...)``: the answer with its base64 patch, warnings, audit annotations |
 | ``handle`` | the whole ``Pipeline.handle(body)``, bytes in, bytes out (metrics included), and once with the INFO line written |
 
 Everything runs on the headline's cluster (``bench/world.py``: 1,000 Selectors, 10,000 namespaces,
@@ -64,7 +64,7 @@ def test_match_pod(benchmark, setups, cls, selectors):
     setup = setups(selectors)
     _, raw = _request(setup, cls)
     pod, namespace = raw["object"], raw["namespace"]
-    winner, _ = benchmark(setup.profile.resolve, pod, namespace)
+    winner = benchmark(setup.profile.resolve, pod, namespace).selector
     assert (winner is not None) == (cls == "create-match")
 
 
@@ -79,7 +79,7 @@ def test_match_binding(benchmark, setups, cls):
     def match():
         if not profile.node_is_virtual(node):
             return None
-        return profile.resolve(profile.pending_pod(namespace, name), namespace)[0]
+        return profile.resolve(profile.pending_pod(namespace, name), namespace).selector
 
     winner = benchmark(match)
     assert (winner is not None) == (cls == "bind-virtual")
@@ -101,8 +101,7 @@ def test_serialise(benchmark, setups, cls):
     api_version, raw = _request(setup, cls)
     (req,), _ = _fresh(raw)
     outcome = setup.host.pipeline.run(req)
-    answer = benchmark(review.response, api_version, req.uid, patch=outcome.patch, warnings=req.warnings,
-                       audit_annotations=req.audit_annotations)
+    answer = benchmark(review.encode, api_version, req.uid, outcome)
     assert (b'"patch"' in answer) == bool(outcome.patch)
 
 
