@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import atexit
 import datetime as _dt
+import functools
 import ipaddress
 import json
 import os
@@ -65,6 +66,7 @@ __all__ = [
     "Release",
     "create_node",
     "ensure_binaries",
+    "kubectl_path",
     "selected_release",
 ]
 
@@ -91,13 +93,15 @@ class Release:
         """KWOK and kube-controller-manager run: nodes heartbeat, pods run, controllers act."""
         return "kwok" in self.binaries
 
-    def bin_dir(self) -> Path:
-        """Where the build script puts (or has put) this release's binaries."""
-        env = os.environ.get("ADMISSION_HOST_KUBE_BIN")
-        if env:
-            return Path(env).expanduser()
+    def bin_dir(self, own: bool = False) -> Path:
+        """Where the build script puts (or has put) this release's binaries: ``ADMISSION_HOST_KUBE_BIN``
+        if set (unless ``own``), else the script's own folder."""
+        env = dict(os.environ)
+        given = env.pop("ADMISSION_HOST_KUBE_BIN", None)
+        if given and not own:
+            return Path(given).expanduser()
         out = subprocess.run(["bash", str(self.build_script), "--bin-dir"], capture_output=True, text=True,
-                             check=True, timeout=60)
+                             check=True, timeout=60, env=env)
         return Path(out.stdout.strip().splitlines()[-1])
 
 
@@ -165,6 +169,33 @@ def ensure_binaries(release: Optional[Release] = None) -> Path:
     if not _binaries_ok(release, bin_dir):
         raise ControlPlaneError("%s succeeded but %s has no working binaries" % (release.build_script, bin_dir))
     return bin_dir
+
+
+def kubectl_path(release: Optional[Release] = None) -> str:
+    """The kubectl the tests run for ``release`` (default: the selected one).
+
+    A release whose build makes one (the current) uses its own, built first if need be. One without
+    (1.20) uses the current release's when that is built (CI builds both; the skew is wide, but what
+    the suite asks of it, apply, get, wait, api-versions, auth can-i and kustomize, works against a
+    1.20 API server), else a kubectl on PATH. With neither it raises, saying how to build one: a
+    missing kubectl fails the tests that need it, never skips them.
+    """
+    return _kubectl_path((release or selected_release()).minor)
+
+
+@functools.lru_cache(maxsize=None)
+def _kubectl_path(minor: str) -> str:
+    release = RELEASES[minor]
+    if "kubectl" in release.binaries:
+        return str(ensure_binaries(release) / "kubectl")
+    folders = [release.bin_dir(), CURRENT.bin_dir(own=True)]
+    for candidate in [f / "kubectl" for f in folders] + [Path(shutil.which("kubectl") or "/nonexistent")]:
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    raise ControlPlaneError(
+        "no kubectl for the Kubernetes %s tests: its build makes none, and there is none in %s or on PATH. "
+        "Build the current release's with `bash %s` (it puts kubectl in %s), or put a kubectl on PATH."
+        % (minor, ", ".join(str(f) for f in folders), CURRENT.build_script.relative_to(REPO_ROOT), folders[-1]))
 
 
 # --------------------------------------------------------------------------
@@ -440,8 +471,6 @@ class ControlPlane:
             if not (self.bin_dir / name).is_file():
                 raise ControlPlaneError("%s missing; call ensure_binaries() or run %s" % (
                     self.bin_dir / name, self.release.build_script))
-        # The release's own kubectl where it has one, else the machine's.
-        self.kubectl = str(self.bin_dir / "kubectl") if "kubectl" in self.release.binaries else "kubectl"
 
         self.etcd_port = free_port()
         self.etcd_peer_port = free_port()
@@ -463,6 +492,15 @@ class ControlPlane:
         self._atexit_registered = False
 
     # ---- public properties ----------------------------------------------
+
+    @property
+    def kubectl(self) -> str:
+        """The release's own kubectl where it has one, else what :func:`kubectl_path` finds (looked
+        up at first use: a test that needs none does not fail for want of one)."""
+        own = self.bin_dir / "kubectl"
+        if "kubectl" in self.release.binaries or os.access(own, os.X_OK):
+            return str(own)
+        return kubectl_path(self.release)
 
     @property
     def server(self) -> str:

@@ -83,12 +83,14 @@ class Cluster:
         self.namespaces.append(name)
         return name
 
-    def node(self, kind="normal", cpu="1", pods="110") -> str:
+    def node(self, kind="normal", cpu=None, pods=None) -> str:
+        """A normal node (1 CPU, 110 pods unless told) or a virtual one (100 CPU, 1000 pods unless told)."""
         name = f"{self.id}-{kind}{len(self.nodes)}"
         if kind == "virtual":
-            cluster.create_node(self.core_v1, name, labels=VNODE_LABELS, taints=[VNODE_TAINT], cpu="100", pods="1000")
+            cluster.create_node(self.core_v1, name, labels=VNODE_LABELS, taints=[VNODE_TAINT], cpu=cpu or "100",
+                                pods=pods or "1000")
         else:
-            cluster.create_node(self.core_v1, name, cpu=cpu, pods=pods)
+            cluster.create_node(self.core_v1, name, cpu=cpu or "1", pods=pods or "110")
         self.nodes.append(name)
         return name
 

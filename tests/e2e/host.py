@@ -32,7 +32,7 @@ SERVICE_ACCOUNT = "admission-host"
 
 def kubectl(cp, *args: str, check: bool = True, input: Optional[str] = None) -> subprocess.CompletedProcess:
     env = dict(os.environ, KUBECONFIG=str(cp.admin_kubeconfig))
-    proc = subprocess.run([getattr(cp, "kubectl", "kubectl"), *args], env=env, capture_output=True, text=True, input=input, timeout=60)
+    proc = subprocess.run([cp.kubectl, *args], env=env, capture_output=True, text=True, input=input, timeout=60)
     if check and proc.returncode != 0:
         raise RuntimeError(f"kubectl {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}")
     return proc

@@ -18,7 +18,7 @@ import pytest
 
 from framework import ApiError
 from tests.e2e import cluster
-from tests.e2e.cluster import free_port, selected_release
+from tests.e2e.cluster import selected_release
 from tests.e2e.conftest import TOLERATION, VNODE_LABELS, VNODE_TAINT, events_for
 from tests.e2e.host import HostProcess, RoundRobinProxy, register_webhook, wait_for
 
@@ -294,3 +294,30 @@ def test_what_an_outage_skipped_is_repaired(k8s):
     reasons = {e["reason"] for p in pods for e in events_for(k8s.admin, ns, p["metadata"]["name"],
                                                                 "admission-host-eci-profile")}
     assert {"VirtualNodeTolerationsRestored", "VirtualNodeEffectRestored"} <= reasons
+
+
+def test_pods_waiting_on_the_cap_are_looked_at_about_once_per_30_seconds(k8s):
+    """40 pods held at the cap for 60 s: the leader's looks at them, from its work queue's metrics."""
+    ns, app = k8s.namespace(), k8s.id
+    k8s.node("normal")
+    big_virtual_node(k8s)
+    capped_prefer(k8s, app, app, 10)
+    labels = {"app": app}
+    k8s.deployment("burst", ns, labels, replicas=60, cpu="95m")  # 10 on the normal node, 10 virtual, 40 wait
+    wait_for(lambda: len(on_virtual(k8s, k8s.pods(ns, labels))) == 10, 60, 0.2, what="10 on virtual nodes")
+    wait_for(lambda: (k8s.admin.get(f"{SELECTORS}/{app}").get("status") or {}).get("waitingPods") == 40, 30,
+             what="40 pods waiting at the cap")
+
+    def looks() -> float:
+        sample = 'admission_host_workqueue_work_duration_seconds_count{name="eci-profile-burst"} '
+        return float(next(line for line in k8s.host.get("/metrics")[1].splitlines()
+                          if line.startswith(sample)).rsplit(" ", 1)[1])
+
+    before, window = looks(), 60.0
+    time.sleep(window)
+    per_pod_per_30s = (looks() - before) / 40 / (window / 30)
+    print(f"looks per waiting pod per 30 s: {per_pod_per_30s:.2f}")
+    assert per_pod_per_30s <= 1.2
+    delayed = [e for p in k8s.pods(ns, labels)[:10] for e in events_for(k8s.admin, ns, p["metadata"]["name"])
+               if e["reason"] == "BurstDelayed"]
+    assert all(e.get("count", 1) == 1 for e in delayed)  # told once, not once a look

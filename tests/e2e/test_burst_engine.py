@@ -40,13 +40,16 @@ def test_burst_after_is_respected(k8s):
     seen = time.monotonic()
     time.sleep(2.5)
     assert not tolerated(k8s.get_pod(ns, "late")), "burst before burstAfter"
-    bound = k8s.wait_bound(ns, "late", timeout=15)
+    bound = k8s.wait_bound(ns, "late", timeout=30)
     waited = time.monotonic() - seen
     assert tolerated(bound) and k8s.is_virtual(bound["spec"]["nodeName"])
-    # Condition times have whole seconds: the burst comes 5-6 s after we saw the pod Unschedulable.
-    assert 4.5 <= waited < 15, waited
-    reasons = {e["reason"] for e in events_for(k8s.admin, ns, "late", "admission-host-eci-profile")}
-    assert {"BurstDelayed", "BurstToVirtualNode"} <= reasons
+    # Condition times have whole seconds: the burst comes 5-6 s after we saw the pod Unschedulable,
+    # later on a loaded machine, never sooner.
+    assert waited >= 4.5, waited
+    # The host posts its Events from a background thread: they may follow the binding.
+    wait_for(lambda: {"BurstDelayed", "BurstToVirtualNode"} <= {
+        e["reason"] for e in events_for(k8s.admin, ns, "late", "admission-host-eci-profile")}, 10,
+        what="the BurstDelayed and BurstToVirtualNode Events")
 
 
 def test_pods_wait_for_a_node_the_autoscaler_adds(nodepool, k8s):
@@ -93,17 +96,24 @@ def burst_of_fifty(k8s, name):
     return ns, labels
 
 
+def most_on_virtual(k8s, ns, labels, settle=10.0, timeout=120.0, interval=0.2) -> int:
+    """The most of the 50 pods seen on virtual nodes at once: watched until all 50 exist and the cap's
+    10 are there, then ``settle`` seconds more while the scheduler keeps retrying the others."""
+    most, started, settled = 0, time.monotonic(), None
+    while settled is None or time.monotonic() < settled:
+        pods = k8s.pods(ns, labels)
+        most = max(most, len(on_virtual(k8s, pods)))
+        if settled is None and len(pods) == 50 and most >= 10:
+            settled = time.monotonic() + settle
+        assert time.monotonic() - started < timeout, f"{len(pods)} pods, at most {most} on virtual nodes"
+        time.sleep(interval)
+    return most
+
+
 def test_the_cap_holds_under_a_burst_of_fifty_pods(k8s):
     name = f"{k8s.id}-capped"
     ns, labels = burst_of_fifty(k8s, name)
-    most = 0
-    deadline = time.monotonic() + 40
-    while time.monotonic() < deadline:
-        pods = k8s.pods(ns, labels)
-        most = max(most, len(on_virtual(k8s, pods)))
-        if len(pods) == 50 and most >= 10 and time.monotonic() > deadline - 30:
-            break
-        time.sleep(0.2)
+    most = most_on_virtual(k8s, ns, labels)
     time.sleep(3)  # the scheduler keeps retrying the others: none may get through
     pods = k8s.pods(ns, labels)
     assert most == 10 and len(on_virtual(k8s, pods)) == 10
@@ -160,7 +170,7 @@ def test_drain_back_respects_the_budget_and_the_rate(k8s):
     wait_for(lambda: len(on_virtual(k8s, k8s.pods(ns, labels))) <= 1, 60, 0.5, what="two pods drained back")
     two = time.monotonic() - started
     pods = wait_for(lambda: (lambda ps: ps if not on_virtual(k8s, ps) and len(ps) == 4 and all(
-        p["status"].get("phase") == "Running" for p in ps) else None)(k8s.pods(ns, labels)), 90, 0.5,
+        p["status"].get("phase") == "Running" for p in ps) else None)(k8s.pods(ns, labels)), 120, 0.5,
         what="every pod back on normal nodes")
     total = time.monotonic() - started
     assert total >= 50, f"maxPerMinute 2 but three pods drained back in {total:.0f} s (two in {two:.0f} s)"
@@ -208,13 +218,10 @@ def test_how_far_two_replicas_pass_the_cap(k8s, tmp_path):
     try:
         register_webhook(k8s.admin, f"https://127.0.0.1:{proxy.port}/mutate", k8s.cp.certs.ca_pem)
         ns, labels = burst_of_fifty(k8s, f"{k8s.id}-two")
-        most, deadline = 0, time.monotonic() + 25
-        while time.monotonic() < deadline:
-            most = max(most, len(on_virtual(k8s, k8s.pods(ns, labels))))
-            time.sleep(0.1)
+        most = most_on_virtual(k8s, ns, labels, interval=0.1)
         assert proxy.connections >= 2  # both replicas answered
-        # The other replica's bindings in flight are the bound: 13 measured on 2 cores, three times.
-        # Replicas blind to each other's pods would reach 20 (10 each).
+        # The other replica's bindings in flight are the bound (13 measured on 2 cores, three times);
+        # replicas blind to each other's pods would reach 20 (10 each).
         assert 10 <= most < 20, most
     finally:
         register_webhook(k8s.admin, f"{k8s.host.url}/mutate", k8s.cp.certs.ca_pem)

@@ -30,7 +30,6 @@ from tests.e2e.helm import helm_path
 from tests.e2e.host import DEPLOY, wait_for
 from tests.e2e.test_deploy import SA, SECRET, WEBHOOK, DeployedHost, ca_bundle, render
 
-pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="needs kubectl (kustomize)")
 # deploy/ is for 1.21 and later; the simulated nodes that run its pods exist from the current release.
 current_release_only = pytest.mark.skipif(cluster.selected_release() is not cluster.CURRENT,
                                           reason="the install procedures are run on the current release")
@@ -55,7 +54,7 @@ class Shell:
 
     def __call__(self, command: str, *docs: str, check: bool = True):
         documented(command, *docs)
-        tools = [os.path.dirname(self.cp.kubectl)] if os.path.isabs(self.cp.kubectl) else []
+        tools = [os.path.dirname(self.cp.kubectl)]
         if command.startswith("helm "):
             tools.append(os.path.dirname(helm_path()))
         return run(command, cwd=self.workdir, env={"KUBECONFIG": str(self.cp.admin_kubeconfig)}, path=tuple(tools),
@@ -339,7 +338,7 @@ def test_explain_and_get_selectors_live(k8s):
                   replace={target: f"{ns}/web", **kubeconfig}).stdout
         assert f"winner: {name} (fair), highest priority (7)" in out, out
         assert "no change" in out, out  # mutated at creation: a second pass adds nothing
-    tools = (os.path.dirname(k8s.cp.kubectl),) if os.path.isabs(k8s.cp.kubectl) else ()
+    tools = (os.path.dirname(k8s.cp.kubectl),)
     out = run(documented("kubectl get selectors"), cwd=k8s.cp.workdir, env=env, path=tools).stdout
     rows = {line.split()[0]: line.split() for line in out.splitlines()[1:]}
     assert out.split("\n")[0].split() == ["NAME", "PRIORITY", "POLICY", "VIRTUAL", "WAITING", "VALID", "AGE"], out

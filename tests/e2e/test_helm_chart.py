@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import difflib
 import re
-import shutil
 from typing import Dict, Iterator, List, Tuple
 
 import pytest
@@ -23,8 +22,6 @@ from framework.config import load_file
 from tests.e2e.helm import CHART, NAMESPACE, RELEASE, helm, template
 from tests.e2e.test_deploy import (DEPLOY, OVERLAY_1_20, container, expand, find, flags, kubelet_env, render,
                                    selector_matches)
-
-pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="needs kubectl (kustomize)")
 
 CERT_MANAGER = DEPLOY / "overlays" / "cert-manager"
 CHART_META = yaml.safe_load((CHART / "Chart.yaml").read_text())

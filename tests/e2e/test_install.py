@@ -12,7 +12,6 @@ with in-cluster credentials). Nothing in the installed objects is changed for th
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 import yaml
@@ -27,7 +26,6 @@ from tests.e2e.host import DEPLOY, kubectl, wait_for
 from tests.e2e.image import ULIMITS, ImagePod, images, podman
 
 pytestmark = [
-    pytest.mark.skipif(shutil.which("kubectl") is None, reason="needs kubectl (kustomize)"),
     pytest.mark.skipif(cluster.selected_release() is not cluster.CURRENT,
                        reason="the install paths are exercised on the current release"),
 ]

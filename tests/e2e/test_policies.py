@@ -14,22 +14,29 @@ def effect_present(pod) -> bool:
 
 def test_fair_tolerates_and_effect_follows_the_node(k8s):
     ns = k8s.namespace()
-    k8s.node(cpu="4"), k8s.node("virtual")
+    # Room for three of the six pods on each node: the scheduler has to use both kinds, so the effect
+    # is seen to follow the node either way.
+    normal, virtual = k8s.node(cpu="1"), k8s.node("virtual", pods="3")
     k8s.apply_selector(EXAMPLES / "fair.yaml")
     names = [f"web-{i}" for i in range(6)]
     for name in names:
-        created = k8s.pod(name, ns, labels={"app": "nginx"})
+        created = k8s.pod(name, ns, labels={"app": "nginx"}, cpu="300m")
         assert TOLERATION in created["spec"]["tolerations"]
         assert "foo" not in (created["metadata"].get("annotations") or {})
-    seen = set()
+    placed = {}
     for name in names:
         pod = k8s.wait_bound(ns, name)
-        on_virtual = k8s.is_virtual(pod["spec"]["nodeName"])
-        seen.add(on_virtual)
-        if on_virtual:  # the labels are PATCHed once the binding is stored: allow a moment
+        placed[name] = node = pod["spec"]["nodeName"]
+        assert node in (normal, virtual), node
+        if node == virtual:  # the labels are PATCHed once the binding is stored: allow a moment
             pod = wait_for(lambda: (lambda p: p if effect_present(p) else None)(k8s.get_pod(ns, name)), 10,
                            what="effect on pod bound to the virtual node")
-        assert effect_present(pod) is on_virtual, (name, pod["spec"]["nodeName"], pod["metadata"])
+        assert effect_present(pod) is (node == virtual), (name, node, pod["metadata"])
+    assert sorted(placed.values()) == sorted([normal] * 3 + [virtual] * 3), placed
+    # The virtual node's pods have their labels by now: none reached a pod on the normal node.
+    for name in (n for n, node in placed.items() if node == normal):
+        meta = k8s.get_pod(ns, name)["metadata"]
+        assert "foo" not in (meta.get("labels") or {}) and "foo" not in (meta.get("annotations") or {}), meta
 
 
 def test_labels_lost_after_a_binding_come_back_and_a_pod_created_on_its_node_is_left_alone(k8s):
@@ -65,7 +72,11 @@ def test_virtual_node_only_lands_on_virtual_node_keeping_own_node_selector(k8s):
     assert TOLERATION in created["spec"]["tolerations"]
     assert effect_present(created)  # certain to run on a virtual node: applied at creation
     assert k8s.wait_bound(ns, "web")["spec"]["nodeName"] == virtual
-    assert normal
+    # The normal node could have taken it: a pod no Selector matches, with the same nodeSelector, goes there.
+    k8s.pod("control", ns, labels={"app": "other"}, node_selector={"kubernetes.io/os": "linux"})
+    control = k8s.wait_bound(ns, "control")
+    assert control["spec"]["nodeName"] == normal and not k8s.is_virtual(normal), control["spec"]["nodeName"]
+    assert TOLERATION not in (control["spec"].get("tolerations") or [])
 
 
 def test_normal_node_prefer_bursts_only_when_normal_nodes_are_full(k8s):
@@ -103,13 +114,13 @@ def test_normal_node_prefer_bursts_only_when_normal_nodes_are_full(k8s):
 
 def test_normal_node_only_never_tolerates_and_stays_pending(k8s):
     ns = k8s.namespace()
-    k8s.node(cpu="1"), k8s.node("virtual")
+    normal, _ = k8s.node(cpu="1"), k8s.node("virtual")
     k8s.apply_selector({
         "apiVersion": "eci.aliyun.com/v1", "kind": "Selector", "metadata": {"name": f"{k8s.id}-only"},
         "spec": {"objectLabels": {"matchLabels": {"app": k8s.id}}, "effect": {"annotations": {"foo": "boo"}},
                  "policy": {"normalNodeOnly": {}}}})
     k8s.pod("fits", ns, labels={"app": k8s.id}, cpu="600m")
-    assert not k8s.is_virtual(k8s.wait_bound(ns, "fits")["spec"]["nodeName"])
+    assert k8s.wait_bound(ns, "fits")["spec"]["nodeName"] == normal
     k8s.pod("waits", ns, labels={"app": k8s.id}, cpu="600m")
     k8s.wait_unschedulable(ns, "waits")
     import time

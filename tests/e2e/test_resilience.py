@@ -2,6 +2,7 @@
 
 from tests.e2e.conftest import TOLERATION
 from tests.e2e.host import wait_for
+from tests.e2e.test_operability import metric
 
 
 def fair(name, app):
@@ -51,13 +52,26 @@ def test_delete_and_recreate_selector(k8s):
 
 def test_dry_run_creation_is_mutated_without_side_effects(k8s):
     ns = k8s.namespace()
-    k8s.apply_selector(fair(f"{k8s.id}-a", k8s.id))
+    name = f"{k8s.id}-a"
+    k8s.apply_selector(fair(name, k8s.id))
+    pods = f"/api/v1/namespaces/{ns}/pods"
     body = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "dry", "labels": {"app": k8s.id}},
             "spec": {"containers": [{"name": "main", "image": "nginx"}]}}
-    answer = k8s.admin.post(f"/api/v1/namespaces/{ns}/pods", body, dryRun="All")
+    answer = k8s.admin.post(pods, body, dryRun="All")
     assert tolerated(answer)
-    wait_for(lambda: True, 0.1)
-    assert not (k8s.admin.get(f"/api/v1/namespaces/{ns}/pods").get("items"))
+
+    def matched() -> float:
+        try:
+            return metric(k8s.host.get("/metrics")[1], "eci_profile_selector_matches_total", selector=name,
+                          policy="fair", phase="create")
+        except AssertionError:  # no sample yet
+            return 0.0
+    assert wait_for(matched, 10, what="the dry run counted by the host") == 1
+    # Nothing was stored, by the API server or by the host: no pod, no Event, and the name is free.
+    assert not k8s.admin.get(pods).get("items")
+    assert not k8s.admin.get(f"/api/v1/namespaces/{ns}/events").get("items")
+    assert tolerated(k8s.admin.post(pods, body))
+    assert matched() == 2
 
 
 def test_host_starts_without_api_server_and_recovers(k8s, host_kubeconfig, tmp_path):

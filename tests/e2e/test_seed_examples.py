@@ -28,4 +28,9 @@ def test_unquoted_pod_deletion_cost_lands_as_a_string(k8s):
     bound = k8s.wait_bound(ns, "web")
     assert bound["spec"]["nodeName"] == virtual
     assert bound["metadata"]["annotations"]["controller.kubernetes.io/pod-deletion-cost"] == "-1000"
-    assert normal
+    # The same Selector's pod on the normal node gets no cost: the effect is for virtual nodes only.
+    k8s.pod("web-normal", ns, labels={"app": "nginx"}, node_selector={"kubernetes.io/hostname": normal})
+    on_normal = k8s.wait_bound(ns, "web-normal")
+    assert on_normal["spec"]["nodeName"] == normal and not k8s.is_virtual(normal), on_normal["spec"]["nodeName"]
+    assert TOLERATION in on_normal["spec"]["tolerations"]
+    assert "controller.kubernetes.io/pod-deletion-cost" not in (on_normal["metadata"].get("annotations") or {})

@@ -174,7 +174,9 @@ class ServerProcess:
             cmd += ["serve"]
         else:
             cmd = [sys.executable, "-m", "framework.cli", "serve"]
-        cmd += ["--bind-address", "127.0.0.1", "--port", str(self.port), "--no-leader-elect", *args]
+        # No endpoint to wait out here: SIGTERM stops at once unless a test asks for the delay.
+        cmd += ["--bind-address", "127.0.0.1", "--port", str(self.port), "--no-leader-elect",
+                "--shutdown-delay-seconds", "0", *args]
         self.cmd = cmd
         full_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
                     "PYTHONUNBUFFERED": "1", **(env or {})}
@@ -268,8 +270,7 @@ def start_server(ca, kubeconfig):
 
     def start(*args, tls: Optional[CertFiles] = None, wait: bool = True, launcher: bool = False,
               extra_plugins: Sequence[str] = (), plugins: str = "pod_deletion_cost") -> ServerProcess:
-        # No endpoint to wait out here: SIGTERM stops at once unless a test asks for the delay.
-        argv = ["--plugins", plugins, "--kubeconfig", str(kubeconfig), "--shutdown-delay-seconds", "0", *args]
+        argv = ["--plugins", plugins, "--kubeconfig", str(kubeconfig), *args]
         if tls is None:
             argv.append("--insecure-http")
         else:

@@ -15,11 +15,23 @@ from framework import Mutator, leave_event_loop
 from framework.config import Config
 from framework.host import Host
 from framework.testing import pod, review
+from framework.web.poller import Poller
 from framework.web.serve import Server
 from tests.e2e.cluster import Certs
 from tests.unit.helpers import make_plugin
 
 BIG = 6 * 1024 * 1024  # more than the socket buffers take (tcp_wmem max 4 MiB)
+SERVED_WITHIN = 2.5  # an answer, on a loaded machine; a connection left out of the poll set waits 5 s and fails
+
+
+class PatientPoller(Poller):
+    """The loop's poller, waiting up to a minute when idle rather than a second. A connection the loop
+    failed to ask again is served anyway when a poll times out (and the once-a-second maintenance
+    asks every one): that stall, under a second, would not stand out from a loaded machine's delays.
+    Here it lasts until the client gives up."""
+
+    def turn(self, timeout: float, ask_all: bool = False) -> None:
+        super().turn(60.0 if timeout >= 1.0 else timeout, ask_all=ask_all)
 
 
 def mutate(req):
@@ -41,6 +53,7 @@ def server(request, tmp_path_factory):
     else:
         config.insecure_http = True
     srv = Server(Host(config, extra_plugins=[plugin]), config)
+    srv.poller = PatientPoller(srv.map, srv.server)
     thread = threading.Thread(target=srv.run, name="event-loop", daemon=True)
     thread.start()
     yield srv, context
@@ -78,7 +91,7 @@ def test_many_keepalive_connections_answered_on_the_loop_and_on_workers(server):
             where = "worker" if i % 2 else "loop"
             started = time.monotonic()
             served_by = ask(conn, f"p{i}", where=where)
-            assert time.monotonic() - started < 1.0
+            assert time.monotonic() - started < SERVED_WITHIN
             assert served_by.startswith("waitress") if where == "worker" else served_by == "event-loop"
         errors = []
 
@@ -108,7 +121,7 @@ def test_connections_opened_and_closed_one_after_another(server):
         conn = connection(srv, context)
         started = time.monotonic()
         ask(conn, f"r{i}", where="worker" if i % 2 else "loop")
-        assert time.monotonic() - started < 1.0
+        assert time.monotonic() - started < SERVED_WITHIN
         conn.close()
 
 
@@ -127,8 +140,8 @@ def test_an_answer_larger_than_the_socket_takes_is_sent_whole_to_a_slow_reader(s
     response = http.client.HTTPResponse(sock)
     response.begin()
     answer = orjson.loads(response.read())["response"]
-    # (not waiting for the once-a-second maintenance to notice the connection wants to write)
-    assert time.monotonic() - started < 0.5
+    # (not waiting for the maintenance to notice the connection wants to write)
+    assert time.monotonic() - started < SERVED_WITHIN
     patch = orjson.loads(base64.b64decode(answer["patch"]))
     assert len(patch[-1]["value"]["served-by"]) == BIG
     sock.close()

@@ -4,7 +4,6 @@ SIGINT, or a second SIGTERM, skips the delay."""
 
 from __future__ import annotations
 
-import http.client
 import signal
 import socket
 import time

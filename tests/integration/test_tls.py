@@ -19,6 +19,9 @@ from tests.integration.slow_plugin import FAT
 
 JSON = {"Content-Type": "application/json"}
 TEST_PLUGIN = "tests.integration.slow_plugin"
+# The longest one request may take while another client reads slowly, on a loaded machine; held up by
+# that client, it would take seconds.
+STALLED = 2.0
 
 
 def _handshake(server, ctx: ssl.SSLContext, rcvbuf: int = 0) -> ssl.SSLSocket:
@@ -154,9 +157,7 @@ def test_concurrent_clients(https_server):
         finally:
             conn.close()
 
-    started = time.monotonic()
     assert run_threads(client, threads) == []
-    assert time.monotonic() - started < 60
 
 
 def test_concurrent_new_connections(https_server):
@@ -256,7 +257,8 @@ def test_slow_reader_of_a_large_answer_does_not_stall_others(big_server, close):
                 worst = max(worst, time.monotonic() - fresh_started)
         finally:
             conn.close()
-        assert worst < 0.5, f"a request took {worst:.2f}s while another client was slow to read"
+        # (held up by the slow reader, it would wait for it: past the 4 s above)
+        assert worst < STALLED, f"a request took {worst:.2f}s while another client was slow to read"
         # The slow client still gets its whole answer when it reads.
         slow.settimeout(30)
         status, answer = _read_answer(slow.makefile("rb"))
@@ -320,7 +322,8 @@ def test_slowly_read_large_answer_with_connection_close(big_server):
     finally:
         conn.close()
         slow.close()
-    assert worst < 0.5, f"a request took {worst:.2f}s while another client was reading slowly"
+    # (held up by the reader, it would wait while the answer trickles out: about 5 s)
+    assert worst < STALLED, f"a request took {worst:.2f}s while another client was reading slowly"
     status, answer = _read_answer(io.BytesIO(bytes(received)))
     assert status == 200
     assert len(answer) == int(bytes(received).split(b"Content-Length: ")[1].split(b"\r\n")[0])
