@@ -2,13 +2,12 @@
 the cap under a burst, scale-in order, drain-back with a PodDisruptionBudget, DaemonSets untouched."""
 
 import time
-from pathlib import Path
 
 import pytest
 
 from tests.e2e.cluster import selected_release
 from tests.e2e.conftest import TOLERATION, events_for, pool_nodes
-from tests.e2e.host import HostProcess, RoundRobinProxy, kubectl, register_webhook, wait_for
+from tests.e2e.host import kubectl, wait_for
 from tests.e2e.test_operability import metric
 
 pytestmark = pytest.mark.skipif(not selected_release().simulated_nodes,
@@ -66,7 +65,11 @@ def test_pods_wait_for_a_node_the_autoscaler_adds(nodepool, k8s):
     assert pool_nodes(k8s.admin, pool)
     waited = [e for p in pods for e in events_for(k8s.admin, ns, p["metadata"]["name"], "admission-host-eci-profile")
               if e["reason"] == "BurstDelayed"]
-    assert any("karpenter is provisioning a node" in e["message"] for e in waited), [e["message"] for e in waited]
+    # Told why they wait: Karpenter's word when the host looked after it spoke (it looks every 5 s;
+    # a node made sooner than that takes the pods before the next look), else the wait for one.
+    messages = [e["message"] for e in waited]
+    assert messages and all("karpenter is provisioning a node" in m or "no autoscaler said it is adding a node; "
+                            "bursts after 20s" in m for m in messages), messages
 
 
 def test_pods_burst_without_waiting_when_the_autoscaler_cannot_help(nodepool, k8s):
@@ -206,24 +209,3 @@ def match_condition_exclusions(k8s, what: str = "exclusions") -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                if line.startswith(f"apiserver_admission_match_condition_{what}_total{{")
                and 'name="admission-host.eci.aliyun.com"' in line)
-
-
-def test_how_far_two_replicas_pass_the_cap(k8s, tmp_path):
-    """Two replicas answering bindings at once each count what they have seen plus what they
-    allowed themselves: together they may pass the cap by what is in flight on the other."""
-    second = HostProcess(tmp_path / "second", k8s.host.args[k8s.host.args.index("--kubeconfig") + 1],
-                         *[Path(k8s.host.args[k8s.host.args.index(flag) + 1]) for flag in
-                           ("--tls-cert-file", "--tls-private-key-file")], k8s.cp.certs.ca_path).start()
-    proxy = RoundRobinProxy([k8s.host.port, second.port]).start()
-    try:
-        register_webhook(k8s.admin, f"https://127.0.0.1:{proxy.port}/mutate", k8s.cp.certs.ca_pem)
-        ns, labels = burst_of_fifty(k8s, f"{k8s.id}-two")
-        most = most_on_virtual(k8s, ns, labels, interval=0.1)
-        assert proxy.connections >= 2  # both replicas answered
-        # The other replica's bindings in flight are the bound (13 measured on 2 cores, three times);
-        # replicas blind to each other's pods would reach 20 (10 each).
-        assert 10 <= most < 20, most
-    finally:
-        register_webhook(k8s.admin, f"{k8s.host.url}/mutate", k8s.cp.certs.ca_pem)
-        proxy.stop()
-        second.stop()
