@@ -32,8 +32,8 @@ RECORD_LABEL = "eci.aliyun.com/cap-record"  # "true": the leader lists them to c
 RECORD_ANNOTATION = "eci.aliyun.com/selector"  # whose record it is
 RECORD_KEY = "pods"
 # A recorded pod counts this long whatever the caches say: its binding may be stored and its label
-# not written yet (seconds under load). After that it counts while it is pending or on a virtual
-# node as cached.
+# not written yet (seconds under load), or another replica's cache may not show it yet. After that
+# it stays recorded only while it is pending; on a virtual node, every replica's cache counts it.
 RECORD_GRACE_SECONDS = 30.0
 
 
@@ -127,11 +127,12 @@ class CapRecords:
     def path(self, selector: str = "") -> str:
         return object_path("v1", "configmaps", record_name(selector) if selector else "", self.namespace)
 
-    def live(self, record: Dict[str, list], counting: Dict[str, str]) -> Dict[str, list]:
-        """The recorded pods that still count: recent, pending, or on a virtual node as cached."""
+    def live(self, record: Dict[str, list]) -> Dict[str, list]:
+        """The recorded pods to keep: recent ones, and older ones still pending (their binding may
+        come yet). The rest are gone, or on virtual nodes, where the caches count them."""
         now = self.clock()
         return {uid: entry for uid, entry in record.items()
-                if now - entry[1] < RECORD_GRACE_SECONDS or uid in counting or self.pending(entry[0], uid)}
+                if now - entry[1] < RECORD_GRACE_SECONDS or self.pending(entry[0], uid)}
 
     def counting(self, selector: str) -> Dict[str, str]:
         """uid -> key of the Selector's pods on virtual nodes that count, as cached."""
@@ -191,7 +192,7 @@ class CapRecords:
             left = max(0.1, deadline - time.monotonic())
             current, pods = self.read(selector, left)
             counting = self.counting(selector)
-            live = self.live(pods, counting)
+            live = self.live(pods)
             used = len(live.keys() | counting.keys())
             if uid in live or uid in counting:  # counted already (a bind tried again)
                 return True, used
@@ -211,7 +212,7 @@ class CapRecords:
         """What :meth:`reserve` would count now."""
         _, pods = self.read(selector, timeout)
         counting = self.counting(selector)
-        return len(self.live(pods, counting).keys() | counting.keys())
+        return len(self.live(pods).keys() | counting.keys())
 
     def clean(self, caps: Callable[[str], Optional[int]], timeout: float = 10.0) -> int:
         """The leader's round: drop what no longer counts from each record, and delete the records
@@ -229,7 +230,7 @@ class CapRecords:
                     changed += 1
                     continue
                 pods = self.pods_of(item)
-                live = self.live(pods, self.counting(selector))
+                live = self.live(pods)
                 if live != pods:
                     self.write(selector, item, live, timeout)
                     changed += 1
