@@ -95,6 +95,15 @@ class LabelSelector:
                 return f"needs {key} {op} ({listed}), {have}" if values else f"needs {key} {op}, {have}"
         return None
 
+    def query(self) -> str:
+        """The selector as the API's ``labelSelector`` query parameter writes it."""
+        parts = [f"{k}={v}" for k, v in sorted(self.match_labels.items())]
+        for key, op, values in self.expressions:
+            listed = ",".join(sorted(values))
+            parts.append({"In": f"{key} in ({listed})", "NotIn": f"{key} notin ({listed})", "Exists": key,
+                          "DoesNotExist": f"!{key}"}[op])
+        return ",".join(parts)
+
     def __repr__(self) -> str:
         return f"LabelSelector({self.match_labels!r}, {self.expressions!r})"
 

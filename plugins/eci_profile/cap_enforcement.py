@@ -9,12 +9,12 @@ PodDisruptionBudgets decide, and at most ``EVICTIONS_PER_MINUTE`` per Selector.
 
 from __future__ import annotations
 
-import collections
 import logging
 import threading
 import time
-from typing import Callable, Deque, Dict
+from typing import Callable
 
+from plugins.eci_profile import timing
 from plugins.eci_profile.drain import WORKLOADS
 from plugins.eci_profile.profile import SELECTORS, EciProfile
 
@@ -33,7 +33,7 @@ class CapEnforcer:
         self.clock = clock
         self.interval = interval
         self.selectors = profile.host.store(SELECTORS)
-        self._evicted: Dict[str, Deque[float]] = {}  # selector -> eviction times in the last minute
+        self.budget = timing.PerMinute(EVICTIONS_PER_MINUTE, clock)
 
     def run(self, stop: threading.Event) -> None:
         if self.profile.kube is None:
@@ -58,11 +58,7 @@ class CapEnforcer:
         return evicted
 
     def bring_back(self, sel, pods: list, over: int) -> int:
-        recent = self._evicted.setdefault(sel.name, collections.deque())
-        now = self.clock()
-        while recent and now - recent[0] >= 60:
-            recent.popleft()
-        budget = min(over, EVICTIONS_PER_MINUTE - len(recent))
+        budget = min(over, self.budget.left(sel.name))
         # Newest first: the pods that came last, past the cap (RFC 3339 times sort as strings).
         candidates = sorted((p for p in pods if (p.get("owner") or {}).get("kind") in WORKLOADS),
                             key=lambda p: (p.get("startTime") or p.get("createdAt") or "", p["metadata"]["name"]),
@@ -77,7 +73,7 @@ class CapEnforcer:
             if outcome != "evicted":
                 continue
             evicted += 1
-            recent.append(now)
+            self.budget.used(sel.name)
             log.info("cap enforcement: evicted %s/%s from virtual node %s (Selector %s is %d past maxVirtualPods %d)",
                      meta["namespace"], meta["name"], pod["node"], sel.name, over, sel.max_virtual_pods)
             self.profile.event_later(meta, "VirtualPodCapEnforced", f"Evicted from virtual node {pod['node']}: "

@@ -10,6 +10,7 @@ from plugins.eci_profile import hookspecs, policies
 from plugins.eci_profile.burst import BurstController
 from plugins.eci_profile.cap import CapRecordCleaner
 from plugins.eci_profile.cap_enforcement import CapEnforcer
+from plugins.eci_profile.misplaced import MisplacedPodEvictor
 from plugins.eci_profile.drain import DrainBackController
 from plugins.eci_profile.label_sweep import LabelSweepController
 from plugins.eci_profile.profile import SELECTORS, EciProfile
@@ -83,9 +84,9 @@ def admission_host_controllers(host):
     burst.on_waiting_changed = lambda selector: status.queue.add([selector])
     drain = DrainBackController(profile)
     sweep = LabelSweepController(profile)
-    records = CapRecordCleaner(profile.cap_records, host.store(SELECTORS))
-    enforcer = CapEnforcer(profile)
-    return [Controller(name=c.name, run=c.run) for c in (burst, status, drain, sweep, records, enforcer)]
+    controllers = (burst, status, drain, sweep, CapRecordCleaner(profile.cap_records, host.store(SELECTORS)),
+                   CapEnforcer(profile), MisplacedPodEvictor(profile))
+    return [Controller(name=c.name, run=c.run) for c in controllers]
 
 
 @hookimpl

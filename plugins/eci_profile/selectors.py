@@ -100,6 +100,7 @@ class Selector:
     max_wait: Optional[float] = None
     max_virtual_pods: Optional[int] = None  # None: no cap
     cap_enforcement: str = "Admission"  # Evict: the leader also evicts pods past the cap
+    evict_from_normal_nodes: bool = False  # virtualNodeOnly: the leader evicts its pods found there
     scale_in: str = "None"
     drain_after: Optional[float] = None  # None: no drain-back
     drain_per_minute: int = 5
@@ -120,6 +121,8 @@ class Selector:
             if self.wait_for_autoscaler:
                 parts.append("wait for autoscaler" + (f" up to {format_duration(self.max_wait)}"
                                                       if self.max_wait is not None else ""))
+        if self.evict_from_normal_nodes:
+            parts.append("evict from normal nodes")
         if self.cap_enforcement == "Evict":
             parts.append("cap enforced by eviction")
         if self.scale_in == "VirtualFirst":
@@ -179,6 +182,11 @@ def parse(obj: Mapping, known_policies: Iterable[str] = POLICIES) -> Selector:
     if not isinstance(effect, Mapping):
         raise InvalidSelectorSpec("spec.effect must be an object")
     burst: dict = {}
+    if policy_name == "virtualNodeOnly" and policy_value:
+        evict = policy_value.get("evictFromNormalNodes", False)
+        if not isinstance(evict, bool):
+            raise InvalidSelectorSpec("spec.policy.virtualNodeOnly.evictFromNormalNodes must be true or false")
+        burst["evict_from_normal_nodes"] = evict
     if policy_name == "normalNodePrefer" and policy_value:
         where = "spec.policy.normalNodePrefer"
         if policy_value.get("burstAfter") is not None:

@@ -7,9 +7,11 @@ Unschedulable) and its Events each time, so a decision survives host restarts an
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime
-from typing import Iterable, Mapping, Optional, Sequence
+import time
+from typing import Callable, Iterable, Mapping, Optional, Sequence
 
 from plugins.eci_profile.selectors import format_duration as _fmt
 
@@ -123,3 +125,22 @@ def decide(now: float, since: float, selector, signal: Optional[Signal], default
         why = f"bursts after {_fmt(delay)} Unschedulable" if delay else "bursts as soon as it is Unschedulable"
     return Decision(now >= at, at, reason, why)
 
+
+
+class PerMinute:
+    """At most ``limit`` events a minute per key (a sliding window), for evictions."""
+
+    def __init__(self, limit: int, clock: Callable[[], float] = time.monotonic):
+        self.limit = limit
+        self.clock = clock
+        self._times = collections.defaultdict(collections.deque)
+
+    def left(self, key: str) -> int:
+        """How many more ``key`` may have now."""
+        times, now = self._times[key], self.clock()
+        while times and now - times[0] >= 60:
+            times.popleft()
+        return max(0, self.limit - len(times))
+
+    def used(self, key: str) -> None:
+        self._times[key].append(self.clock())
