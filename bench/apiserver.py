@@ -15,6 +15,7 @@ is the difference: what the webhook adds at p50 and p99.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import tempfile
@@ -98,6 +99,32 @@ def percentile(values: List[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+@contextlib.contextmanager
+def cluster_with_host(prefix: str, namespace: str, selector_objects: List[dict], extra_args: List[str] = ()):
+    """The e2e suite's cluster and the host as the suite runs it, with ``namespace`` and the
+    Selectors made and cached: ``(control plane, admin client, host)``; all stopped after."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    cp = cluster.ControlPlane(work / "control-plane")
+    cp.start()
+    host = None
+    try:
+        admin = KubeClient.from_kubeconfig(str(cp.admin_kubeconfig))
+        install_crds(cp, admin)
+        kubeconfig = service_account_kubeconfig(cp, admin, work / "sa-kubeconfig")
+        admin.post("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+        for sel in selector_objects:
+            admin.post("/apis/eci.aliyun.com/v1/selectors", sel)
+        cert, key = cp.certs.serving_cert("webhook", ips=["127.0.0.1"])
+        host = HostProcess(work / "host", kubeconfig, cert, key, cp.certs.ca_path, extra_args=list(extra_args)).start()
+        wait_for(lambda: f'admission_host_cache_objects{{watch="eci-selectors"}} {len(selector_objects)}.0'
+                 in host.get("/metrics")[1], 30, what="the Selectors cached")
+        yield cp, admin, host
+    finally:
+        if host is not None:
+            host.stop()
+        cp.stop()
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.apiserver", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -107,22 +134,8 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=1, help="the host's --workers (1)")
     args = parser.parse_args(argv)
 
-    work = Path(tempfile.mkdtemp(prefix="bench-apiserver-"))
-    cp = cluster.ControlPlane(work / "control-plane")
-    cp.start()
-    host = None
-    try:
-        admin = KubeClient.from_kubeconfig(str(cp.admin_kubeconfig))
-        install_crds(cp, admin)
-        kubeconfig = service_account_kubeconfig(cp, admin, work / "sa-kubeconfig")
-        admin.post("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
-        for sel in selectors(args.selectors):
-            admin.post("/apis/eci.aliyun.com/v1/selectors", sel)
-        cert, key = cp.certs.serving_cert("webhook", ips=["127.0.0.1"])
-        host = HostProcess(work / "host", kubeconfig, cert, key, cp.certs.ca_path,
-                           extra_args=["--workers", str(args.workers)]).start()
-        wait_for(lambda: f'admission_host_cache_objects{{watch="eci-selectors"}} {args.selectors}.0'
-                 in host.get("/metrics")[1], 30, what="the Selectors cached")
+    with cluster_with_host("bench-apiserver-", NAMESPACE, selectors(args.selectors),
+                           ["--workers", str(args.workers)]) as (cp, admin, host):
         latencies: Dict[str, List[float]] = {"without": [], "with": []}
         for r in range(args.rounds):
             for way in (("without", "with") if r % 2 == 0 else ("with", "without")):
@@ -151,10 +164,6 @@ def main(argv=None) -> int:
         print(f"a webhook call as the API server times it: mean {server_side * 1000:.2f} ms; "
               f"the host's own handling of a pod CREATE: mean {host_side * 1000:.2f} ms")
         return 0
-    finally:
-        if host is not None:
-            host.stop()
-        cp.stop()
 
 
 if __name__ == "__main__":

@@ -14,9 +14,9 @@ record (a GET and a conditional PUT of a ConfigMap, plugins/eci_profile/cap.py) 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Dict, List
@@ -24,11 +24,10 @@ from typing import Dict, List
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.apiserver import percentile  # noqa: E402
+from bench.apiserver import cluster_with_host, percentile  # noqa: E402
 from framework import KubeClient  # noqa: E402
 from tests.e2e import cluster  # noqa: E402
-from tests.e2e.host import (HostProcess, install_crds, register_webhook, service_account_kubeconfig,  # noqa: E402
-                            wait_for)
+from tests.e2e.host import register_webhook, wait_for  # noqa: E402
 
 NAMESPACE = "bench-cap"
 NODE = "virtual-bench"
@@ -67,25 +66,14 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="rounds, alternating capped and not (3)")
     args = parser.parse_args(argv)
 
-    work = Path(tempfile.mkdtemp(prefix="bench-cap-"))
-    cp = cluster.ControlPlane(work / "control-plane")
-    cp.start()
-    host = None
-    try:
-        admin = KubeClient.from_kubeconfig(str(cp.admin_kubeconfig))
-        install_crds(cp, admin)
-        kubeconfig = service_account_kubeconfig(cp, admin, work / "sa-kubeconfig")
-        admin.post("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
-        for sel in (selector("capped", cap=1_000_000), selector("uncapped")):
-            admin.post("/apis/eci.aliyun.com/v1/selectors", sel)
-        cluster.create_node(__import__("kubernetes").client.CoreV1Api(cp.api_client()), NODE, labels=VNODE,
+    with cluster_with_host("bench-cap-", NAMESPACE, [selector("capped", cap=1_000_000),
+                                                      selector("uncapped")]) as (cp, admin, host):
+        from kubernetes import client
+
+        cluster.create_node(client.CoreV1Api(cp.api_client()), NODE, labels=VNODE,
                             cpu="1000", memory="1000Gi", pods="5000",
                             taints=[{"key": "k8s.aliyun.com/vnode", "value": "true", "effect": "NoSchedule"}])
-        cert, key = cp.certs.serving_cert("webhook", ips=["127.0.0.1"])
-        host = HostProcess(work / "host", kubeconfig, cert, key, cp.certs.ca_path).start()
         register_webhook(admin, f"{host.url}/mutate", cp.certs.ca_pem)
-        wait_for(lambda: 'admission_host_cache_objects{watch="eci-selectors"} 2.0' in host.get("/metrics")[1], 30,
-                 what="the Selectors cached")
         latencies: Dict[str, List[float]] = {"uncapped": [], "capped": []}
         for r in range(args.rounds):
             for way in (("uncapped", "capped") if r % 2 == 0 else ("capped", "uncapped")):
@@ -100,9 +88,8 @@ def main(argv=None) -> int:
                 print(f"round {r + 1} {way:>8}: p50 {percentile(latencies[way][-args.bindings:], 0.5):.2f} ms",
                       flush=True)
         record = admin.get("/api/v1/namespaces/admission-host/configmaps/eci-cap-capped")
-        recorded = record["data"]["pods"].count('"')  # uid and key per pod: 4 quotes
         print(f"\nKubernetes {cp.release.minor}, {args.rounds} x {args.bindings} bindings to a virtual node each way, "
-              f"one client; the record holds {recorded // 4} pods at the end")
+              f"one client; the record holds {len(json.loads(record['data']['pods']))} pods at the end")
         print("| binding | p50 ms | p90 ms | p99 ms | mean ms |")
         print("|---|---:|---:|---:|---:|")
         for way in ("uncapped", "capped"):
@@ -112,10 +99,6 @@ def main(argv=None) -> int:
         added = {q: percentile(latencies["capped"], q) - percentile(latencies["uncapped"], q) for q in (0.5, 0.99)}
         print(f"\nadded by the exact cap: {added[0.5]:+.2f} ms p50, {added[0.99]:+.2f} ms p99")
         return 0
-    finally:
-        if host is not None:
-            host.stop()
-        cp.stop()
 
 
 if __name__ == "__main__":

@@ -90,19 +90,13 @@ class BurstController:
 
     def run(self, stop: threading.Event) -> None:
         self.active = True
-        threading.Thread(target=self._resync_every, args=(stop,), name=f"{self.name}-resync", daemon=True).start()
+        threading.Thread(target=timing.every, args=(RESYNC_SECONDS, stop, self.resync, f"{self.name} resync"),
+                         name=f"{self.name}-resync", daemon=True).start()
         try:
             self.enqueue_unschedulable()
             self.queue.run(stop, self.reconcile, on_error=lambda key: self.actions.labels("error").inc())
         finally:
             self.active = False
-
-    def _resync_every(self, stop: threading.Event) -> None:
-        while not stop.wait(RESYNC_SECONDS):
-            try:
-                self.resync()
-            except Exception:  # the next round tries again
-                log.exception("%s: resync failed", self.name)
 
     def resync(self) -> None:
         """Give a look to pending pods whose look was lost: Unschedulable pods not in the queue (a

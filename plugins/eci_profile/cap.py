@@ -23,6 +23,7 @@ from typing import Callable, Dict, Optional, Tuple
 import orjson
 
 from framework import ApiError, object_path
+from plugins.eci_profile import timing
 
 log = logging.getLogger("admission_host.eci_profile.cap")
 
@@ -256,10 +257,5 @@ class CapRecordCleaner:
         return sel.max_virtual_pods if sel is not None else None
 
     def run(self, stop: threading.Event) -> None:
-        if self.records is None:
-            return
-        while not stop.wait(self.interval):
-            try:
-                self.records.clean(self.cap_of)
-            except Exception:  # the next round tries again
-                log.exception("%s: cleaning the caps' records failed", self.name)
+        if self.records is not None:
+            timing.every(self.interval, stop, lambda: self.records.clean(self.cap_of), self.name)

@@ -36,13 +36,8 @@ class CapEnforcer:
         self.budget = timing.PerMinute(EVICTIONS_PER_MINUTE, clock)
 
     def run(self, stop: threading.Event) -> None:
-        if self.profile.kube is None:
-            return
-        while not stop.wait(self.interval):
-            try:
-                self.step()
-            except Exception:  # the next round tries again
-                log.exception("%s: a round failed", self.name)
+        if self.profile.kube is not None:
+            timing.every(self.interval, stop, self.step, self.name)
 
     def step(self) -> int:
         """One round over the Selectors that evict; returns the pods evicted."""

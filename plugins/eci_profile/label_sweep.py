@@ -21,6 +21,7 @@ import threading
 from typing import Iterator
 
 from framework import ApiError
+from plugins.eci_profile import timing
 from plugins.eci_profile.cap import SELECTOR_LABEL, counts
 from plugins.eci_profile.profile import NODES, EciProfile, left_alone, strip_virtual_pod
 
@@ -47,13 +48,8 @@ class LabelSweepController:
         self.nodes = profile.host.store(NODES)
 
     def run(self, stop: threading.Event) -> None:
-        if not self.interval or self.profile.labeler is None:
-            return
-        while not stop.wait(self.interval):
-            try:
-                self.step()
-            except Exception:
-                log.exception("sweep of pods on virtual nodes failed")
+        if self.interval and self.profile.labeler is not None:
+            timing.every(self.interval, stop, self.step, self.name)
 
     def step(self) -> int:
         """One pass over the virtual nodes; returns how many pods were handed to the labeller."""

@@ -10,10 +10,13 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime
+import logging
 import time
 from typing import Callable, Iterable, Mapping, Optional, Sequence
 
 from plugins.eci_profile.selectors import format_duration as _fmt
+
+_log = logging.getLogger("admission_host.eci_profile")
 
 PROVISIONING = "provisioning"  # an autoscaler is adding a node for the pod: hold the burst
 CANNOT_HELP = "cannotHelp"  # an autoscaler says no node it can add would take the pod
@@ -144,3 +147,13 @@ class PerMinute:
 
     def used(self, key: str) -> None:
         self._times[key].append(self.clock())
+
+
+def every(interval: float, stop, step: Callable[[], object], name: str) -> None:
+    """Call ``step`` every ``interval`` seconds until ``stop`` (a threading.Event) is set: a
+    controller's rounds. A round that raises is logged; the next one tries again."""
+    while not stop.wait(interval):
+        try:
+            step()
+        except Exception:
+            _log.exception("%s: a round failed", name)

@@ -321,3 +321,29 @@ def test_pods_waiting_on_the_cap_are_looked_at_about_once_per_30_seconds(k8s):
     delayed = [e for p in k8s.pods(ns, labels)[:10] for e in events_for(k8s.admin, ns, p["metadata"]["name"])
                if e["reason"] == "BurstDelayed"]
     assert all(e.get("count", 1) == 1 for e in delayed)  # told once, not once a look
+
+
+def test_virtual_node_only_pods_that_ran_on_normal_nodes_come_back_through_the_webhook(k8s):
+    """Created while the only replica was down, a virtualNodeOnly Deployment's pods ran on a normal
+    node; with evictFromNormalNodes the leader evicts them and their replacements go virtual."""
+    ns, app = k8s.namespace(), k8s.id
+    k8s.node("normal")
+    k8s.node("virtual")
+    k8s.apply_selector({"apiVersion": "eci.aliyun.com/v1", "kind": "Selector", "metadata": {"name": app},
+                        "spec": {"objectLabels": {"matchLabels": {"app": app}},
+                                 "policy": {"virtualNodeOnly": {"evictFromNormalNodes": True}}}})
+    labels = {"app": app}
+    assert k8s.host.stop() == 0
+    try:
+        k8s.deployment("web", ns, labels, replicas=3)
+        pods = k8s.wait_running(ns, labels, 3)
+        assert not on_virtual(k8s, pods)  # unmutated: nothing sent them to the virtual node
+    finally:
+        k8s.host.start()
+    # The leader looks every 30 s; the evicted pods' replacements are mutated at creation.
+    pods = wait_for(lambda: (lambda p: p if len(on_virtual(k8s, p)) == 3 and len(p) == 3 else None)(
+        k8s.pods(ns, labels)), 90, 0.5, what="the replacements on the virtual node")
+    assert all(TOLERATION in p["spec"]["tolerations"] for p in pods)
+    reasons = [e["reason"] for e in k8s.admin.get(f"/api/v1/namespaces/{ns}/events").get("items") or ()
+               if (e.get("source") or {}).get("component") == "admission-host-eci-profile"]
+    assert reasons.count("MisplacedPodEvicted") == 3
