@@ -253,6 +253,7 @@ def test_a_rolling_update_of_the_host_loses_no_mutation(k8s, endpoints):
         stop.set()
         creator.join(30)
     unmutated = [p["metadata"]["name"] for p in created if TOLERATION not in (p["spec"].get("tolerations") or [])]
+    print(f"rolling update: {len(created)} pods created, {len(unmutated)} unmutated, {len(errors)} API errors")
     assert len(created) > 400 and errors == [] and unmutated == [], (len(created), errors[:3], unmutated[:10])
 
 

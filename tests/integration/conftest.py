@@ -13,6 +13,7 @@ import http.client
 import ipaddress
 import os
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -213,6 +214,13 @@ class ServerProcess:
         assert status == 200, (status, body[:500])
         assert headers.get("Content-Type", "").startswith("application/json")
         return orjson.loads(body)
+
+    def refuses_connections(self) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=2).close()
+            return False
+        except ConnectionRefusedError:
+            return True
 
     def assert_serving(self) -> None:
         """The server is alive and answers a valid request correctly."""

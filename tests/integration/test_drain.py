@@ -19,14 +19,6 @@ def _slow_server(start_server, cert_files, *args):
     return start_server("--threads", "4", *args, tls=cert_files, launcher=True, extra_plugins=[TEST_PLUGIN])
 
 
-def _refused(server) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", server.port), timeout=1).close()
-        return False
-    except ConnectionRefusedError:
-        return True
-
-
 def test_sigterm_finishes_requests_in_flight(start_server, cert_files):
     # A deadline the last queued requests (3 s after arriving) keep well inside.
     server = _slow_server(start_server, cert_files, "--shutdown-grace-seconds", "20",
@@ -50,7 +42,7 @@ def test_sigterm_finishes_requests_in_flight(start_server, cert_files):
 
     # New connections are refused at once, long before the requests in flight are done (2.5 s).
     deadline = time.monotonic() + 1.25
-    while not _refused(server):
+    while not server.refuses_connections():
         assert time.monotonic() < deadline, "the server still accepts connections after SIGTERM"
         time.sleep(0.02)
 

@@ -5,7 +5,6 @@ SIGINT, or a second SIGTERM, skips the delay."""
 from __future__ import annotations
 
 import signal
-import socket
 import time
 
 import orjson
@@ -13,14 +12,6 @@ import orjson
 from tests.integration.conftest import decoded_patch, deletion_cost_op, labelled_pod, review
 
 DELAY = 6.0
-
-
-def refused(server) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", server.port), timeout=2).close()
-        return False
-    except ConnectionRefusedError:
-        return True
 
 
 def test_sigterm_keeps_answering_while_not_ready_then_stops(start_server, cert_files):
@@ -46,10 +37,10 @@ def test_sigterm_keeps_answering_while_not_ready_then_stops(start_server, cert_f
                 kept.close()
                 kept = server.connection()
         time.sleep(0.2)
-    assert answered >= 4 and not refused(server)
+    assert answered >= 4 and not server.refuses_connections()
     # Then the port closes and the process exits 0 within the grace period.
     deadline = signalled + DELAY + 15
-    while not refused(server):
+    while not server.refuses_connections():
         assert time.monotonic() < deadline, "still accepting connections after the shutdown delay"
         time.sleep(0.05)
     assert time.monotonic() - signalled >= DELAY - 0.5
