@@ -126,6 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     plugins = sub.add_parser("plugins", help="list installed plugins and what they declare")
     _common(plugins)
+    plugins.add_argument("--check", action="store_true",
+                         help="check what needs no options (each entry point loads, its hookimpls are known "
+                              "hooks, its options declaration is well formed) and list the plugins and their "
+                              "options, without starting their declarations: the build check of an image, "
+                              "where the deployment's options are not known")
     return parser
 
 
@@ -352,18 +357,26 @@ def cmd_explain(args, config: Config) -> int:
 
 def cmd_plugins(args, config: Config) -> int:
     from framework.host import Host
-    from framework.plugins import describe, get_plugin_manager
+    from framework.plugins import check, describe, get_plugin_manager
 
-    pm = get_plugin_manager(config.enabled_plugins)
+    pm = get_plugin_manager(config.enabled_plugins)  # an entry point that fails to load, or an unknown hook: exit 2
     out: dict = {"plugins": describe(pm)}
-    try:  # what they declare needs them started; the list above is shown even when that fails
-        host = Host(config, pluginmanager=pm)
-    except PluginError as exc:
-        out["error"] = str(exc)
+    if args.check:
+        # No Host: the declaration hooks take the plugins' options, which a build does not have.
+        problems = check(pm)
+        if problems:
+            out["error"] = "; ".join(problems)
     else:
-        out.update(mutators=[m.name for m in host.pipeline.mutators], watches=[w.name for w in host.watches.values()],
-                   controllers=[c.name for c in host.controllers])
-    sys.stdout.write(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode() + "\n")
+        try:  # what they declare needs them started; the list above is shown even when that fails
+            host = Host(config, pluginmanager=pm)
+        except PluginError as exc:
+            out["error"] = str(exc)
+        else:
+            out.update(mutators=[m.name for m in host.pipeline.mutators],
+                       watches=[w.name for w in host.watches.values()],
+                       controllers=[c.name for c in host.controllers])
+    # repr: a default that is not JSON (a timedelta, which --check points out) is listed all the same.
+    sys.stdout.write(orjson.dumps(out, default=repr, option=orjson.OPT_INDENT_2).decode() + "\n")
     if "error" in out:
         print(f"admission-host: error: {out['error']}", file=sys.stderr)
         return 2

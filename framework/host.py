@@ -13,10 +13,9 @@ from framework import options
 from framework.admission.pipeline import Pipeline
 from framework.config import Config
 from framework.kube.client import KubeClient
-from framework.kube.frozen import freeze
 from framework.kube.labels import match_fields
 from framework.kube.leader import LeaderElector
-from framework.kube.reflector import Reflector
+from framework.kube.reflector import Reflector, Transform
 from framework.kube.store import Store
 from framework.metrics import Metrics
 from framework.plugins import PluginError, get_plugin_manager, installed_plugins
@@ -135,6 +134,8 @@ class Host:
         for watch in self.watches.values():
             by_kind.setdefault((watch.group, watch.kind), []).append(watch)
         filled: Dict[str, List[dict]] = {name: [] for name in self.watches}
+        # As the reflector applies them: a result that cannot be cached is refused, logged and counted.
+        transforms = {name: Transform(watch, self.metrics) for name, watch in self.watches.items()}
         unused = []
         for obj in objects:
             api_version = obj.get("apiVersion") or ""
@@ -148,7 +149,7 @@ class Host:
                     continue
                 if not match_fields(watch.field_selector, obj):
                     continue
-                kept = freeze(watch.transform(obj) if watch.transform else obj)
+                kept = transforms[watch.name](obj)
                 if kept is not None:
                     filled[watch.name].append(kept)
                 taken = True

@@ -26,8 +26,9 @@ class Metrics:
             "admission_host_mutator_calls", "Mutator runs, by outcome (ok, error, denied).",
             ["plugin", "mutator", "outcome"], registry=r)
         self.mutator_overlaps = Counter(
-            "admission_host_mutator_overlaps", "Requests in which a plugin changed a part of the object "
-            "another plugin had changed before it (the later one wins).", ["first", "second", "path"], registry=r)
+            "admission_host_mutator_overlaps", "Values a plugin changed or removed that another plugin had "
+            "set before it in the same request (the later one wins), by the value's JSON pointer.",
+            ["first", "second", "path"], registry=r)
         self.undeclared_changes = Counter(
             "admission_host_undeclared_changes", "Changes mutators made outside their declared paths "
             "(dropped).", ["mutators"], registry=r)
@@ -47,6 +48,10 @@ class Metrics:
         self.watch_restarts = Counter(
             "admission_host_watch_restarts", "Watch restarts, by reason (expired, error, closed).",
             ["watch", "reason"], registry=r)
+        self.watch_refused_objects = Counter(
+            "admission_host_watch_refused_objects", "Objects a watch did not cache because its transform "
+            "raised (raised), returned something not a dict (not_an_object), or lost the object's "
+            "metadata.name or metadata.namespace (key).", ["watch", "plugin", "reason"], registry=r)
         self.watch_last_sync = Gauge(
             "admission_host_watch_last_sync_timestamp_seconds",
             "When a watch cache last completed a full list.", ["watch"], registry=r, multiprocess_mode="livemax")

@@ -10,6 +10,7 @@ passes the plugin an instance of its dataclass as ``options``.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import typing
 from typing import Any, Dict, List, Optional
 
@@ -81,6 +82,57 @@ def describe(cls) -> List[Dict[str, Any]]:
             entry["help"] = field.metadata["help"]
         out.append(entry)
     return out
+
+
+def check(cls) -> List[str]:
+    """What is wrong with a declared options class itself, whatever a config file gives it (for
+    ``admission-host plugins --check``): not a dataclass, annotations that do not resolve, an
+    option of a type no config file can hold, a default its own type refuses."""
+    try:
+        fields = _fields(cls)
+    except OptionsError as exc:
+        return [str(exc)]
+    except Exception as exc:  # get_type_hints: a name the annotations use is not defined
+        return [f"the options' annotations do not resolve: {exc!r}"]
+    problems = []
+    for field, key, tp in fields:
+        unsupported = _unsupported(tp)
+        if unsupported is not None:
+            problems.append(f"option {key}: {unsupported}")
+            continue
+        try:
+            default = (field.default if field.default is not dataclasses.MISSING else
+                       field.default_factory() if field.default_factory is not dataclasses.MISSING else
+                       dataclasses.MISSING)
+        except Exception as exc:
+            problems.append(f"option {key}: its default_factory failed: {exc!r}")
+            continue
+        if default is not dataclasses.MISSING and _type_problem(default, tp, key):
+            problems.append(f"option {key}: its default {default!r} is not {_article(_type_name(tp))}")
+    return problems
+
+
+# What yaml.safe_load makes of a document: the types an option can be checked against.
+_YAML_SCALARS = (str, int, float, bool, NoneType, datetime.date, datetime.datetime, bytes)
+
+
+def _unsupported(tp) -> Optional[str]:
+    """Why a config file's values can never be of type ``tp`` (then parse refuses every value), or None."""
+    if tp is Any or tp is object or tp in _YAML_SCALARS:
+        return None
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Union:
+        return next((u for u in map(_unsupported, args) if u is not None), None)
+    if origin in (list, tuple, typing.Sequence) or tp in (list, tuple):
+        return next((u for u in map(_unsupported, args[:1]) if u is not None), None)
+    if origin in (dict, typing.Mapping) or tp is dict:
+        return next((u for u in map(_unsupported, args[1:2]) if u is not None), None)
+    return (f"{_spelled(tp)} cannot be given in a config file (YAML gives strings, numbers, booleans, null, "
+            f"lists and maps)")
+
+
+def _spelled(tp) -> str:
+    return tp.__name__ if isinstance(tp, type) else repr(tp).replace("typing.", "")
 
 
 def _type_name(tp) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
-from typing import Iterable, Optional
+from typing import Iterable, List, Optional
 
 import pluggy
 
@@ -90,3 +90,36 @@ def describe(pm: pluggy.PluginManager) -> list:
                 entry["optionsError"] = f"{exc!r}"
         out.append(entry)
     return out
+
+
+def check(pm: pluggy.PluginManager) -> List[str]:
+    """What is wrong with the loaded plugins' declarations, checked without any options (for
+    ``admission-host plugins --check``, the build check of an image).
+
+    Loading them (``get_plugin_manager``) has already checked that each entry point imports and
+    that its hookimpls are hooks the host (or another plugin) declares, with arguments those hooks
+    have. Here: each plugin implements at least one hook (an entry point that names the wrong
+    module loads, and does nothing), and its options declaration is well formed (``options.check``).
+    Whether the deployment's options fit is for ``admission-host plugins --config FILE``: that
+    needs the options, and so do the watches, mutators and controllers the plugins declare.
+    """
+    problems = []
+    for name, plugin in sorted(pm.list_name_plugin()):
+        if plugin is None:
+            continue
+        if not pm.get_hookcallers(plugin):
+            what = getattr(plugin, "__name__", None) or type(plugin).__name__
+            problems.append(f"plugin {name!r} ({what}) implements no hook: its entry point should name the "
+                            f"module with the @hookimpl functions")
+            continue
+        impl = next((i for i in pm.hook.admission_host_options.get_hookimpls() if i.plugin is plugin), None)
+        if impl is None:
+            continue
+        try:
+            declared = impl.function()
+        except Exception as exc:
+            problems.append(f"plugin {name!r}: admission_host_options failed: {exc!r}")
+            continue
+        if declared is not None:
+            problems += [f"plugin {name!r}: {problem}" for problem in options.check(declared)]
+    return problems

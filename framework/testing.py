@@ -20,7 +20,7 @@ import jsonpatch
 import orjson
 
 from framework.admission.patch import clone
-from framework.admission.review import answer, build, validate
+from framework.admission.review import build, encode, validate
 from framework.config import Config
 from framework.kube.client import JSON_PATCH, ApiError
 from framework.plugins import get_plugin_manager, installed_plugins
@@ -61,18 +61,18 @@ def review(obj: dict, **kw) -> dict:
 
 
 class Result:
-    """An AdmissionReview response, decoded, with the patched object."""
+    """An AdmissionReview response, decoded, with the patched object: what the API server gets
+    (the patch as decoded from the answer's base64 JSON, not the values the mutators left)."""
 
-    def __init__(self, sent: dict, answer: dict, patch: Optional[List[dict]] = None):
+    def __init__(self, sent: dict, answer: dict):
         self.review = answer
         self.response: dict = answer["response"]
         self.allowed: bool = self.response["allowed"]
         self.warnings: List[str] = self.response.get("warnings") or []
         self.audit_annotations: dict = self.response.get("auditAnnotations") or {}
         self.status: dict = self.response.get("status") or {}
-        if patch is None:
-            patch = orjson.loads(base64.b64decode(self.response["patch"])) if "patch" in self.response else []
-        self.patch: List[dict] = patch
+        patch = self.response.get("patch")
+        self.patch: List[dict] = orjson.loads(base64.b64decode(patch)) if patch else []
         original = sent["request"]["object"]
         self.object = jsonpatch.apply_patch(original, self.patch) if self.patch else copy.deepcopy(original)
 
@@ -226,7 +226,8 @@ class PluginHarness:
         pipeline = self.host.pipeline
         api_version, raw = validate(clone(sent))  # a copy: mutators edit the object they are given
         outcome = pipeline.admit(pipeline.request(raw))
-        return Result(sent, answer(api_version, raw["uid"], outcome), outcome.patch)
+        # Bytes out, decoded again, as the API server reads them.
+        return Result(sent, orjson.loads(encode(api_version, raw["uid"], outcome)))
 
     def create(self, obj: dict, **kw) -> Result:
         """Admit the creation of ``obj`` (a Binding becomes a CREATE of pods/binding)."""

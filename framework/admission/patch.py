@@ -10,6 +10,8 @@ The result is checked against ``jsonpatch.apply_patch`` in the tests.
 
 from __future__ import annotations
 
+import enum
+import math
 from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
 import orjson
@@ -180,6 +182,31 @@ class Snapshot:
                 _diff_node(node, value, path, ops)
         return ops
 
+    def changes(self, later: "Snapshot", obj: Any, leaves: bool = False, ops: bool = True) -> "Changes":
+        """What was done to ``obj`` since this snapshot, ``later`` being a snapshot of ``obj`` as it
+        is now (taken the same way): the parts that differ (as :meth:`changed` names them), the
+        operations from this state to ``obj`` (unless not ``ops``; as :meth:`diff` makes them, from
+        the two snapshots rather than by encoding ``obj`` again) and, with ``leaves``, the JSON
+        pointers of the values set and removed, leaf by leaf (an empty object or list counts as a
+        leaf; list entries are followed by index). Raises :class:`NotJSON` for a value set that
+        JSON cannot carry.
+
+        Only the parts whose encodings differ are looked at: the rest is as it was, and what was
+        there before passed this same check (or came decoded from JSON). A value that encodes as
+        exactly what it replaced (an ``IntEnum`` for the same number) is no change: nothing of it
+        reaches a patch."""
+        out = Changes(leaves, ops)
+        if self.paths is None:
+            _changes_node(self.tree, later.tree, obj, "", "", out)
+            return out
+        for (keys, a), (_, b) in zip(self.paths, later.paths):
+            if not _same_node(a, b):
+                if type(_walk(obj, keys[:-1])) is not dict:
+                    raise ValueError(f"{'.'.join(keys[:-1])} was removed or replaced, outside the declared paths")
+                out.parts.append(".".join(keys))
+                _changes(_decode(a), _walk(obj, keys), _pointer_of(keys), out.ops, out.written, out.removed)
+        return out
+
     def diff_to(self, later: "Snapshot") -> List[dict]:
         """The operations from this state to ``later``, a snapshot of the same object taken the
         same way (without the object itself, which someone else may be editing)."""
@@ -252,6 +279,231 @@ def _changed_nodes(a: Node, b: Node, path: str, out: List[str]) -> None:
             _changed_nodes(a.get(key, MISSING), b.get(key, MISSING), f"{path}.{key}" if path else key, out)
     elif not _same_node(a, b):
         out.append(path or ".")
+
+
+class NotJSON(TypeError):
+    """A value that JSON (and so the API server) cannot carry; ``where`` is its JSON pointer and
+    what it is (``/metadata/annotations/x (a set)``)."""
+
+    def __init__(self, where: str):
+        super().__init__(f"left a value that is not JSON at {where}")
+        self.where = where
+
+
+def not_json_at(value: Any, path: str = "") -> Optional[str]:
+    """The JSON pointer (and what it is) of the first value in ``value`` that JSON cannot carry,
+    or None."""
+    try:
+        _leaves(value, path, None)
+    except NotJSON as exc:
+        return exc.where
+    return None
+
+
+def _not_json_scalar(value: Any) -> Optional[str]:
+    """Why ``value``, neither a container nor a string, is not JSON; None when it is.
+
+    JSON has strings, numbers, true, false and null. orjson would quietly encode more (a datetime
+    or a UUID as a string, an Enum member as its value, a dataclass as an object, NaN and
+    infinities as null): a mutator that leaves one means something the API server would not get,
+    so each is refused, named by its type. A subclass of int is a number, as orjson sends it; of
+    float (which orjson refuses) or of Enum, not.
+    """
+    kind = type(value)
+    if value is None or kind is bool:
+        return None
+    if kind is float:
+        return None if math.isfinite(value) else f"the float {value!r}, not a JSON number"
+    if isinstance(value, enum.Enum):
+        return f"a {kind.__name__}, an Enum"
+    if isinstance(value, int):
+        return None if -2 ** 63 <= value < 2 ** 64 else "an integer too large for JSON numbers"
+    return f"a {kind.__name__}"
+
+
+def _leaves(value: Any, path: str, out: Optional[List[str]]) -> None:
+    """Add the JSON pointers of the leaves of ``value`` (at ``path``) to ``out`` (unless None):
+    an empty object or list is a leaf itself. Raise :class:`NotJSON` at the first value that is
+    not JSON."""
+    if type(value) is not str:
+        kind = _kind(value)
+        if kind is dict:
+            for key, item in value.items():
+                _check_key(key, path)
+                _leaves(item, pointer(path, key), out)
+            if value:
+                return
+        elif kind is list:
+            for i, item in enumerate(value):
+                _leaves(item, f"{path}/{i}", out)
+            if value:
+                return
+        elif not isinstance(value, str) or isinstance(value, enum.Enum):
+            problem = _not_json_scalar(value)
+            if problem:
+                raise NotJSON(f"{path} ({problem})")
+    if out is not None:
+        out.append(path)
+
+
+def _check_key(key: Any, path: str) -> None:
+    if type(key) is not str and (not isinstance(key, str) or isinstance(key, enum.Enum)):
+        raise NotJSON(f"{pointer(path, repr(key))} (a {type(key).__name__} key)")
+
+
+def _kind(value: Any):
+    """dict or list for JSON containers (and a tuple, sent as an array); None for the rest."""
+    kind = type(value)
+    if kind is dict or kind is list:
+        return kind
+    if kind is tuple:
+        return list
+    if isinstance(value, enum.Enum):
+        return None
+    return dict if isinstance(value, dict) else list if isinstance(value, (list, tuple)) else None
+
+
+def _unchanged(old: Any, new: Any) -> bool:
+    try:
+        return _same(old, new)
+    except TypeError:  # not JSON somewhere: a change, to be looked at
+        return False
+
+
+class Changes:
+    """What :meth:`Snapshot.changes` found: ``parts``, ``ops`` (None when not wanted), and with
+    leaves ``written`` and ``removed`` (else None)."""
+
+    __slots__ = ("parts", "ops", "written", "removed")
+
+    def __init__(self, leaves: bool, ops: bool = True):
+        self.parts: List[str] = []
+        self.ops: Optional[List[dict]] = [] if ops else None
+        self.written: Optional[List[str]] = [] if leaves else None
+        self.removed: Optional[List[str]] = [] if leaves else None
+
+
+def _changes_node(a: Node, b: Node, live: Any, path: str, dotted: str, out: Changes) -> None:
+    """:meth:`Snapshot.changes` down the snapshots' trees: ``a`` before, ``b`` now, ``live`` the
+    value ``b`` was taken of, at the JSON pointer ``path`` (``dotted`` as :meth:`changed` has it)."""
+    if type(a) is not dict or type(b) is not dict:
+        if not _same_node(a, b):  # (else the whole object, unchanged)
+            out.parts.append(dotted or ".")
+            _changes(MISSING if a is MISSING else _decode(a), live, path, out.ops, out.written, out.removed)
+        return
+    for key, node in b.items():
+        old = a.get(key, MISSING)
+        # The common case, unchanged, decided inline. Dicts are walked, never compared: ``==``
+        # would call {"a": 1} and {"a": True} the same.
+        kind = type(node)
+        if kind is dict:
+            if type(old) is dict:
+                _changes_node(old, node, live[key], pointer(path, key), f"{dotted}.{key}" if dotted else key, out)
+                continue
+        elif type(old) is kind and old == node:
+            continue
+        if old is MISSING:
+            _check_key(key, path)  # no encoding saw the keys of a dict at this depth
+            out.parts.append(f"{dotted}.{key}" if dotted else key or ".")
+            value, where = live[key], pointer(path, key)
+            _leaves(value, where, out.written)
+            if out.ops is not None:
+                out.ops.append({"op": "add", "path": where, "value": value})
+        else:
+            _changes_node(old, node, live[key], pointer(path, key), f"{dotted}.{key}" if dotted else key, out)
+    if not a.keys() <= b.keys():
+        for key, old in a.items():
+            if key not in b:
+                out.parts.append(f"{dotted}.{key}" if dotted else key or ".")
+                where = pointer(path, key)
+                if out.ops is not None:
+                    out.ops.append({"op": "remove", "path": where})
+                if out.removed is not None:
+                    _leaves(_decode(old), where, out.removed)
+        if not b and out.written is not None:
+            out.written.append(path)  # emptied: the empty object is a leaf now
+
+
+def _changes(old: Any, new: Any, path: str, ops: Optional[List[dict]], written: Optional[List[str]],
+             removed: Optional[List[str]]) -> None:
+    """:meth:`Snapshot.changes` below the snapshots' depth: ``old`` decoded, ``new`` live. The
+    operations are :func:`_diff`'s; with ``ops`` None, only the leaves are followed."""
+    if new is MISSING:
+        if old is not MISSING:
+            if ops is not None:
+                ops.append({"op": "remove", "path": path})
+            if removed is not None:
+                _leaves(old, path, removed)
+        return
+    if old is MISSING:
+        _leaves(new, path, written)
+        if ops is not None:
+            ops.append({"op": "add", "path": path, "value": new})
+        return
+    old_kind, new_kind = _kind(old), _kind(new)
+    if old_kind is dict and new_kind is dict:
+        for key, value in new.items():
+            was = old.get(key, MISSING)
+            if type(value) is str and type(was) is str:  # labels, annotations: decided inline
+                if value != was:
+                    where = pointer(path, key)
+                    if ops is not None:
+                        ops.append({"op": "replace", "path": where, "value": value})
+                    if written is not None:
+                        written.append(where)
+            elif was is MISSING:
+                _check_key(key, path)
+                where = pointer(path, key)
+                _leaves(value, where, written)
+                if ops is not None:
+                    ops.append({"op": "add", "path": where, "value": value})
+            elif not _unchanged(was, value):
+                _changes(was, value, pointer(path, key), ops, written, removed)
+        if not old.keys() <= new.keys():
+            for key, value in old.items():
+                if key not in new:
+                    where = pointer(path, key)
+                    if ops is not None:
+                        ops.append({"op": "remove", "path": where})
+                    if removed is not None:
+                        _leaves(value, where, removed)
+            if not new and written is not None:
+                written.append(path)  # emptied: the empty object is a leaf now
+    elif old_kind is list and new_kind is list:
+        n, m = len(old), len(new)
+        if m > n and ops is not None and _unchanged(old, new[:n]):
+            # Appends (tolerations, env entries): "add" at the end keeps the patch small.
+            for i in range(n, m):
+                _leaves(new[i], f"{path}/{i}", written)
+                ops.append({"op": "add", "path": f"{path}/-", "value": new[i]})
+            return
+        if m != n and ops is not None:
+            ops.append({"op": "replace", "path": path, "value": new})
+            if written is None:
+                _leaves(new, path, None)  # all of it goes on the wire: all of it must be JSON
+                return
+            ops = None  # the leaves are still followed by index
+        for i in range(min(n, m)):
+            if not _unchanged(old[i], new[i]):
+                _changes(old[i], new[i], f"{path}/{i}", ops, written, removed)
+        for i in range(n, m):
+            _leaves(new[i], f"{path}/{i}", written)
+            if ops is not None:
+                ops.append({"op": "add", "path": f"{path}/-", "value": new[i]})
+        if removed is not None:
+            for i in range(m, n):
+                _leaves(old[i], f"{path}/{i}", removed)
+        if n and not m and written is not None:
+            written.append(path)  # emptied: the empty list is a leaf now
+    else:
+        if old_kind is None and new_kind is None and type(old) is type(new) and old == new:
+            return  # equal scalars (NaN never is: it goes on to be refused)
+        if ops is not None:
+            ops.append({"op": "replace", "path": path, "value": new})
+        if removed is not None and (old_kind is not None or new_kind is not None):
+            # A leaf became a container or the reverse: the old leaves are gone.
+            _leaves(old, path, removed)
+        _leaves(new, path, written)
 
 
 def _encode(obj: Any, depth: int) -> Node:

@@ -12,13 +12,15 @@ import orjson
 
 from framework.admission import review
 from framework.admission.deadline import Runner
-from framework.admission.patch import Snapshot
+from framework.admission.patch import NotJSON, Snapshot, not_json_at
 from framework.admission.review import AdmissionRequest
 from framework.metrics import Metrics
 from framework.types import FAIL, Denied, Mutator
 
 log = logging.getLogger("admission_host.admission")
 UNDECLARED_CHECK_EVERY = 16
+# Distinct JSON pointers that admission_host_mutator_overlaps_total names exactly (see _overlap).
+OVERLAP_PATHS = 100
 # Seconds from a request's arrival to its answer: inside deploy/'s webhook timeoutSeconds (5),
 # with room for the network and the API server's own work.
 DEFAULT_DEADLINE = 4.0
@@ -51,15 +53,18 @@ class _Run:
     ``warnings``, ``audit``), since a late mutator may still be editing the object."""
 
     __slots__ = ("req", "mutators", "paths", "before", "state", "warnings", "audit", "ran", "writers",
-                 "index", "started", "over", "late", "denied", "lock")
+                 "changers", "ops", "index", "started", "over", "late", "denied", "lock")
 
     def __init__(self, req: AdmissionRequest, mutators: Tuple[Mutator, ...], paths, before: Snapshot):
         self.req, self.mutators, self.paths = req, mutators, paths
         self.before = self.state = before
         self.warnings, self.audit = list(req.warnings), dict(req.audit_annotations)
         self.ran: List[Mutator] = []
-        # Which plugin changed which part, when several plugins share the request.
+        # Which plugin set which value (JSON pointer: plugin), when several plugins share the request.
         self.writers: Optional[Dict[str, str]] = {} if len({m.plugin for m in mutators}) > 1 else None
+        # How many mutators changed something, and the operations of the last one that did.
+        self.changers = 0
+        self.ops: List[dict] = []
         self.index = 0
         self.started = time.perf_counter()  # when the current mutator began
         self.over = False
@@ -92,6 +97,7 @@ class Pipeline:
         #: Testing: re-raise the host's own errors, and check declared paths against a full diff.
         self.strict = False
         self._overlaps_logged: set = set()
+        self._overlap_paths: set = set()
         self._requests = -1  # the first request is checked
 
     def route(self, group: str, resource: str, operation: str) -> Tuple[Mutator, ...]:
@@ -144,12 +150,14 @@ class Pipeline:
                               audit_annotations={})
             outcome.status = "error"
         if outcome.patch and not outcome.denied and log.isEnabledFor(logging.INFO):
-            # The one line per changed admission: who changed it, why (the audit annotations
-            # name e.g. the Selector), and which paths; never the values.
+            # The one line per changed admission: which object, which mutators, the keys of the
+            # audit annotations they added, and the JSON pointers changed. Never a value: not of
+            # the object, and not of an audit annotation either, whatever a plugin puts there
+            # (the API server's audit log records those, under its own access rules).
             log.info("patched %s %s %s/%s by %s%s: %s", req.operation, req.resource_path, req.namespace,
                      req.name or ((req.raw.get("object") or {}).get("metadata") or {}).get("generateName", ""),
                      ",".join(m.name for m in outcome.mutators),
-                     "".join(f" {k}={v}" for k, v in outcome.audit_annotations.items()),
+                     f" (audit {','.join(outcome.audit_annotations)})" if outcome.audit_annotations else "",
                      " ".join(f"{op['op']} {op['path']}" for op in outcome.patch))
         self.metrics.admission(req.resource_path, req.operation, outcome.status, time.perf_counter() - start)
         return outcome
@@ -189,7 +197,9 @@ class Pipeline:
         if encoded is not None and not run.before.unchanged_outside(encoded, req.object):
             names = ", ".join(m.name for m in run.ran)
             self._undeclared(names, req, f"mutators {names} changed the object outside their declared paths")
-        patch = run.before.diff(req.object)
+        # When one mutator alone changed something (the common case: one plugin), its operations
+        # are the patch; else one diff from the object as received gives the composed result.
+        patch = run.ops if run.changers == 1 else run.before.diff(req.object) if run.changers else []
         if whole is not None:
             self._check_paths(whole, patch, req.object, run.ran)
         return Outcome(req, patch=patch, mutators=tuple(run.ran))
@@ -203,11 +213,14 @@ class Pipeline:
             error: Optional[Exception] = None
             try:
                 mutator.mutate(req)
-                # The state after it, which a later failure rolls back to: taking it also proves
-                # that what it left can be sent as JSON, so a bad value fails this mutator alone.
+                # The state after it, which a later failure rolls back to. Taking it, and looking
+                # at what it changed, also proves that all it left can be sent as JSON: a bad value
+                # fails this mutator alone.
                 after = snapshot_after(req.object, paths)
                 if paths is None and mutator.paths is not None:
                     after = self._keep_to_declared(mutator, req, run.state, after)
+                # Its operations are wanted while it may be the one mutator that changed anything.
+                changes = run.state.changes(after, req.object, leaves=run.writers is not None, ops=not run.changers)
             except Exception as exc:  # Denied included
                 error = exc
             elapsed = time.perf_counter() - started
@@ -223,16 +236,15 @@ class Pipeline:
                 if error is None:
                     self.metrics.mutator(mutator.plugin, mutator.name, "ok", elapsed)
                     last = run.index + 1 == len(run.mutators)
-                    changed = run.state.changed(after) if run.writers is not None or not last else ()
                     if run.writers is not None:
-                        for part in changed:
-                            first = run.writers.setdefault(part, mutator.plugin)
-                            if first != mutator.plugin:
-                                self._overlap(first, mutator.plugin, part)
-                    if changed and not last:
+                        self._track(run.writers, mutator.plugin, changes.written, changes.removed)
+                    if changes.ops or (changes.ops is None and changes.parts):
+                        run.changers += 1
+                        run.ops = changes.ops
+                    if changes.parts and not last:
                         # What it put in may be shared (a cached object, a plugin's own dict):
                         # the next mutator edits a copy, never the original.
-                        req.object = after.renew(req.object, changed)
+                        req.object = after.renew(req.object, changes.parts)
                     run.state = after
                     run.ran.append(mutator)
                 run.warnings, run.audit = list(req.warnings), dict(req.audit_annotations)
@@ -250,15 +262,17 @@ class Pipeline:
             return False
         self.metrics.mutator(mutator.plugin, mutator.name, "error", elapsed)
         who = _who(mutator)
+        # Whichever the policy, a mutator that failed leaves no warning or audit annotation of its
+        # own: what the mutators before it added was kept as each finished. (One that raised
+        # Denied keeps them, above: they may say why.)
+        del req.warnings[len(run.warnings):]
+        req.audit_annotations = dict(run.audit)
         if mutator.failure_policy == FAIL:
             log.error("%s failed on %r; denying (failure policy Fail)", who, req, exc_info=exc)
             run.denied = (500, f"{who} failed: {exc!r}")
             return False
         log.error("%s failed on %r; its changes are dropped (failure policy Ignore)", who, req, exc_info=exc)
-        # What the mutators before it left: kept as each finished.
         req.object = run.state.restore(req.object)
-        del req.warnings[len(run.warnings):]
-        req.audit_annotations = dict(run.audit)
         req.warn(f"{who} failed and was skipped: {exc}")
         return True
 
@@ -301,12 +315,38 @@ class Pipeline:
         log.warning("%s on %r; the change is dropped", what, req)
         req.warn(f"admission-host: {what}; the change is dropped")
 
-    def _overlap(self, first: str, second: str, part: str) -> None:
-        self.metrics.mutator_overlaps.labels(first, second, part).inc()
-        if (first, second, part) not in self._overlaps_logged:
-            self._overlaps_logged.add((first, second, part))
-            log.warning("plugins %r and %r both change %s in one request; %r runs later and wins "
-                        "(logged once for this pair)", first, second, part, second)
+    def _track(self, writers: Dict[str, str], plugin: str, written, removed) -> None:
+        """Note which plugin set which value (by JSON pointer, leaf by leaf), and tell of a value
+        one plugin set that a later one changed or removed: values side by side (two labels, a
+        container's image and its resources) are no overlap, only one written over is."""
+        for where in removed:
+            first = writers.pop(where, None)
+            if first is not None and first != plugin:
+                self._overlap(first, plugin, where, "removed")
+        for where in written:
+            first = writers.get(where)
+            if first is not None and first != plugin:
+                self._overlap(first, plugin, where, "changed")
+            writers[where] = plugin
+
+    def _overlap(self, first: str, second: str, where: str, done: str) -> None:
+        # The metric's path is the value's JSON pointer: its keys are fields and the label or
+        # annotation keys plugins set, list entries are indexes, values never appear. A plugin
+        # could still key a value by something unbounded (a name), so after OVERLAP_PATHS distinct
+        # pointers in this process a new one is counted under its first two levels, the fields of
+        # the object's schema ("/metadata/labels/*"); the log line names it exactly all the same.
+        path = where
+        if where not in self._overlap_paths:
+            if len(self._overlap_paths) < OVERLAP_PATHS:
+                self._overlap_paths.add(where)
+            else:
+                head = "/".join(where.split("/", 3)[:3])
+                path = f"{head}/*" if head != where else where
+        self.metrics.mutator_overlaps.labels(first, second, path).inc()
+        if (first, second, path) not in self._overlaps_logged:
+            self._overlaps_logged.add((first, second, path))
+            log.warning("plugin %r %s %s, which plugin %r had set in the same request; the later one wins "
+                        "(logged once for these plugins and this path)", second, done, where, first)
 
     @staticmethod
     def _check_paths(whole: Snapshot, patch: List[dict], final: dict, ran) -> None:
@@ -321,40 +361,11 @@ class Pipeline:
                                  f"but declared only the paths {', '.join(declared)}")
 
 
-class NotJSON(TypeError):
-    """A mutator left a value in the object that JSON (and so the API server) cannot carry."""
-
-
 def snapshot_after(obj, paths) -> Snapshot:
     try:
         return Snapshot(obj, paths=paths)
     except TypeError as exc:  # orjson's JSONEncodeError is a TypeError
-        where = not_json_at(obj)
-        raise NotJSON(f"left a value that is not JSON at {where or 'an unknown path'} ({exc})") from None
-
-
-def not_json_at(value, path: str = "") -> Optional[str]:
-    """The JSON pointer of the first value JSON cannot carry, or None."""
-    kind = type(value)
-    if kind is dict:
-        for key, item in value.items():
-            if type(key) is not str:
-                return f"{path}/{key!r} (a {type(key).__name__} key)"
-            found = not_json_at(item, f"{path}/{key}")
-            if found:
-                return found
-        return None
-    if kind is list or kind is tuple:
-        for i, item in enumerate(value):
-            found = not_json_at(item, f"{path}/{i}")
-            if found:
-                return found
-        return None
-    if kind is int and not -2 ** 63 <= value < 2 ** 64:
-        return f"{path} (an integer too large for JSON numbers)"
-    if value is None or kind in (str, int, float, bool):
-        return None
-    return f"{path} (a {kind.__name__})"
+        raise NotJSON(f"{not_json_at(obj) or 'an unknown path'} ({exc})") from None
 
 
 def _prefix(a: Tuple[str, ...], b: Tuple[str, ...]) -> bool:

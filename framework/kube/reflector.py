@@ -10,7 +10,7 @@ import logging
 import random
 import threading
 import time
-from typing import Callable, Optional
+from typing import Any, Optional, Set
 
 from framework.kube.client import ApiError, KubeClient
 from framework.kube.frozen import freeze
@@ -23,6 +23,73 @@ log = logging.getLogger(__name__)
 
 class Expired(Exception):
     """The watch's resourceVersion is gone from the API server's window."""
+
+
+class Transform:
+    """A watch's ``transform`` as the caches apply it (the reflector, and ``Host.load_objects``
+    offline): called with an object as it came, it returns the object to cache, frozen, or None.
+
+    What cannot be cached is refused rather than stored wrong: a transform that raises, a result
+    that is not a dict, and a result that lost the object's key, ``metadata.name`` (and
+    ``metadata.namespace`` when the object has one). The store files objects under that key, so
+    results without it would replace each other under one key (``''``) and a later DELETED event,
+    which names the object as it came, would never find them. A refused object is not cached,
+    counted in ``admission_host_watch_refused_objects_total{watch, plugin, reason}`` and logged as
+    an error naming the watch and its plugin: the first time for each reason, then at debug level
+    (a transform that drops the name does so for every object of a list).
+    """
+
+    def __init__(self, watch: Watch, metrics: Metrics, keyed: bool = True):
+        """``keyed``: the results go to a :class:`Store`, keyed by their metadata (a store of a
+        plugin's own, like drain-back's, keys them its way: then only the first two checks apply)."""
+        self.watch = watch
+        self.metrics = metrics
+        self.keyed = keyed
+        self._reported: Set[str] = set()
+        plugin = f" (plugin {watch.plugin!r})" if watch.plugin else ""
+        self._who = f"watch {watch.name!r}{plugin}"
+
+    def __call__(self, obj: dict) -> Optional[dict]:
+        transform = self.watch.transform
+        try:
+            kept: Any = transform(obj) if transform is not None else obj
+        except Exception as exc:
+            return self._refuse("raised", f"its transform failed on {key_of(obj)}: {exc!r}", exc)
+        if kept is None:
+            return None
+        if not isinstance(kept, dict):
+            return self._refuse("not_an_object", f"its transform returned a {type(kept).__name__} for "
+                                f"{key_of(obj)}; it must return the object to cache (a dict) or None")
+        if not self.keyed:
+            return freeze(kept)
+        meta, was = kept.get("metadata"), obj.get("metadata") or {}
+        name, namespace = (meta.get("name"), meta.get("namespace")) if isinstance(meta, dict) else (None, None)
+        if not name or name != was.get("name") or (namespace or "") != (was.get("namespace") or ""):
+            return self._refuse("key", self._lost_key(obj, name, namespace))
+        # Frozen at once: the object as it came is freed before the next one is decoded.
+        return freeze(kept)
+
+    def _lost_key(self, obj: dict, name, namespace) -> str:
+        was = obj.get("metadata") or {}
+        if not was.get("name"):
+            return f"a {obj.get('kind') or 'object'} with no metadata.name cannot be cached"
+        if not name:
+            result = "has no metadata.name"
+        elif was.get("namespace") and not namespace:
+            result = "has no metadata.namespace"
+        else:
+            result = f"is keyed {key_of({'metadata': {'name': name, 'namespace': namespace}})!r}"
+        return (f"its transform's result for {key_of(obj)} {result}: a transform must keep metadata.name, and "
+                f"metadata.namespace for namespaced objects, as they came (the cache is keyed by them)")
+
+    def _refuse(self, reason: str, problem: str, exc: Optional[BaseException] = None) -> None:
+        self.metrics.watch_refused_objects.labels(self.watch.name, self.watch.plugin, reason).inc()
+        first = reason not in self._reported
+        self._reported.add(reason)
+        log.log(logging.ERROR if first else logging.DEBUG, "%s: %s; object not cached%s", self._who, problem,
+                " (further ones are counted in admission_host_watch_refused_objects_total and logged at debug "
+                "level)" if first else "", exc_info=exc)
+        return None
 
 
 class Reflector:
@@ -40,7 +107,7 @@ class Reflector:
         self.stop_event = threading.Event()
         self.thread: Optional[threading.Thread] = None
         self.resource_version = ""
-        self._transform: Callable[[dict], dict] = watch.transform or (lambda obj: obj)
+        self._transform = Transform(watch, self.metrics, keyed=isinstance(store, Store))
         # Set as the cache changes (not computed when scraped): with several workers the value
         # has to be written where the others' /metrics reads it.
         gauge = self.metrics.cache_objects.labels(watch.name)
@@ -103,7 +170,7 @@ class Reflector:
                 raise
             transform = self._transform
             for obj in page.get("items") or ():
-                kept = self._apply_transform(transform, obj)
+                kept = transform(obj)
                 if kept is not None:
                     items.append(kept)
             meta = page.get("metadata") or {}
@@ -116,14 +183,6 @@ class Reflector:
         self.metrics.watch_last_sync.labels(self.watch.name).set(time.time())
         log.debug("watch %s: listed %d objects at resourceVersion %s", self.watch.name, len(items),
                   self.resource_version)
-
-    def _apply_transform(self, transform, obj: dict) -> Optional[dict]:
-        try:
-            # Frozen at once: the object as it came is freed before the next one is decoded.
-            return freeze(transform(obj))
-        except Exception:
-            log.exception("watch %s: transform failed on %s; object not cached", self.watch.name, key_of(obj))
-            return None
 
     def watch_once(self) -> None:
         query = {"watch": "true", "allowWatchBookmarks": "true", "resourceVersion": self.resource_version,
@@ -147,7 +206,7 @@ class Reflector:
             raise ApiError(obj.get("code") or 0, f"watch error: {obj.get('message')}", obj)
         rv = (obj.get("metadata") or {}).get("resourceVersion")
         if kind in ("ADDED", "MODIFIED"):
-            kept = self._apply_transform(self._transform, obj)
+            kept = self._transform(obj)
             if kept is not None:
                 self.store.upsert(kept)
             else:

@@ -541,7 +541,7 @@ class EciProfile:
         if not log.isEnabledFor(logging.DEBUG):
             return
         where = f" to {node}" if node else ""
-        # Debug only: the host logs one line per changed admission, naming the Selector.
+        # Debug only: the host's one INFO line per changed admission names the audit key, not the Selector.
         log.debug("Selector %s (%s) applied to pod %s/%s at %s%s: %s", selector.name, selector.policy,
                  request.namespace, request.name or (request.object.get("metadata") or {}).get("generateName", ""),
                  phase, where, ", ".join(changes) or "no change")

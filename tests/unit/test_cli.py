@@ -245,6 +245,23 @@ def test_plugins_lists_what_is_installed(capsys, clitest):
     assert data["watches"] == ["clitest-namespaces"] and data["controllers"] == []
 
 
+@pytest.mark.parametrize("source, message", [
+    ("import definitely_not_a_module_anywhere\n",
+     "plugin 'broken' (broken_plugin) failed to load: ModuleNotFoundError"),
+    ("from framework import hookimpl\n\n@hookimpl\ndef admission_host_mutator():\n    return []\n",
+     "plugin 'broken' implements an unknown hook"),
+    # An entry point naming a module without the hookimpls (its package's __init__, say): it loads.
+    ("WORD = 'hello'\n",
+     "plugin 'broken' (broken_plugin) implements no hook: its entry point should name the module with the "
+     "@hookimpl functions"),
+])
+def test_plugins_check_fails_for_a_plugin_that_cannot_work(install_plugin, capsys, source, message):
+    install_plugin("broken", "broken_plugin", source)
+    code, out, err = run(capsys, "plugins", "--check", "--plugins", "pod_deletion_cost,broken")
+    assert code == 2 and err.startswith(f"admission-host: error: {message}"), err
+    assert "Traceback" not in err
+
+
 def test_explain_prints_each_plugins_reasons_and_the_result(tmp_path, capsys, clitest):
     path = write(tmp_path, "pod.yaml", pod("web", namespace="a"))
     objects = write(tmp_path, "ns.yaml", namespace("a", {"team": "red"}))

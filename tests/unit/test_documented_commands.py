@@ -58,10 +58,17 @@ COVERED: Dict[Pattern, Tests] = {
         "tests/unit/test_cli.py::test_mutate_dry_run"),
     "admission-host explain": "tests/eci_profile/test_explain.py::test_explain_command_offline",
     "admission-host plugins": "plugins/examples/env_injector/tests/test_install.py::test_the_installed_plugin_is_listed",
+    "admission-host plugins --check":
+        "tests/unit/test_options.py::test_plugins_check_needs_no_options_so_an_image_build_can_run_it",
     "hack/render-deploy.sh": OFFLINE + "::test_render_deploy_rewrites_the_all_in_one_file",
 
     # -- writing a plugin ------------------------------------------------------------------------------------
-    "pip install -e .": PLUGIN_GUIDE + "::test_the_guides_tests_pass_installed",
+    # The host from its wheel, with no index reachable (the name on an index is not this project's).
+    "pip install /path/to/admission-host/dist/admission_host-0.1.0-py3-none-any.whl pytest":
+        PLUGIN_GUIDE + "::test_the_host_and_the_plugin_install_with_no_index_the_host_from_its_wheel",
+    "pip install -e .": (PLUGIN_GUIDE + "::test_the_guides_tests_pass_installed",
+                         PLUGIN_GUIDE + "::test_the_host_and_the_plugin_install_with_no_index_the_host_from_its_wheel",
+                         PLUGIN_GUIDE + "::test_without_the_host_first_the_plugin_does_not_install"),
     "python -m pytest tests": PLUGIN_GUIDE + "::test_the_guides_tests_pass_installed",
     "admission-host plugins --plugins owner_label": PLUGIN_GUIDE + "::test_plugins_prints_what_the_guide_shows",
     # The transcript's files and command: written and run as shown.
@@ -71,9 +78,17 @@ COVERED: Dict[Pattern, Tests] = {
         "tests/unit/test_docs_guide.py::test_the_guides_mutate_example",
     "admission-host serve --local --objects namespaces.yaml --plugins owner_label --insecure-http --port 8080":
         PLUGIN_GUIDE + "::test_serve_local_with_the_plugin",
-    "pip wheel --no-deps -w dist .": PLUGIN_GUIDE + "::test_the_wheel_installs_as_the_dockerfile_does",
+    # The host's wheel, in this repository, and the plugin's, in its directory.
+    "pip wheel --no-deps -w dist .": (
+        PLUGIN_GUIDE + "::test_the_host_and_the_plugin_install_with_no_index_the_host_from_its_wheel",
+        PLUGIN_GUIDE + "::test_the_wheel_installs_as_the_dockerfile_does"),
     "pip install --no-cache-dir --no-deps /tmp/admission_host_owner_label-0.1.0-py3-none-any.whl":
         PLUGIN_GUIDE + "::test_the_wheel_installs_as_the_dockerfile_does",
+    # The build check of both documents' Dockerfiles (hack/image/derived.Dockerfile runs it for its plugin).
+    "admission-host plugins --check --plugins owner_label": (
+        PLUGIN_GUIDE + "::test_the_wheel_installs_as_the_dockerfile_does",
+        PLUGIN_GUIDE + "::test_the_build_check_passes_for_a_plugin_with_a_required_option",
+        E2E_INSTALL + "::test_derived_image_lists_its_third_party_plugin"),
 
     # -- the image -------------------------------------------------------------------------------------------
     # hack/image/build.sh builds ./Dockerfile with buildah (no daemon here), then a derived image
@@ -156,7 +171,8 @@ NOT_RUN: Dict[Pattern, str] = {
         "needs a kubelet: the test clusters' pods are simulated (KWOK) and have no logs",
     "kubectl -n admission-host port-forward deployment/admission-host 8443":
         "needs a kubelet to forward to; the curl that follows is run against a served host",
-    "pip install admission-host": "needs the package on an index",
+    # docs/threat-model.md names it as what not to run: no index has the host, and the name there is not ours.
+    "pip install admission-host": "the mistake the threat model warns against, not an instruction",
 }
 
 

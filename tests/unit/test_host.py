@@ -1,5 +1,6 @@
 """The Host's life: offline caches, controllers, shutdown."""
 
+import logging
 import threading
 
 import pytest
@@ -44,6 +45,41 @@ def test_load_objects_routes_objects_to_the_watches_that_want_them():
     assert [o["metadata"]["name"] for o in unused] == ["plain", "bound", "x"]
     # Filled caches count as synced.
     assert all(store.has_synced() for store in host.stores.values())
+
+
+def test_offline_a_transform_that_loses_the_key_is_refused_naming_plugin_and_watch(caplog):
+    def labels_only(obj):  # forgets metadata.name: every namespace would be cached under ''
+        return {"metadata": {"labels": obj["metadata"].get("labels", {})}}
+
+    def name_only(obj):  # forgets metadata.namespace: pods of two namespaces would share a key
+        return {"metadata": {"name": obj["metadata"]["name"]}}
+
+    def explodes(obj):
+        raise ValueError("cannot read this one")
+
+    watches = [Watch(name="w-namespaces", resource="namespaces", kind="Namespace", transform=labels_only),
+               Watch(name="w-pods", resource="pods", kind="Pod", transform=name_only),
+               Watch(name="w-nodes", resource="nodes", kind="Node", transform=explodes)]
+    host = Host(Config(enabled_plugins=[]), extra_plugins=[watcher(*watches)])
+    unused = host.load_objects([namespace("a"), namespace("b"), pod("web", namespace="a"),
+                                pod("web", namespace="b"), node("n1")])
+    # Refused, not merged, and not thrown: the host goes on with the caches it could fill.
+    assert unused == [] and all(len(host.store(w.name)) == 0 for w in watches)
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [e.split(":")[0] for e in errors] == ["watch 'w-namespaces' (plugin 'watcher')",
+                                                 "watch 'w-pods' (plugin 'watcher')",
+                                                 "watch 'w-nodes' (plugin 'watcher')"]
+    assert "its transform's result for a has no metadata.name" in errors[0]
+    assert "its transform's result for a/web has no metadata.namespace" in errors[1]
+    assert "its transform failed on n1: ValueError('cannot read this one')" in errors[2]
+
+    def refused(watch, reason):
+        return host.metrics.registry.get_sample_value("admission_host_watch_refused_objects_total",
+                                                      {"watch": watch, "plugin": "watcher", "reason": reason})
+
+    assert (refused("w-namespaces", "key"), refused("w-pods", "key"), refused("w-nodes", "raised")) == (2, 2, 1)
+    host.start()
+    assert host.readiness() == []
 
 
 @pytest.mark.parametrize("selector, labels, matches", [

@@ -95,6 +95,63 @@ def test_plugins_lists_options_with_defaults_and_still_lists_when_one_is_missing
     assert options["headers"]["type"] == "map of string" and options["tags"]["type"] == "list of string or null"
 
 
+def test_plugins_check_needs_no_options_so_an_image_build_can_run_it(declared, capsys, restore_logging):
+    """The build of an image has no deployment's options: a required one must not fail its check."""
+    code = main(["plugins", "--check", "--plugins", "declared,pod_deletion_cost"])
+    out, err = capsys.readouterr()
+    assert (code, err) == (0, "")
+    listed = orjson.loads(out)
+    assert set(listed) == {"plugins"}, "no mutators, watches or controllers: declaring them takes the options"
+    declared_entry = next(p for p in listed["plugins"] if p["name"] == "declared")
+    assert declared_entry["options"][0] == {"name": "endpoint", "type": "string", "required": True,
+                                            "help": "where to send things"}
+    assert not declared.STARTED, "no hook but admission_host_options is called"
+
+
+BROKEN_OPTIONS = '''
+import dataclasses
+import datetime
+from typing import List
+
+from framework import hookimpl
+
+
+@dataclasses.dataclass
+class Options:
+    endpoint: str
+    retries: int = "3"
+    timeout: datetime.timedelta = datetime.timedelta(seconds=5)
+    tags: List[str] = dataclasses.field(default_factory=lambda: ["a", 1])
+
+
+@hookimpl
+def admission_host_options():
+    return Options
+'''
+
+
+@pytest.mark.parametrize("source, problems", [
+    (BROKEN_OPTIONS, ["option retries: its default '3' is not an integer",
+                      "option timeout: timedelta cannot be given in a config file (YAML gives strings, numbers, "
+                      "booleans, null, lists and maps)",
+                      "option tags: its default ['a', 1] is not a list of string"]),
+    (SOURCE.replace("return Options", "return Options(endpoint='https://x')"),
+     ["admission_host_options must return a dataclass (the class), got Options(endpoint='https://x', retries=3, "
+      "ratio=0.5, headers={}, tags=None)"]),
+    (SOURCE.replace("tags: Optional[List[str]] = None", "tags: Optional[List['Tag']] = None"),
+     ["the options' annotations do not resolve: NameError(\"name 'Tag' is not defined\")"]),
+])
+def test_plugins_check_finds_a_malformed_options_declaration(install_plugin, capsys, restore_logging, source,
+                                                             problems):
+    install_plugin("declared", "malformed_options_plugin", source)
+    code = main(["plugins", "--check", "--plugins", "declared"])
+    out, err = capsys.readouterr()
+    expected = "; ".join(f"plugin 'declared': {p}" for p in problems)
+    assert code == 2 and err == f"admission-host: error: {expected}\n"
+    assert orjson.loads(out)["error"] == expected
+    assert [p["name"] for p in orjson.loads(out)["plugins"]] == ["declared"], "listed all the same"
+
+
 def test_hooks_are_called_in_pluggys_order_tryfirst_and_trylast_honoured():
     calls = []
 

@@ -7,7 +7,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from framework.admission.patch import clone, make_patch
+from framework.admission.patch import Snapshot, clone, make_patch, pointer
 
 # Keys include the two characters JSON Pointer escapes, and strings that look like indexes. Not
 # the key "-" alone: the jsonpatch library used to check the result refuses "replace /-" even on
@@ -142,3 +142,64 @@ def test_the_patch_covers_only_what_changed():
 
 def test_removed_keys_are_removed():
     assert make_patch({"a": 1, "b/c": 2}, {"a": 1}) == [{"op": "remove", "path": "/b~1c"}]
+
+
+def leaves(doc, path="", within=()):
+    """{JSON pointer: (kinds of the containers on the way, type, value)} of every leaf; an empty
+    object or list is a leaf. The kinds tell ``/a/0`` in an object from ``/a/0`` in a list."""
+    if isinstance(doc, (dict, list)) and doc:
+        items = doc.items() if isinstance(doc, dict) else enumerate(doc)
+        within += (type(doc),)
+        return {k: v for key, value in items for k, v in leaves(value, pointer(path, key), within).items()}
+    return {path: (within, type(doc), None if isinstance(doc, (dict, list)) else doc)}
+
+
+def kinds_of(doc, path="", within=()):
+    """{JSON pointer: (kinds of the containers on the way, type)} of every value in ``doc``."""
+    found = {path: (within, type(doc))}
+    items = doc.items() if isinstance(doc, dict) else enumerate(doc) if isinstance(doc, list) else ()
+    for key, value in items:
+        found.update(kinds_of(value, pointer(path, key), within + (type(doc),)))
+    return found
+
+
+@settings(max_examples=300, deadline=None)
+@given(old_and_new(), st.integers(0, 3))
+def test_changes_give_the_patch_and_every_leaf_set_and_removed(pair, depth):
+    """From two snapshots: the patch as make_patch gives it, and leaf by leaf (list entries by
+    index) what the overlap check and the JSON check rely on."""
+    old, new = pair
+    before, after = leaves(old), leaves(new)
+    later = Snapshot(new, depth=depth)
+    changes = Snapshot(old, depth=depth).changes(later, new, leaves=True)
+    assert strict_equal(jsonpatch.apply_patch(old, changes.ops), new), (old, new, changes.ops)
+    assert (changes.ops == []) == (make_patch(old, new) == [])
+    assert sorted(changes.parts) == sorted(Snapshot(old, depth=depth).changed(later))
+    assert sorted(changes.written) == sorted(p for p, leaf in after.items() if before.get(p) != leaf)
+    # An empty object or list that gained entries lost nothing: it is still there.
+    kinds = kinds_of(new)
+    grown = {p for p, (within, kind, _) in before.items() if kind in (dict, list) and kinds.get(p) == (within, kind)}
+    assert set(changes.removed) - set(changes.written) == {p for p in before if p not in after} - grown
+
+
+@settings(max_examples=150, deadline=None)
+@given(old_and_new())
+def test_changes_of_declared_paths_give_the_patch(pair):
+    old, new = pair
+    paths = [(key,) for key in {**old, **new}]
+    changes = Snapshot(old, paths=paths).changes(Snapshot(new, paths=paths), new)
+    assert strict_equal(jsonpatch.apply_patch(old, changes.ops), new), (old, new, changes.ops)
+    assert changes.written is None and changes.removed is None  # leaves only when asked
+
+
+def test_changes_side_by_side_are_apart():
+    old = {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "a", "image": "nginx"}]}}
+    new = clone(old)
+    new["metadata"]["labels"]["c"] = "1"
+    new["spec"]["containers"][0]["image"] = "mirror/nginx"
+    new["spec"]["containers"][0]["resources"] = {"requests": {"cpu": "1"}}
+    changes = Snapshot(old).changes(Snapshot(new), new, leaves=True)
+    assert changes.parts == ["metadata.labels", "spec.containers"]
+    assert changes.written == ["/metadata/labels/c", "/spec/containers/0/image",
+                               "/spec/containers/0/resources/requests/cpu"]
+    assert changes.removed == []

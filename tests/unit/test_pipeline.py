@@ -1,7 +1,10 @@
 """The pipeline: order, routing, one composed patch, failure policies, and never a crash."""
 
 import dataclasses
+import datetime
+import enum
 import logging
+import uuid
 
 import orjson
 import pytest
@@ -180,6 +183,56 @@ def test_fail_denies_naming_the_plugin_and_the_error():
     assert result.status["code"] == 500
 
 
+def leave_a_datetime(name="late-stamp", **kw):
+    def mutate(req):
+        req.warn(f"{name} warned before failing")
+        req.audit(f"{name}-audit", "x")
+        req.object["metadata"]["annotations"] = {"stamped": datetime.datetime(2024, 5, 1)}
+    return Mutator(name=name, mutate=mutate, **kw)
+
+
+@pytest.mark.parametrize("failing", [explode, leave_a_datetime])
+@pytest.mark.parametrize("policy", [IGNORE, FAIL])
+def test_a_mutator_that_failed_leaves_no_warning_or_audit_annotation_of_its_own(failing, policy):
+    """Under either policy; what the mutators before it added stays, and the host says what happened."""
+    def note(req):
+        req.warn("noted")
+        req.audit("note", "1")
+
+    result = send(Pipeline([Mutator("note", note, order=1), failing(order=2, failure_policy=policy)]),
+                  review(pod("p")))
+    assert result.audit_annotations == {"note": "1"}
+    assert result.warnings[0] == "noted" and not any("warned before failing" in w for w in result.warnings)
+    if policy == FAIL:
+        assert not result.allowed and result.warnings == ["noted"]
+        assert result.status["code"] == 500 and "failed: " in result.status["message"]
+    else:
+        assert result.allowed and len(result.warnings) == 2 and "failed and was skipped" in result.warnings[1]
+
+
+def test_a_denying_mutator_keeps_its_warnings_since_they_may_say_why():
+    def deny(req):
+        req.warn("pods of team blue go to namespace blue")
+        raise Denied("wrong namespace")
+
+    result = send(Pipeline([Mutator("deny", deny)]), review(pod("p")))
+    assert not result.allowed and result.warnings == ["pods of team blue go to namespace blue"]
+
+
+def test_the_info_line_of_a_patched_admission_names_audit_annotation_keys_never_their_values(caplog):
+    def annotate(req):
+        req.object["metadata"]["labels"] = {"tier": "front"}
+        req.audit("selector", "payments-eci")
+        req.audit("token", "s3cr3t-t0ken")
+
+    with caplog.at_level(logging.INFO, logger="admission_host.admission"):
+        result = send(Pipeline([Mutator("annotate", annotate)]), review(pod("web", namespace="shop")))
+    assert result.audit_annotations == {"selector": "payments-eci", "token": "s3cr3t-t0ken"}
+    assert [r.getMessage() for r in caplog.records] == [
+        "patched CREATE pods shop/web by annotate (audit selector,token): add /metadata/labels"]
+    assert "s3cr3t" not in caplog.text and "payments-eci" not in caplog.text and "front" not in caplog.text
+
+
 def test_denied_exception_rejects_with_its_code():
     def deny(req):
         raise Denied("pods must have an owner", code=422)
@@ -201,10 +254,39 @@ def test_denied_default_code_is_403():
     assert result.status == {"code": 403, "message": "deny: no"}
 
 
+class Colour(enum.Enum):
+    RED = "red"
+
+
+class Size(enum.IntEnum):
+    SMALL = 1
+
+
+class Tier(str, enum.Enum):
+    FRONT = "front"
+
+
+@dataclasses.dataclass
+class Owner:
+    team: str = "red"
+
+
 @pytest.mark.parametrize("bad_value,where", [
     (object(), "/metadata/annotations/x (a object)"), ({1, 2}, "/metadata/annotations/x (a set)"),
     (b"bytes", "/metadata/annotations/x (a bytes)"), ({1: "a"}, "/metadata/annotations/x/1 (a int key)"),
-    ([1, 2 ** 70], "/metadata/annotations/x/1 (an integer too large")])
+    ([1, 2 ** 70], "/metadata/annotations/x/1 (an integer too large"),
+    # What orjson would quietly turn into JSON (a string, a number, an object, null) is refused as well.
+    (datetime.datetime(2024, 5, 1, 12, 0), "/metadata/annotations/x (a datetime)"),
+    (datetime.date(2024, 5, 1), "/metadata/annotations/x (a date)"),
+    (datetime.time(12, 0), "/metadata/annotations/x (a time)"),
+    (uuid.UUID(int=7), "/metadata/annotations/x (a UUID)"),
+    (Colour.RED, "/metadata/annotations/x (a Colour, an Enum)"),
+    (["a", Size.SMALL], "/metadata/annotations/x/1 (a Size, an Enum)"),
+    (Tier.FRONT, "/metadata/annotations/x (a Tier, an Enum)"),
+    ({"owner": Owner()}, "/metadata/annotations/x/owner (a Owner)"),
+    (float("nan"), "/metadata/annotations/x (the float nan, not a JSON number)"),
+    ([1.5, float("inf")], "/metadata/annotations/x/1 (the float inf, not a JSON number)"),
+    ({"y": -float("inf")}, "/metadata/annotations/x/y (the float -inf, not a JSON number)")])
 @pytest.mark.parametrize("paths", [None, ("metadata.annotations", "metadata.labels")])
 def test_a_value_that_is_not_json_fails_that_mutator_alone(bad_value, where, paths, caplog):
     """Others' changes stay, even a Fail mutator's; the culprit and the path are named."""
@@ -224,6 +306,37 @@ def test_a_value_that_is_not_json_fails_that_mutator_alone(bad_value, where, pat
     assert "sloppy" in caplog.text and where in caplog.text
     assert metrics.registry.get_sample_value(
         "admission_host_mutator_calls_total", {"plugin": "sloppy", "mutator": "junk", "outcome": "error"}) == 1
+
+
+@pytest.mark.parametrize("where,bad_value", [
+    ("/spec/priority (a set)", {1, 2}), ("/spec/priority (the float nan", float("nan")),
+    ("/spec/priority (a Size, an Enum)", Size.SMALL), ("/spec/startedAt (a datetime)", datetime.datetime(2024, 5, 1)),
+    ("/metadata/uid (a UUID)", uuid.UUID(int=7)), ("/spec/hostname (a Tier, an Enum)", Tier.FRONT)])
+@pytest.mark.parametrize("paths", [None, ("spec.priority", "spec.startedAt", "metadata.uid", "spec.hostname")])
+def test_a_value_that_is_not_json_near_the_top_of_the_object_fails_that_mutator_too(where, bad_value, paths):
+    """The top two levels are kept as they are rather than encoded: they are looked at just the same."""
+    _, first, second = where.split(" ")[0].split("/")
+
+    def store_junk(req):
+        req.object[first][second] = bad_value
+
+    result = send(Pipeline([Mutator("junk", store_junk, paths=paths)]), review(pod("p")))
+    assert result.allowed and "patch" not in result.response
+    assert len(result.warnings) == 1 and f"left a value that is not JSON at {where}" in result.warnings[0]
+
+
+@pytest.mark.parametrize("key,where", [("bad-neighbour/set", "/metadata/annotations/bad-neighbour~1set (a set)"),
+                                       ("a~b", "/metadata/annotations/a~0b (a set)"),
+                                       ("a/b~c", "/metadata/annotations/a~1b~0c (a set)")])
+@pytest.mark.parametrize("deep", [False, True])
+def test_the_pointer_to_a_value_that_is_not_json_escapes_slash_and_tilde(key, where, deep):
+    """As RFC 6901 writes it: ``~1`` for ``/``, ``~0`` for ``~``; here and inside a part already encoded."""
+    def store_junk(req):
+        req.object["metadata"]["annotations"] = {key: {"v": {1}} if deep else {1}}
+
+    result = send(Pipeline([Mutator("junk", store_junk)]), review(pod("p")))
+    expected = where.replace(" (a set)", "/v (a set)") if deep else where
+    assert len(result.warnings) == 1 and f"at {expected}" in result.warnings[0]
 
 
 def test_a_not_json_value_under_failure_policy_fail_denies_naming_the_path():
@@ -289,27 +402,106 @@ def test_metrics_count_outcomes():
     assert sample("admission_host_mutator_calls_total", plugin="", mutator="set-a", outcome="ok") == 1
 
 
+def of(plugin, mutator):
+    return dataclasses.replace(mutator, plugin=plugin)
+
+
+def overlaps(pipeline):
+    """The samples of admission_host_mutator_overlaps_total: {(first, second, path): count}."""
+    return {(s.labels["first"], s.labels["second"], s.labels["path"]): s.value
+            for s in pipeline.metrics.mutator_overlaps.collect()[0].samples if s.name.endswith("_total")}
+
+
+def told(caplog):
+    return [r.getMessage() for r in caplog.records if "the later one wins" in r.getMessage()]
+
+
 @pytest.mark.parametrize("paths", [None, ("metadata.labels",)])
-def test_two_plugins_changing_the_same_part_are_told_once(paths, caplog):
-    first = dataclasses.replace(labeller("team", "a", name="a", order=1, paths=paths), plugin="one")
-    second = dataclasses.replace(labeller("team", "b", name="b", order=2, paths=paths), plugin="two")
-    pipeline = Pipeline([first, second])
+def test_a_value_one_plugin_set_and_a_later_one_changed_is_told_once_and_counted_by_its_pointer(paths, caplog):
+    pipeline = Pipeline([of("one", labeller("team", "a", name="a", order=1, paths=paths)),
+                         of("two", labeller("team", "b", name="b", order=2, paths=paths))])
     with caplog.at_level(logging.WARNING):
         for _ in range(3):
             assert send(pipeline, review(pod("p"))).object["metadata"]["labels"] == {"team": "b"}
-    lines = [r for r in caplog.records if "both change" in r.getMessage()]
-    assert len(lines) == 1 and "'one' and 'two' both change metadata.labels" in lines[0].getMessage()
-    assert pipeline.metrics.registry.get_sample_value(
-        "admission_host_mutator_overlaps_total", {"first": "one", "second": "two", "path": "metadata.labels"}) == 3
+    assert told(caplog) == ["plugin 'two' changed /metadata/labels/team, which plugin 'one' had set in the same "
+                            "request; the later one wins (logged once for these plugins and this path)"]
+    assert overlaps(pipeline) == {("one", "two", "/metadata/labels/team"): 3}
+
+
+@pytest.mark.parametrize("paths", [None, ("metadata.labels",)])
+def test_plugins_that_add_different_labels_do_not_overlap(paths, caplog):
+    pipeline = Pipeline([of("one", labeller("c", "1", order=1, paths=paths)),
+                         of("two", labeller("d", "2", order=2, paths=paths))])
+    with caplog.at_level(logging.WARNING):
+        for labels in (None, {"app": "web"}):  # the labels made by the first plugin, or already there
+            result = send(pipeline, review(pod("p", labels=labels)))
+            assert result.object["metadata"]["labels"] == {**(labels or {}), "c": "1", "d": "2"}
+    assert told(caplog) == [] and overlaps(pipeline) == {}
+
+
+def test_an_image_rewrite_and_a_resources_default_do_not_overlap(caplog):
+    def mirror(req):
+        for container in req.object["spec"]["containers"]:
+            container["image"] = "mirror.example.com/" + container["image"]
+
+    def resources(req):
+        for container in req.object["spec"]["containers"]:
+            container.setdefault("resources", {"requests": {"cpu": "100m"}})
+
+    pipeline = Pipeline([of("images", Mutator("mirror", mirror, order=1)),
+                         of("defaults", Mutator("resources", resources, order=2))])
+    spec = {"containers": [{"name": "a", "image": "nginx"}, {"name": "b", "image": "redis"}]}
+    with caplog.at_level(logging.WARNING):
+        for _ in range(9):
+            result = send(pipeline, review(pod("p", spec=spec)))
+    assert result.object["spec"]["containers"][1] == {"name": "b", "image": "mirror.example.com/redis",
+                                                      "resources": {"requests": {"cpu": "100m"}}}
+    assert told(caplog) == [] and overlaps(pipeline) == {}
+
+
+def test_a_value_a_later_plugin_removes_or_writes_over_is_named_down_to_the_list_entry(caplog):
+    def tolerate(req):
+        req.object["spec"].setdefault("tolerations", []).append({"key": "virtual", "effect": "NoSchedule"})
+
+    def soften(req):
+        for toleration in req.object["spec"].get("tolerations", []):
+            toleration["effect"] = "PreferNoSchedule"
+
+    def strip(req):
+        req.object["metadata"].pop("labels", None)
+
+    pipeline = Pipeline([of("one", Mutator("tolerate", tolerate, order=1)), of("one", labeller("x", "1", order=1)),
+                         of("two", Mutator("soften", soften, order=2)), of("two", Mutator("strip", strip, order=3))])
+    with caplog.at_level(logging.WARNING):
+        result = send(pipeline, review(pod("p", labels={"app": "web"})))
+    assert "labels" not in result.object["metadata"]
+    assert overlaps(pipeline) == {("one", "two", "/spec/tolerations/0/effect"): 1,
+                                  ("one", "two", "/metadata/labels/x"): 1}
+    assert sorted(told(caplog)) == [
+        "plugin 'two' changed /spec/tolerations/0/effect, which plugin 'one' had set in the same request; "
+        "the later one wins (logged once for these plugins and this path)",
+        "plugin 'two' removed /metadata/labels/x, which plugin 'one' had set in the same request; "
+        "the later one wins (logged once for these plugins and this path)"]
+
+
+def test_the_overlap_metric_names_a_bounded_number_of_pointers(monkeypatch):
+    """Past the limit, a new pointer is counted under its first two levels: the series stay few."""
+    monkeypatch.setattr("framework.admission.pipeline.OVERLAP_PATHS", 2)
+    pipeline = Pipeline([of("one", labeller(k, "1", name=f"one-{k}", order=1)) for k in "abc"]
+                        + [of("two", labeller(k, "2", name=f"two-{k}", order=2)) for k in "abc"])
+    for _ in range(2):
+        send(pipeline, review(pod("p")))
+    assert overlaps(pipeline) == {("one", "two", "/metadata/labels/a"): 2, ("one", "two", "/metadata/labels/b"): 2,
+                                  ("one", "two", "/metadata/labels/*"): 2}
 
 
 def test_a_plugin_is_not_told_of_its_own_changes(caplog):
-    mutators = [dataclasses.replace(labeller(k, "1", order=i), plugin="same") for i, k in enumerate("ab")]
-    mutators.append(dataclasses.replace(labeller("c", "1", order=5, name="other"), plugin="other"))
+    mutators = [of("same", labeller("a", v, name=f"same-{v}", order=i)) for i, v in enumerate("12")]
+    mutators.append(of("other", labeller("a", "3", name="other", order=5)))
     with caplog.at_level(logging.WARNING):
         send(Pipeline(mutators), review(pod("p")))
-    told = [r.getMessage() for r in caplog.records if "both change" in r.getMessage()]
-    assert len(told) == 1 and "'same' and 'other'" in told[0]
+    [line] = told(caplog)
+    assert line.startswith("plugin 'other' changed /metadata/labels/a, which plugin 'same' had set")
 
 
 def sneaky(name="sneaky", order=1):
@@ -356,6 +548,7 @@ def test_an_error_of_the_host_itself_admits_the_request_unchanged_with_a_warning
     def audit(req):
         req.audit("seen", "yes")
         req.warn("a mutator's warning")
+        req.object["metadata"]["labels"]["audited"] = "yes"  # two mutators changed it: one diff composes
 
     monkeypatch.setattr(Snapshot, "diff", broken_diff)
     metrics = Metrics()

@@ -1,5 +1,6 @@
 """The reflector (list, then watch) against a scripted API server on loopback."""
 
+import logging
 import threading
 import time
 
@@ -343,6 +344,78 @@ def test_any_store_like_object_will_do_and_the_cache_gauge_follows_it(fake_api):
         wait_for(lambda: store.has_synced() and gauge() == 2)
         gate.set()
         wait_for(lambda: sorted(store.objects) == ["b", "c"] and gauge() == 2)
+    finally:
+        reflector.stop()
+        api.close()
+        reflector.thread.join(5)
+
+
+def refused(reflector, reason):
+    return reflector.metrics.registry.get_sample_value(
+        "admission_host_watch_refused_objects_total",
+        {"watch": reflector.watch.name, "plugin": reflector.watch.plugin, "reason": reason}) or 0
+
+
+def test_a_transform_that_drops_the_name_is_refused_not_merged_under_one_key(run, caplog):
+    def labels_only(o):  # keeps what the plugin reads, and forgets the key the cache files objects under
+        return {"metadata": {"labels": o["metadata"].get("labels") or {}}}
+
+    watch = Watch(name="pods", resource="pods", kind="Pod", namespace="default", transform=labels_only,
+                  plugin="labeller")
+    script = Script(lists=[page([obj("a", "1"), obj("b", "2")], rv="10")],
+                    watches=[Stream([event("ADDED", obj("c", "11")), event("DELETED", obj("a", "12"))])])
+    reflector, store, api = run(script, watch=watch)
+    assert store.wait_synced(5)
+    wait_for(lambda: reflector.resource_version == "12")
+    # Not one object under '' (the last one listed, replacing the others): none.
+    assert store.keys() == [] and refused(reflector, "key") == 3
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [
+        "watch 'pods' (plugin 'labeller'): its transform's result for default/a has no metadata.name: a transform "
+        "must keep metadata.name, and metadata.namespace for namespaced objects, as they came (the cache is keyed "
+        "by them); object not cached (further ones are counted in admission_host_watch_refused_objects_total and "
+        "logged at debug level)"], "logged once, not once per object"
+    assert reflector.thread.is_alive() and not restarts(reflector, "error")
+
+
+@pytest.mark.parametrize("transform, reason, problem", [
+    (lambda o: {"metadata": {"name": o["metadata"]["name"]}}, "key",
+     "its transform's result for default/b has no metadata.namespace"),
+    (lambda o: {"metadata": {"name": "same", "namespace": "default"}}, "key",
+     "its transform's result for default/b is keyed 'default/same'"),
+    (lambda o: [o["metadata"]["name"]], "not_an_object",
+     "its transform returned a list for default/b; it must return the object to cache (a dict) or None"),
+    (lambda o: o["spec"]["missing"], "raised", "its transform failed on default/b: KeyError('spec')"),
+])
+def test_what_a_transform_makes_uncacheable_is_refused_and_counted(run, caplog, transform, reason, problem):
+    def keep_a(o):  # the one object the transform gets right stays cached
+        return o if o["metadata"]["name"] == "a" else transform(o)
+
+    watch = Watch(name="pods", resource="pods", kind="Pod", namespace="default", transform=keep_a)
+    reflector, store, api = run(Script(lists=[page([obj("a", "1"), obj("b", "2"), obj("c", "3")], rv="10")]),
+                                watch=watch)
+    assert store.wait_synced(5)
+    assert store.keys() == ["default/a"]
+    assert refused(reflector, reason) == 2
+    (error,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert error.startswith(f"watch 'pods': {problem}"), error
+
+
+def test_a_store_of_a_plugins_own_takes_results_keyed_its_own_way(fake_api):
+    """Drain-back's store keeps three numbers a pod, no metadata: the key check is the Store's."""
+    watch = Watch(name="usage", resource="pods", kind="Pod", namespace="default",
+                  transform=lambda o: {"k": o["metadata"]["name"]})
+    class Summary(CountingStore):
+        def replace(self, objects, resource_version=""):
+            self.items, self.synced = list(objects), True
+
+    store = Summary()
+    api = fake_api(Script(lists=[page([obj("a", "1"), obj("b", "2")], rv="10")]))
+    reflector = Reflector(api.client(), watch, store, metrics=Metrics())
+    reflector.start()
+    try:
+        wait_for(lambda: store.has_synced() and sorted(o["k"] for o in store.items) == ["a", "b"])
+        assert refused(reflector, "key") == 0
     finally:
         reflector.stop()
         api.close()

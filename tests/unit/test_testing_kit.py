@@ -1,5 +1,7 @@
 """framework.testing: what a plugin author tests with, used as a plugin author would."""
 
+import datetime
+
 import pytest
 
 from framework import Controller, Denied, Mutator, Watch, hookimpl
@@ -157,6 +159,40 @@ def test_a_mutator_that_is_not_idempotent_fails_the_test():
             harness.create(pod("p"))
     with PluginHarness(AppendsEveryTime(), idempotent=False) as harness:
         assert harness.create(pod("p")).patch
+
+
+class Stamps:
+    """Leaves what JSON carries in another form (a tuple, a str subclass), or cannot carry at all."""
+
+    def __init__(self, value):
+        self.value = value
+
+    @hookimpl
+    def admission_host_mutators(self):
+        def mutate(req):
+            req.object["metadata"].setdefault("annotations", {})["stamped"] = self.value
+        return [Mutator(name="stamps", mutate=mutate)]
+
+
+class Tag(str):
+    pass
+
+
+@pytest.mark.parametrize("left, sent", [(("a", 1), ["a", 1]), (Tag("v2"), "v2")])
+def test_the_result_shows_the_patch_as_the_api_server_decodes_it(left, sent):
+    with PluginHarness(Stamps(left)) as harness:
+        result = harness.create(pod("p"))
+    assert result.patch == [{"op": "add", "path": "/metadata/annotations", "value": {"stamped": sent}}]
+    assert type(result.patch[0]["value"]["stamped"]) is type(sent)
+    assert type(result.object["metadata"]["annotations"]["stamped"]) is type(sent)
+
+
+def test_a_datetime_left_in_the_object_is_the_mutators_failure_not_a_string_in_the_patch():
+    with PluginHarness(Stamps(datetime.datetime(2024, 5, 1, 12, 0))) as harness:
+        result = harness.create(pod("p"))
+    assert result.allowed and result.patch == [] and "annotations" not in result.object["metadata"]
+    assert result.warnings == ["plugin 'Stamps' mutator 'stamps' failed and was skipped: left a value that is not "
+                               "JSON at /metadata/annotations/stamped (a datetime)"]
 
 
 class LabelsThroughTheApi:
