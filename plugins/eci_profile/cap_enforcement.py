@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable
+from typing import Callable, Optional
 
 from plugins.eci_profile import timing
 from plugins.eci_profile.drain import WORKLOADS
@@ -20,24 +20,33 @@ from plugins.eci_profile.profile import SELECTORS, EciProfile
 
 log = logging.getLogger("admission_host.eci_profile.cap_enforcement")
 
-EVICTIONS_PER_MINUTE = 10
-INTERVAL_SECONDS = 5.0
+EVICTIONS_PER_MINUTE = 10  # per Selector, for this and the misplaced pods' evictions
 
 
-class CapEnforcer:
-    name = "eci-profile-cap-enforcement"
+class EvictingController:
+    """The leader's rounds over the Selectors, every ``interval`` seconds, evicting pods with a
+    budget per Selector; subclasses say what a round does (``step``)."""
+
+    name = ""
+    interval = 5.0
 
     def __init__(self, profile: EciProfile, clock: Callable[[], float] = time.monotonic,
-                 interval: float = INTERVAL_SECONDS):
+                 interval: Optional[float] = None):
         self.profile = profile
-        self.clock = clock
-        self.interval = interval
+        self.interval = interval or self.interval
         self.selectors = profile.host.store(SELECTORS)
         self.budget = timing.PerMinute(EVICTIONS_PER_MINUTE, clock)
 
     def run(self, stop: threading.Event) -> None:
         if self.profile.kube is not None:
             timing.every(self.interval, stop, self.step, self.name)
+
+    def step(self) -> int:
+        raise NotImplementedError
+
+
+class CapEnforcer(EvictingController):
+    name = "eci-profile-cap-enforcement"
 
     def step(self) -> int:
         """One round over the Selectors that evict; returns the pods evicted."""

@@ -3,44 +3,30 @@ found on normal nodes — admitted while no replica of the host answered (failur
 so without the toleration and nodeSelector that fence them to virtual nodes — are evicted, so
 that their ReplicaSet or StatefulSet makes new ones, which come back through the webhook.
 
-Every ``INTERVAL_SECONDS``, one LIST per such Selector (its objectLabels as the label selector,
+Every 30 s, one LIST per such Selector (its objectLabels as the label selector,
 running pods only); a pod is evicted when it is on a node that is not virtual, the Selector
 still wins it, and a ReplicaSet or StatefulSet owns it. Through the Eviction API, so
-PodDisruptionBudgets decide; at most ``EVICTIONS_PER_MINUTE`` per Selector.
+PodDisruptionBudgets decide; at most 10 a minute per Selector (cap_enforcement.EVICTIONS_PER_MINUTE).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-import time
-from typing import Callable
 
 from framework import ApiError
-from plugins.eci_profile import timing
+from plugins.eci_profile.cap_enforcement import EvictingController
 from plugins.eci_profile.drain import WORKLOADS
-from plugins.eci_profile.profile import NODES, SELECTORS, EciProfile, left_alone
+from plugins.eci_profile.profile import NODES, EciProfile, left_alone
 
 log = logging.getLogger("admission_host.eci_profile.misplaced")
 
-EVICTIONS_PER_MINUTE = 10
-INTERVAL_SECONDS = 30.0
-
-
-class MisplacedPodEvictor:
+class MisplacedPodEvictor(EvictingController):
     name = "eci-profile-misplaced-pods"
+    interval = 30.0
 
-    def __init__(self, profile: EciProfile, clock: Callable[[], float] = time.monotonic,
-                 interval: float = INTERVAL_SECONDS):
-        self.profile = profile
-        self.interval = interval
-        self.selectors = profile.host.store(SELECTORS)
+    def __init__(self, profile: EciProfile, **kw):
+        super().__init__(profile, **kw)
         self.nodes = profile.host.store(NODES)
-        self.budget = timing.PerMinute(EVICTIONS_PER_MINUTE, clock)
-
-    def run(self, stop: threading.Event) -> None:
-        if self.profile.kube is not None:
-            timing.every(self.interval, stop, self.step, self.name)
 
     def step(self) -> int:
         """One round over the Selectors that ask for it; returns the pods evicted."""

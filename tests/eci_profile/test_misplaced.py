@@ -7,7 +7,8 @@ from framework.kube.labels import LabelSelector
 from framework.testing import node, pod
 from plugins.eci_profile import plugin as eci
 from plugins.eci_profile import selectors
-from plugins.eci_profile.misplaced import EVICTIONS_PER_MINUTE, MisplacedPodEvictor
+from plugins.eci_profile.cap_enforcement import EVICTIONS_PER_MINUTE
+from plugins.eci_profile.misplaced import MisplacedPodEvictor
 
 from .conftest import RecordingKube, default_objects, selector
 
