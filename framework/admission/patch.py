@@ -38,11 +38,12 @@ def pointer(path: str, key: Any) -> str:
 
 
 def _container_kind(value: Any):
-    """dict or list for those and their subclasses (read-only cached objects), else None."""
+    """dict or list for those and their subclasses (read-only cached objects), and list for a
+    tuple (sent as a JSON array); else None."""
     kind = type(value)
     if kind is dict or kind is list:
         return kind
-    return dict if isinstance(value, dict) else list if isinstance(value, list) else None
+    return dict if isinstance(value, dict) else list if isinstance(value, (list, tuple)) else None
 
 
 def _same(old: Any, new: Any) -> bool:
@@ -326,7 +327,7 @@ def _leaves(value: Any, path: str, out: Optional[List[str]]) -> None:
     an empty object or list is a leaf itself. Raise :class:`NotJSON` at the first value that is
     not JSON."""
     if type(value) is not str:
-        kind = _kind(value)
+        kind = _container_kind(value)
         if kind is dict:
             for key, item in value.items():
                 _check_key(key, path)
@@ -349,18 +350,6 @@ def _leaves(value: Any, path: str, out: Optional[List[str]]) -> None:
 def _check_key(key: Any, path: str) -> None:
     if type(key) is not str and (not isinstance(key, str) or isinstance(key, enum.Enum)):
         raise NotJSON(f"{pointer(path, repr(key))} (a {type(key).__name__} key)")
-
-
-def _kind(value: Any):
-    """dict or list for JSON containers (and a tuple, sent as an array); None for the rest."""
-    kind = type(value)
-    if kind is dict or kind is list:
-        return kind
-    if kind is tuple:
-        return list
-    if isinstance(value, enum.Enum):
-        return None
-    return dict if isinstance(value, dict) else list if isinstance(value, (list, tuple)) else None
 
 
 def _unchanged(old: Any, new: Any) -> bool:
@@ -440,7 +429,7 @@ def _changes(old: Any, new: Any, path: str, ops: Optional[List[dict]], written: 
         if ops is not None:
             ops.append({"op": "add", "path": path, "value": new})
         return
-    old_kind, new_kind = _kind(old), _kind(new)
+    old_kind, new_kind = _container_kind(old), _container_kind(new)
     if old_kind is dict and new_kind is dict:
         for key, value in new.items():
             was = old.get(key, MISSING)

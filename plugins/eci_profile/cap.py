@@ -135,10 +135,11 @@ class CapRecords:
         return {uid: entry for uid, entry in record.items()
                 if now - entry[1] < RECORD_GRACE_SECONDS or self.pending(entry[0], uid)}
 
-    def counting(self, selector: str) -> Dict[str, str]:
-        """uid -> key of the Selector's pods on virtual nodes that count, as cached."""
-        return {p["metadata"]["uid"]: f"{p['metadata']['namespace']}/{p['metadata']['name']}"
-                for p in self.virtual.pods(selector)}
+    def in_use(self, selector: str, pods: Dict[str, list]) -> Tuple[Dict[str, list], set]:
+        """The record's pods to keep (:meth:`live`), and the uids that count: those and the
+        Selector's pods on virtual nodes as cached."""
+        live = self.live(pods)
+        return live, live.keys() | {p["metadata"]["uid"] for p in self.virtual.pods(selector)}
 
     def read(self, selector: str, timeout: float) -> Tuple[Optional[dict], Dict[str, list]]:
         """The record's ConfigMap (None when there is none yet) and its pods."""
@@ -192,13 +193,11 @@ class CapRecords:
         while time.monotonic() < deadline:
             left = max(0.1, deadline - time.monotonic())
             current, pods = self.read(selector, left)
-            counting = self.counting(selector)
-            live = self.live(pods)
-            used = len(live.keys() | counting.keys())
-            if uid in live or uid in counting:  # counted already (a bind tried again)
-                return True, used
-            if used >= cap:
-                return False, used
+            live, counted = self.in_use(selector, pods)
+            if uid in counted:  # counted already (a bind tried again)
+                return True, len(counted)
+            if len(counted) >= cap:
+                return False, len(counted)
             live[uid] = [key, int(self.clock())]
             try:
                 self.write(selector, current, live, max(0.1, deadline - time.monotonic()))
@@ -206,14 +205,12 @@ class CapRecords:
                 if exc.status == 409:  # another replica wrote first: count again
                     continue
                 raise
-            return True, used + 1
+            return True, len(counted) + 1
         raise RecordBusy(f"cap record of Selector {selector}: other replicas kept writing first until the deadline")
 
     def count(self, selector: str, timeout: float) -> int:
         """What :meth:`reserve` would count now."""
-        _, pods = self.read(selector, timeout)
-        counting = self.counting(selector)
-        return len(self.live(pods).keys() | counting.keys())
+        return len(self.in_use(selector, self.read(selector, timeout)[1])[1])
 
     def clean(self, caps: Callable[[str], Optional[int]], timeout: float = 10.0) -> int:
         """The leader's round: drop what no longer counts from each record, and delete the records

@@ -121,7 +121,7 @@ class DrainBackController:
         self.nodes = profile.host.store(NODES)
         self.usage: Optional[NodeUsage] = None
         self._reflector: Optional[Reflector] = None
-        self._evicted: Dict[str, collections.deque] = {}  # selector -> eviction times (last minute)
+        self.budget = timing.PerMinute(0, clock)  # each Selector's drainBack.maxPerMinute
         self._inflight: Dict[str, Tuple[str, float]] = {}  # workload uid -> (pod key, when evicted)
         self._backoff: Dict[str, Tuple[float, float]] = {}  # workload uid -> (until, last delay)
         # Room promised to evicted pods' replacements until they show up in the usage (CLAIM_SECONDS).
@@ -203,14 +203,12 @@ class DrainBackController:
     # -- one Selector --------------------------------------------------------------------------------
     def drain(self, sel, free: Dict[str, dict]) -> int:
         now = self.clock()
-        recent = self._evicted.setdefault(sel.name, collections.deque())
-        while recent and recent[0] <= now - 60:
-            recent.popleft()
+        budget = self.budget.left(sel.name, sel.drain_per_minute)
         evicted = 0
         pods = sorted(self.profile.virtual.pods(sel.name), key=lambda p: (p.get("startTime") or "", _key(p)))
         self._notice_returns(pods)
         for pod in pods:
-            if len(recent) >= sel.drain_per_minute:
+            if evicted >= budget:
                 break
             if not self.may_go_back(pod, sel, now):
                 continue
@@ -223,7 +221,7 @@ class DrainBackController:
                 node["memory"] -= pod["requests"][1]
                 node["pods"] -= 1
                 self._claims.append((now + CLAIM_SECONDS, target, *pod["requests"]))
-                recent.append(now)
+                self.budget.used(sel.name)
                 self._inflight[pod["owner"]["uid"]] = (_key(pod), now)
                 evicted += 1
         return evicted

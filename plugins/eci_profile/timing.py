@@ -131,19 +131,20 @@ def decide(now: float, since: float, selector, signal: Optional[Signal], default
 
 
 class PerMinute:
-    """At most ``limit`` events a minute per key (a sliding window), for evictions."""
+    """At most ``limit`` events a minute per key (a sliding window), for evictions; ``left`` may
+    be given a key's own limit (drain-back's maxPerMinute)."""
 
     def __init__(self, limit: int, clock: Callable[[], float] = time.monotonic):
         self.limit = limit
         self.clock = clock
         self._times = collections.defaultdict(collections.deque)
 
-    def left(self, key: str) -> int:
+    def left(self, key: str, limit: Optional[int] = None) -> int:
         """How many more ``key`` may have now."""
         times, now = self._times[key], self.clock()
         while times and now - times[0] >= 60:
             times.popleft()
-        return max(0, self.limit - len(times))
+        return max(0, (self.limit if limit is None else limit) - len(times))
 
     def used(self, key: str) -> None:
         self._times[key].append(self.clock())
