@@ -15,6 +15,9 @@ Every replica runs a :class:`CertManager` (no leader needed; the API server arbi
   (only where it differs), writes the PEM files to its certificate directory (an emptyDir: the
   root filesystem is read-only) and has the serving TLS context reload them. The Secret is
   re-read periodically, so a renewal made by one replica reaches the others without a restart.
+* With ``match_conditions`` set, the webhooks' matchConditions are kept equal to it in the same
+  rounds (API servers 1.28+ only): what the enabled mutators declare (framework/webhook.py), put
+  back within a round when a ``kubectl apply`` or ``helm upgrade`` resets them to the manifests'.
 
 Until the first certificate is in place the host serves a throwaway self-signed one (so
 ``/healthz`` answers) and ``/readyz`` says why it is not ready.
@@ -40,7 +43,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from framework.kube.client import STRATEGIC_MERGE_PATCH, ApiError, KubeClient, object_path
+from framework.kube.client import JSON_PATCH, STRATEGIC_MERGE_PATCH, ApiError, KubeClient, object_path
+from framework.webhook import serves_match_conditions
 
 log = logging.getLogger("admission_host.certs")
 
@@ -326,6 +330,9 @@ class CertManager:
         self.installed_not_after: Optional[datetime.datetime] = None
         self.error: Optional[str] = None
         self.ca_bundle_patched = False
+        # The webhooks' matchConditions to keep (framework/webhook.py); None leaves them alone.
+        self.match_conditions: Optional[List[dict]] = None
+        self._match_conditions_served: Optional[bool] = None  # by the API server: 1.28+
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
 
@@ -382,6 +389,8 @@ class CertManager:
         self.ca_bundle_patched = self.patch_ca_bundle(bundle.ca_pem)
         if bundle != self.installed:
             self.install(bundle)
+        if self.match_conditions is not None:
+            self.keep_match_conditions(self.match_conditions)
         return bundle
 
     def ensure_secret(self) -> Bundle:
@@ -454,6 +463,45 @@ class CertManager:
         log.info("set the caBundle of MutatingWebhookConfiguration %s (webhooks: %s)",
                  self.webhook_configuration, ", ".join(stale))
         return True
+
+    def keep_match_conditions(self, wanted: List[dict]) -> bool:
+        """Set every webhook's matchConditions to ``wanted`` where they differ; True when all agree.
+
+        An API error is logged and tried again next round: until then the API server sends more
+        than the mutators need, or less, which is no reason to stop serving."""
+        if not self.webhook_configuration:
+            return True
+        path = f"{WEBHOOKS}/{self.webhook_configuration}"
+        try:
+            if self._match_conditions_served is None:
+                version = self.kube.get("/version")
+                self._match_conditions_served = serves_match_conditions(version)
+                if not self._match_conditions_served:
+                    log.info("Kubernetes %s has no webhook matchConditions (1.28+): every request the rules "
+                             "match is sent", version.get("gitVersion", "?"))
+            if not self._match_conditions_served:
+                return True
+            config = self.kube.get(path)
+            ops = []
+            for index, hook in enumerate(config.get("webhooks") or ()):
+                if (hook.get("matchConditions") or []) == wanted:
+                    continue
+                # By index, tested by name: a configuration changed meanwhile refuses the patch.
+                ops.append({"op": "test", "path": f"/webhooks/{index}/name", "value": hook["name"]})
+                if wanted:
+                    ops.append({"op": "add", "path": f"/webhooks/{index}/matchConditions", "value": wanted})
+                else:
+                    ops.append({"op": "remove", "path": f"/webhooks/{index}/matchConditions"})
+            if ops:
+                self.kube.patch(path, ops, content_type=JSON_PATCH)
+                log.info("set the matchConditions of MutatingWebhookConfiguration %s to the enabled mutators' "
+                         "(%s)", self.webhook_configuration, ", ".join(c["name"] for c in wanted) or "none")
+            return True
+        except ApiError as exc:
+            if exc.status != 404:  # a missing configuration is reported with its caBundle
+                log.warning("matchConditions of MutatingWebhookConfiguration %s not set: %s",
+                            self.webhook_configuration, exc)
+            return False
 
     def install(self, bundle: Bundle) -> None:
         """Write the PEMs (the key first: a reload never pairs the new certificate with the old key)."""

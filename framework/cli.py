@@ -1,4 +1,4 @@
-"""``admission-host serve | mutate | explain | plugins``."""
+"""``admission-host serve | mutate | explain | review | plugins | webhook-config``."""
 
 from __future__ import annotations
 
@@ -103,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "at most 30 days, is left")
     certs.add_argument("--cert-extra-san", action="append", default=None, metavar="NAME",
                        help="one more DNS name or IP address for the certificate (repeatable)")
+    certs.add_argument("--no-match-conditions", action="store_true",
+                       help="leave the webhooks' matchConditions alone (by default they are kept equal to what "
+                            "the enabled mutators skip, on Kubernetes 1.28+; see webhook-config)")
 
     mutate = sub.add_parser("mutate", help="run the admission pipeline offline on one request")
     _common(mutate)
@@ -124,6 +127,17 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--kubeconfig", help="explain against a live cluster's Selectors, namespaces and nodes")
     explain.add_argument("--context", help="kubeconfig context")
 
+    review = sub.add_parser("review", help="print the AdmissionReview the API server would send for an object")
+    review.add_argument("object", metavar="FILE", help="the object (one document, JSON or YAML); - for stdin")
+    review.add_argument("--operation", type=str.upper, choices=("CREATE", "UPDATE", "DELETE"), default="CREATE")
+    review.add_argument("--old", metavar="OLD_FILE",
+                        help="with --operation UPDATE: the object before the update (default: the object itself)")
+    review.add_argument("--binding", metavar="NODE",
+                        help="instead: the pods/binding CREATE of the scheduler binding the pod to NODE")
+    review.add_argument("--user", help="userInfo.username (default admission-host-review; system:kube-scheduler "
+                                       "for a binding); a service account's also gets its groups")
+    review.set_defaults(config=None, plugins=None, log_level=None, log_format=None)  # no plugin is loaded
+
     plugins = sub.add_parser("plugins", help="list installed plugins and what they declare")
     _common(plugins)
     plugins.add_argument("--check", action="store_true",
@@ -131,6 +145,15 @@ def build_parser() -> argparse.ArgumentParser:
                               "hooks, its options declaration is well formed) and list the plugins and their "
                               "options, without starting their declarations: the build check of an image, "
                               "where the deployment's options are not known")
+
+    webhook = sub.add_parser("webhook-config", help="print the MutatingWebhookConfiguration the enabled plugins "
+                                                    "need (rules, matchConditions), as YAML for kubectl apply")
+    _common(webhook)
+    webhook.add_argument("--webhook-configuration", metavar="NAME", help="its name (default admission-host)")
+    webhook.add_argument("--service-name", metavar="NAME", help="the host's Service (default admission-host)")
+    webhook.add_argument("--namespace", default="admission-host", help="the Service's namespace (default admission-host)")
+    webhook.add_argument("--no-match-conditions", action="store_true",
+                         help="without matchConditions (Kubernetes before 1.28 has none)")
     return parser
 
 
@@ -178,18 +201,46 @@ def _certificate_options(args, config: Config) -> None:
 
 def read_documents(path: str) -> List[dict]:
     """Every object in a YAML/JSON file (multi-document; ``List`` kinds are unpacked)."""
-    text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()
+    try:
+        text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()
+        docs = list(yaml.safe_load_all(text))
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not a text file ({exc.reason} at byte {exc.start})") from None
+    except yaml.YAMLError as exc:  # on one line: its own message spans several
+        mark = getattr(exc, "problem_mark", None)
+        what = ", ".join(p for p in (getattr(exc, "context", None), getattr(exc, "problem", None)) if p) or str(exc)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise ValueError(f"{path}: not YAML or JSON: {what}{where}") from None
     out = []
-    for doc in yaml.safe_load_all(text):
+    for doc in docs:
         if doc is None:
             continue
         if not isinstance(doc, dict):
             raise ValueError(f"{path}: expected objects, found a {type(doc).__name__}")
-        if doc.get("kind", "").endswith("List") and isinstance(doc.get("items"), list):
+        if str(doc.get("kind") or "").endswith("List") and isinstance(doc.get("items"), list):
             out.extend(doc["items"])
         else:
             out.append(doc)
+    if not all(isinstance(obj, dict) for obj in out):
+        raise ValueError(f"{path}: a List's items must be objects")
     return out
+
+
+def read_object(path: str) -> dict:
+    """The one object of a YAML/JSON file, which has a kind."""
+    docs = read_documents(path)
+    if len(docs) != 1:
+        raise ValueError(f"{path}: expected exactly one object, found {len(docs)}")
+    if not docs[0].get("kind") or not isinstance(docs[0]["kind"], str):
+        raise ValueError(f"{path}: the object has no kind")
+    return docs[0]
+
+
+def load_objects(host, paths: List[str]) -> None:
+    """Fill the host's caches from --objects files, warning about what they cannot fill."""
+    from framework.offline import load_files
+
+    load_files(host, [(path, read_documents(path)) for path in paths])
 
 
 def as_review(obj: dict, dry_run: bool = False) -> dict:
@@ -205,16 +256,10 @@ def as_review(obj: dict, dry_run: bool = False) -> dict:
 def cmd_mutate(args, config: Config) -> int:
     from framework.host import Host
 
-    docs = read_documents(args.review)
-    if len(docs) != 1:
-        raise ValueError(f"{args.review}: expected exactly one object, found {len(docs)}")
-    if not docs[0].get("kind"):
-        raise ValueError(f"{args.review}: the object has no kind")
-    review = as_review(docs[0], args.dry_run)
+    review = as_review(read_object(args.review), args.dry_run)
     host = Host(config)
     try:
-        objects = [o for path in args.objects for o in read_documents(path)]
-        host.load_objects(objects)
+        load_objects(host, args.objects)
         host.start()
         api_version, raw = validate(clone(review))
         outcome = host.pipeline.admit(host.pipeline.request(raw))
@@ -294,12 +339,16 @@ def _serve(args, config: Config, kube, no_cluster, certs, sock=None, worker: int
         if not args.local and host.watches:
             raise ConfigError(f"no API server ({no_cluster}), and plugins watch {', '.join(sorted(host.watches))}: "
                               f"give --kubeconfig, or --local with --objects FILE to fill their caches from files")
-        host.load_objects([o for path in args.objects for o in read_documents(path)])
+        load_objects(host, args.objects)
         log.info("serving with no API server: caches from %d file(s), controllers off", len(args.objects))
     server = Server(host, config, sock=sock, controllers=config.leader_election or not worker)
     if certs is not None:
         checks.append(certs.not_ready)
         certs.on_change = server.tls.maybe_reload
+        if not args.no_match_conditions:
+            from framework.webhook import match_conditions
+
+            certs.match_conditions = match_conditions(host.pipeline.mutators)
         certs.start()
     host.readiness_checks += checks
     server.install_signal_handlers()
@@ -325,12 +374,9 @@ def cmd_explain(args, config: Config) -> int:
             if not store.wait_synced(30):
                 raise ValueError(f"cache {store.name} did not sync within 30s")
     else:
-        docs = read_documents(args.pod)
-        if len(docs) != 1:
-            raise ValueError(f"{args.pod}: expected exactly one object, found {len(docs)}")
-        obj = docs[0]
+        obj = read_object(args.pod)
         host = Host(config)
-        host.load_objects([o for path in args.objects for o in read_documents(path)])
+        load_objects(host, args.objects)
         host.start()
     review = as_review(obj, dry_run=True)
     obj = review["request"]["object"]
@@ -352,6 +398,16 @@ def cmd_explain(args, config: Config) -> int:
     for key, value in outcome.audit_annotations.items():
         print(f"  audit: {key}={value}")
     host.stop()
+    return 0
+
+
+def cmd_review(args, config: Config) -> int:
+    from framework.offline import server_review
+
+    old = read_object(args.old) if args.old else None
+    review = server_review(read_object(args.object), args.object, operation=args.operation, old=old,
+                           old_path=args.old, node=args.binding, username=args.user)
+    sys.stdout.write(orjson.dumps(review, option=orjson.OPT_INDENT_2).decode() + "\n")
     return 0
 
 
@@ -383,6 +439,21 @@ def cmd_plugins(args, config: Config) -> int:
     return 0
 
 
+def cmd_webhook_config(args, config: Config) -> int:
+    from framework.host import Host
+    from framework.webhook import configuration
+
+    host = Host(config)  # offline: only what the plugins declare is needed
+    try:
+        out = configuration(host.pipeline.mutators, name=config.webhook_configuration or "admission-host",
+                            service=config.service_name, namespace=args.namespace,
+                            with_match_conditions=not args.no_match_conditions)
+    finally:
+        host.stop()
+    sys.stdout.write(yaml.safe_dump(out, sort_keys=False, width=120))
+    return 0
+
+
 def main(argv: Optional[Iterable[str]] = None) -> int:
     from framework.kube.client import CredentialsError
 
@@ -392,7 +463,8 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
         # Offline commands print results on stdout; keep their logs to warnings unless asked.
         default_level = "INFO" if args.command == "serve" else "WARNING"
         logs.setup(args.log_level or config.log_level or default_level, config.log_format)
-        commands = {"serve": cmd_serve, "mutate": cmd_mutate, "explain": cmd_explain, "plugins": cmd_plugins}
+        commands = {"serve": cmd_serve, "mutate": cmd_mutate, "explain": cmd_explain, "review": cmd_review,
+                    "plugins": cmd_plugins, "webhook-config": cmd_webhook_config}
         return commands[args.command](args, config)
     except (ConfigError, PluginError, ReviewError, ValueError, OSError, yaml.YAMLError, CredentialsError) as exc:
         print(f"admission-host: error: {exc}", file=sys.stderr)

@@ -1,8 +1,10 @@
 """Every hook the host calls, in the order of the host's life.
 
-Declaration hooks (``startup``, ``watches``, ``mutators``, ``controllers``) are called once per
-plugin with that plugin's own ``options`` (its section ``plugins: {NAME: ...}`` of the config
-file), so an error can be blamed on the plugin that raised it.
+Every hook but ``addhooks`` and ``options`` is called plugin by plugin with that plugin's own
+``options`` (its section ``plugins: {NAME: ...}`` of the config file), so an error can be blamed on
+the plugin that raised it. An implementation takes the arguments it needs, by name: ``options``
+was added to ``ready``, ``explain`` and ``shutdown`` later, and implementations without it work
+as before.
 """
 
 import pluggy
@@ -59,7 +61,7 @@ def admission_host_controllers(host, options):
 
 
 @hookspec
-def admission_host_ready(host):
+def admission_host_ready(host, options):
     """Return ``None`` when this plugin is ready to serve, else a short reason string.
 
     Called on every ``GET /readyz`` (after all watches have synced); keep it cheap.
@@ -67,7 +69,7 @@ def admission_host_ready(host):
 
 
 @hookspec
-def admission_host_explain(host, obj):
+def admission_host_explain(host, obj, options):
     """Explain, for ``admission-host explain``, what this plugin decides for ``obj`` and why.
 
     ``obj`` is the object as it would be admitted (a Pod, usually). Return a list of lines of
@@ -76,5 +78,5 @@ def admission_host_explain(host, obj):
 
 
 @hookspec
-def admission_host_shutdown(host):
+def admission_host_shutdown(host, options):
     """Release what ``startup`` acquired. Called once, after serving has stopped. Returns nothing."""

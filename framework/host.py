@@ -18,7 +18,7 @@ from framework.kube.leader import LeaderElector
 from framework.kube.reflector import Reflector, Transform
 from framework.kube.store import Store
 from framework.metrics import Metrics
-from framework.plugins import PluginError, get_plugin_manager, installed_plugins
+from framework.plugins import PluginError, declared_options, get_plugin_manager, installed_plugins
 from framework.types import Controller, Mutator, Watch
 
 log = logging.getLogger("admission_host")
@@ -37,6 +37,8 @@ class Host:
         self.config = config or Config()
         self.kube = kube
         self.metrics = Metrics()
+        if isinstance(kube, KubeClient):
+            kube.metrics = self.metrics
         self.pluginmanager = pluginmanager or get_plugin_manager(self.config.enabled_plugins, extra_plugins)
         self.stores: Dict[str, Store] = {}
         self.watches: Dict[str, Watch] = {}
@@ -60,7 +62,8 @@ class Host:
                     for m in _listed(ms, Mutator, plugin, "admission_host_mutators")]
         _check_unique(mutators)
         try:
-            self.pipeline = Pipeline(mutators, self.metrics, self.config.admission_deadline_seconds)
+            self.pipeline = Pipeline(mutators, self.metrics, self.config.admission_deadline_seconds,
+                                     self.config.mutator_budget_seconds)
         except ValueError as exc:
             raise PluginError(str(exc)) from exc
         self.controllers = [_own(c, Controller, plugin, "admission_host_controllers")
@@ -70,13 +73,15 @@ class Host:
     # -- plugins ---------------------------------------------------------------------------------
     def _check_options(self) -> None:
         loaded = {name for name, _ in self.pluginmanager.list_name_plugin()}
+        installed = installed_plugins()
+        known = sorted(loaded | set(installed))
         for name in self.config.plugin_options:
             if name in loaded:
                 continue
-            if name in installed_plugins():
-                log.warning("config has options for plugin %r, which is not enabled", name)
-            else:
-                raise PluginError(f"config has options for unknown plugin {name!r}")
+            if name not in installed:  # a misspelt name would otherwise drop its options silently
+                raise PluginError(f"config has options for unknown plugin {name!r}{options.did_you_mean(name, known)}; "
+                                  f"installed: {', '.join(known) or 'none'}")
+            self._check_disabled_options(name)
         # Declared options are checked here, for every plugin, before any of them starts.
         for name, declared in self.each_plugin("admission_host_options"):
             if declared is None:
@@ -85,6 +90,23 @@ class Host:
                 self._options[name] = options.parse(declared, self.config.options_for(name))
             except options.OptionsError as exc:
                 raise PluginError(f"plugin {name!r}: {exc}") from None
+
+    def _check_disabled_options(self, name: str) -> None:
+        """Options of an installed plugin that is not enabled: checked all the same, so that a
+        mistake shows now rather than on the day the plugin is enabled, but only reported, since
+        a plugin that does not run cannot break this host."""
+        try:
+            declared = declared_options(name)
+            if declared is not None:
+                options.parse(declared, self.config.options_for(name))
+        except Exception as exc:  # OptionsError, a plugin that fails to load or to declare
+            problem = str(exc) if isinstance(exc, (options.OptionsError, PluginError)) else repr(exc)
+            log.warning("config has options for plugin %r, which is not enabled; enabling it will fail: %s",
+                        name, problem)
+            return
+        log.warning("config has options for plugin %r, which is not enabled; they are %s", name,
+                    "valid, and unused until it is" if declared is not None else
+                    "unused until it is (it declares none to check them against)")
 
     def options_of(self, plugin: str) -> Any:
         """What a plugin's hooks receive as ``options``: an instance of its declared options

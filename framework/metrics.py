@@ -23,7 +23,7 @@ class Metrics:
             "admission_host_admission_duration_seconds", "Time spent answering an admission request.",
             ["resource", "operation"], buckets=LATENCY_BUCKETS, registry=r)
         self.mutator_calls = Counter(
-            "admission_host_mutator_calls", "Mutator runs, by outcome (ok, error, denied).",
+            "admission_host_mutator_calls", "Mutator runs, by outcome (ok, error, denied, late, over_budget).",
             ["plugin", "mutator", "outcome"], registry=r)
         self.mutator_overlaps = Counter(
             "admission_host_mutator_overlaps", "Values a plugin changed or removed that another plugin had "
@@ -34,6 +34,10 @@ class Metrics:
             "(dropped).", ["mutators"], registry=r)
         self.mutator_seconds = Histogram(
             "admission_host_mutator_duration_seconds", "Time spent in one mutator.",
+            ["plugin", "mutator"], buckets=LATENCY_BUCKETS, registry=r)
+        self.event_loop_mutator_seconds = Histogram(
+            "admission_host_event_loop_mutator_duration_seconds", "Time one call of a nonblocking mutator held "
+            "the event-loop thread, which serves nothing else meanwhile (/healthz included).",
             ["plugin", "mutator"], buckets=LATENCY_BUCKETS, registry=r)
         self.event_loop_handoffs = Counter(
             "admission_host_event_loop_handoffs", "Admissions begun on the event-loop thread that had "
@@ -72,8 +76,19 @@ class Metrics:
             buckets=WORK_BUCKETS, registry=r)
         self.workqueues = []
         r.register(_WorkQueueGauges(self.workqueues))
+        # Every request the host's KubeClient sends, named as the API server's apiserver_request_total
+        # names them, so the two can be compared.
+        self.api_requests = Counter(
+            "admission_host_api_requests", "Requests sent to the API server, by verb (GET, LIST, WATCH, POST, "
+            "PUT, PATCH, DELETE, DELETECOLLECTION), resource (with its subresource: pods/binding) and HTTP "
+            "status (error: no answer).", ["verb", "resource", "code"], registry=r)
+        self.api_request_seconds = Histogram(
+            "admission_host_api_request_duration_seconds", "Time until the API server's answer (a watch: until "
+            "its stream began).", ["verb", "resource"], buckets=WORK_BUCKETS, registry=r)
+        self._api_children = {}
         self._admission_children = {}
         self._mutator_children = {}
+        self._event_loop_children = {}
 
     def exposition(self) -> bytes:
         """The Prometheus text of ``/metrics``. With several workers, the metrics every worker
@@ -109,6 +124,21 @@ class Metrics:
                 self.mutator_seconds.labels(plugin, name))
         children[0].inc()
         children[1].observe(seconds)
+
+    def api_request(self, verb: str, resource: str, code: str, seconds: float) -> None:
+        key = (verb, resource, code)
+        children = self._api_children.get(key)
+        if children is None:
+            children = self._api_children[key] = (
+                self.api_requests.labels(verb, resource, code), self.api_request_seconds.labels(verb, resource))
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def event_loop(self, plugin: str, name: str, seconds: float) -> None:
+        child = self._event_loop_children.get((plugin, name))
+        if child is None:
+            child = self._event_loop_children[(plugin, name)] = self.event_loop_mutator_seconds.labels(plugin, name)
+        child.observe(seconds)
 
 
 class _WorkQueueGauges:

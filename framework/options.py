@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import typing
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterable, List, Optional
 
 NoneType = type(None)
 
@@ -24,6 +24,18 @@ class OptionsError(ValueError):
 def config_key(field_name: str) -> str:
     head, *rest = field_name.split("_")
     return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def _folded(name: str) -> str:
+    return name.replace("-", "").replace("_", "").lower()
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` when ``name`` is a known name in another case or with ``-``/``_``
+    elsewhere (``virtual_node_labels``, ``eci-profile``), else ``""``: a key copied from another
+    convention (Python, Helm values, a distribution's name) is the likeliest mistake."""
+    matches = [k for k in known if k != name and _folded(k) == _folded(name)]
+    return f" (did you mean {matches[0]!r}?)" if len(matches) == 1 else ""
 
 
 def _fields(cls) -> List[tuple]:
@@ -45,7 +57,8 @@ def parse(cls, values: Optional[Dict[str, Any]]) -> Any:
     known = {key: (f, tp) for f, key, tp in fields}
     unknown = sorted(set(values) - set(known))
     if unknown:
-        raise OptionsError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known)) or 'none'}")
+        raise OptionsError(f"unknown option(s) {', '.join(k + did_you_mean(k, known) for k in unknown)}; "
+                           f"known: {', '.join(sorted(known)) or 'none'}")
     missing = [key for f, key, _ in fields if _required(f) and key not in values]
     if missing:
         raise OptionsError(f"missing required option(s) {', '.join(missing)}")

@@ -40,7 +40,7 @@ def get_plugin_manager(enabled: Optional[Iterable[str]] = None, extra: Iterable 
     pm.hook.admission_host_addhooks.call_historic(kwargs={"pluginmanager": pm})
     available = installed_plugins()
     names = sorted(available) if enabled is None else list(dict.fromkeys(enabled))
-    unknown = [n for n in names if n not in available]
+    unknown = [n + options.did_you_mean(n, available) for n in names if n not in available]
     if unknown:
         raise PluginError(f"unknown plugin(s): {', '.join(unknown)}; installed: {', '.join(sorted(available)) or 'none'}")
     for name in names:
@@ -67,6 +67,22 @@ def _register(pm: pluggy.PluginManager, plugin, name: str, dist) -> None:
         raise PluginError(f"plugin {name!r} cannot be registered: {exc}") from exc
     if dist is not None:
         pm.distributions[name] = (dist.metadata["Name"], dist.version)
+
+
+def declared_options(name: str) -> Optional[type]:
+    """The options dataclass an installed plugin declares, or None, read without enabling it:
+    its entry point is loaded and registered with a plugin manager of its own, where no other hook
+    is called. :class:`PluginError` when it does not load."""
+    ep = installed_plugins()[name]
+    try:
+        plugin = ep.load()
+    except Exception as exc:
+        raise PluginError(f"plugin {name!r} ({ep.value}) failed to load: {exc!r}") from exc
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    _register(pm, plugin, name, None)
+    impl = next(iter(pm.hook.admission_host_options.get_hookimpls()), None)
+    return None if impl is None else impl.function()
 
 
 def describe(pm: pluggy.PluginManager) -> list:

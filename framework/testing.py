@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import base64
 import copy
+import dataclasses
 import uuid
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Union
 
 import jsonpatch
 import orjson
 
 from framework.admission.patch import clone
 from framework.admission.review import build, encode, validate
-from framework.config import Config
+from framework.config import Config, load_mapping
 from framework.kube.client import JSON_PATCH, ApiError
 from framework.plugins import get_plugin_manager, installed_plugins
 
@@ -179,8 +180,12 @@ class PluginHarness:
 
     Only the plugins passed are loaded, never the other installed entry points. A plugin is a
     module or object, or a ``(name, plugin)`` pair; by default it is named by its entry point
-    (so ``options`` are keyed as in the config file). ``kube`` may be a :class:`FakeKube` or a real
-    :class:`framework.KubeClient` for plugins that call the API server.
+    (so ``options`` are keyed as in the config file). ``config`` is the config file's content as
+    YAML gives it (``{"plugins": {"my_plugin": {...}}, "admissionDeadlineSeconds": 2}``), checked
+    as the file is, or a :class:`framework.config.Config`; ``options`` are added to its
+    ``plugins``; ``enabledPlugins`` is not used (the plugins passed are the ones loaded).
+    ``kube`` may be a :class:`FakeKube` or a real :class:`framework.KubeClient` for plugins that
+    call the API server.
 
     Strict: an error of the host raises, declared paths are checked against a full diff, and each
     change is sent through the pipeline once more (as the API server's reinvocation would, marked
@@ -189,10 +194,11 @@ class PluginHarness:
     """
 
     def __init__(self, *plugins, options: Optional[Dict[str, dict]] = None, objects: Iterable[dict] = (),
-                 config: Optional[Config] = None, kube=None, idempotent: bool = True):
+                 config: Union[Config, Mapping[str, Any], None] = None, kube=None, idempotent: bool = True):
         from framework.host import Host
 
-        config = config or Config()
+        # A copy either way: the caller's config is not changed by the options added to it.
+        config = dataclasses.replace(config) if isinstance(config, Config) else load_mapping(config or {})
         pm = get_plugin_manager(enabled=[])
         for plugin in plugins:
             name, plugin = plugin if isinstance(plugin, tuple) else (_name_of(plugin), plugin)

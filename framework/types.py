@@ -6,6 +6,8 @@ import dataclasses
 import re
 from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Tuple
 
+from framework.webhook import check_skip
+
 IGNORE = "Ignore"
 FAIL = "Fail"
 OPERATIONS = ("CREATE", "UPDATE", "DELETE", "CONNECT", "*")
@@ -59,6 +61,11 @@ class Mutator:
     ``group`` is the API group (``""`` is core, ``"*"`` any). Mutators run in ascending
     ``order``, then by name; each sees the previous one's result. They must be idempotent: the API
     server may call the webhook again for the same object (reinvocationPolicy IfNeeded).
+    ``skip`` names what it never wants (``"daemonset-pods"``...: ``framework.webhook.SKIPS``): the
+    webhook's matchConditions keep it from being sent while no other mutator wants it. It is no
+    filter: such a request may still come (another mutator wants it, an API server before 1.28).
+    ``budget_seconds`` is the most one call may take (None: the host's default); past it the
+    mutator is abandoned, as if it had failed, and the ones after it still run.
     """
 
     name: str
@@ -71,6 +78,8 @@ class Mutator:
     paths: Optional[Tuple[str, ...]] = None
     inline: bool = False
     nonblocking: bool = False
+    budget_seconds: Optional[float] = None
+    skip: Tuple[str, ...] = ()
     plugin: str = ""  # filled in by the host
 
     def __post_init__(self):
@@ -85,9 +94,16 @@ class Mutator:
         if self.failure_policy not in (IGNORE, FAIL):
             raise ValueError(f"mutator {self.name!r}: failure_policy must be Ignore or Fail, "
                              f"not {self.failure_policy!r}")
+        if self.budget_seconds is not None and (isinstance(self.budget_seconds, bool)
+                                                or not isinstance(self.budget_seconds, (int, float))
+                                                or not self.budget_seconds > 0):
+            raise ValueError(f"mutator {self.name!r}: budget_seconds must be a number of seconds above 0, "
+                             f"not {self.budget_seconds!r}")
         if not callable(self.mutate):
             raise TypeError(f"mutator {self.name!r}: mutate must be callable")
         _check_declaration(self.name, self.resources, self.operations, self.group)
+        object.__setattr__(self, "skip", _tuple(self.skip))
+        check_skip(self.name, self.skip)
 
     def wants(self, group: str, resource: str, operation: str) -> bool:
         """``resource`` is ``"pods"`` or ``"pods/binding"``.

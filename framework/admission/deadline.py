@@ -11,6 +11,10 @@ Instead, a mutator runs on a :class:`Runner` thread while the request's own thre
 at most until the deadline. A late mutator is left to finish on its own; what it does after the
 deadline is never used. Mutators declared ``inline`` skip the hand-off (~30 µs) and run in the
 request's thread: they promise to wait for nothing longer than ``request.time_left()``.
+
+Within the deadline each mutator has a budget of its own (``Mutator.budget_seconds``). One that
+overruns it is abandoned the same way: left to finish on its thread with the request it was given,
+while the mutators after it go on from another thread, with a copy of the state before it.
 """
 
 from __future__ import annotations
@@ -42,6 +46,10 @@ class Runner:
 
     def run(self, job: Callable[[], None], timeout: float) -> bool:
         """Run ``job`` on a runner thread; True if it finished within ``timeout`` seconds."""
+        return self.start(job).acquire(timeout=max(timeout, 0.0))
+
+    def start(self, job: Callable[[], None]):
+        """Hand ``job`` to a runner thread; the lock returned is released once it has finished."""
         done = _thread.allocate_lock()
         done.acquire()
         with self._lock:
@@ -55,7 +63,7 @@ class Runner:
                 log.warning("all %d admission runner threads are busy (mutators that do not return?); "
                             "requests wait for one", self.max_threads)
         self._jobs.put((job, done))
-        return done.acquire(timeout=max(timeout, 0.0))
+        return done
 
     @property
     def threads(self) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import logging
 import threading
@@ -14,6 +15,7 @@ from framework.admission import review
 from framework.admission.deadline import Runner
 from framework.admission.patch import NotJSON, Snapshot, not_json_at
 from framework.admission.review import AdmissionRequest
+from framework.event_loop import on_event_loop
 from framework.metrics import Metrics
 from framework.types import FAIL, Denied, Mutator
 
@@ -26,6 +28,13 @@ OVERLAP_PATHS = 100
 DEFAULT_DEADLINE = 4.0
 # With the API server's own timeout (sent as a query parameter), the share of it the mutators get.
 TIMEOUT_SHARE = 0.8
+# Seconds one mutator may take when it declares no budget_seconds: a plugin that hangs costs half
+# of the default deadline, and the mutators after it still have the other half.
+DEFAULT_BUDGET = 2.0
+# A nonblocking mutator holding the event-loop thread longer than this is said to block it (in a
+# log line at most once a minute for each mutator).
+EVENT_LOOP_STALL = 0.01
+EVENT_LOOP_STALL_LOG_EVERY = 60.0
 
 
 class Outcome:
@@ -50,13 +59,16 @@ class _Run:
     """One request on its way through its mutators. A runner thread may take it over while the
     request's thread waits; ``lock`` orders the two, and once ``over`` is set nothing more is
     taken from the mutators. What has been taken is kept apart from the object (``state``,
-    ``warnings``, ``audit``), since a late mutator may still be editing the object."""
+    ``warnings``, ``audit``), since a late mutator may still be editing the object. A mutator
+    abandoned past its budget keeps ``req`` as it was: ``req`` becomes a copy, and ``attempt``
+    moves on, which tells the thread running it to stop when it returns."""
 
-    __slots__ = ("req", "mutators", "paths", "before", "state", "warnings", "audit", "ran", "writers",
-                 "changers", "ops", "index", "started", "over", "late", "denied", "lock")
+    __slots__ = ("req", "mutators", "budgets", "paths", "before", "state", "warnings", "audit", "ran", "writers",
+                 "changers", "ops", "index", "current", "attempt", "over", "late", "denied", "lock")
 
-    def __init__(self, req: AdmissionRequest, mutators: Tuple[Mutator, ...], paths, before: Snapshot):
-        self.req, self.mutators, self.paths = req, mutators, paths
+    def __init__(self, req: AdmissionRequest, mutators: Tuple[Mutator, ...], budgets: Tuple[float, ...], paths,
+                 before: Snapshot):
+        self.req, self.mutators, self.budgets, self.paths = req, mutators, budgets, paths
         self.before = self.state = before
         self.warnings, self.audit = list(req.warnings), dict(req.audit_annotations)
         self.ran: List[Mutator] = []
@@ -66,7 +78,8 @@ class _Run:
         self.changers = 0
         self.ops: List[dict] = []
         self.index = 0
-        self.started = time.perf_counter()  # when the current mutator began
+        self.current = (-1, 0.0)  # the index of the mutator under way and when it began (monotonic)
+        self.attempt = 0
         self.over = False
         self.late: Optional[int] = None
         self.denied: Optional[tuple] = None
@@ -81,7 +94,7 @@ class Pipeline:
     """Mutators in a deterministic order (``order``, then name), composed into one patch."""
 
     def __init__(self, mutators: Iterable[Mutator], metrics: Optional[Metrics] = None,
-                 deadline: float = DEFAULT_DEADLINE):
+                 deadline: float = DEFAULT_DEADLINE, budget: float = DEFAULT_BUDGET):
         self.mutators: Tuple[Mutator, ...] = tuple(sorted(mutators, key=lambda m: (m.order, m.name)))
         names = [m.name for m in self.mutators]
         dupes = sorted({n for n in names if names.count(n) > 1})
@@ -93,10 +106,13 @@ class Pipeline:
         self._routes: Dict[tuple, tuple] = {}
         #: Seconds from a request's arrival to its answer, over all its mutators (see deadline.py).
         self.deadline = deadline
+        #: Seconds a mutator that declares no ``budget_seconds`` may take.
+        self.budget = budget
         self.runner = Runner()
         #: Testing: re-raise the host's own errors, and check declared paths against a full diff.
         self.strict = False
         self._overlaps_logged: set = set()
+        self._stalls: Dict[str, list] = {}  # mutator: [when last logged, stalls since, the longest]
         self._overlap_paths: set = set()
         self._requests = -1  # the first request is checked
 
@@ -104,8 +120,8 @@ class Pipeline:
         return self._route(group, resource, operation)[0]
 
     def _route(self, group: str, resource: str, operation: str) -> tuple:
-        """The mutators for a request, the paths they may change (None: anywhere), and how many
-        of them run in the request's own thread before a runner thread takes over."""
+        """The mutators for a request, the paths they may change (None: anywhere), how many of them
+        run in the request's own thread before a runner thread takes over, and their budgets."""
         key = (group, resource, operation)
         found = self._routes.get(key)
         if found is None:
@@ -114,7 +130,8 @@ class Pipeline:
             if mutators and all(m.paths is not None for m in mutators):
                 paths = tuple(dict.fromkeys(tuple(p.split(".")) for m in mutators for p in m.paths))
             inline = next((i for i, m in enumerate(mutators) if not m.inline), len(mutators))
-            found = self._routes[key] = (mutators, paths, inline)
+            budgets = tuple(self.budget if m.budget_seconds is None else m.budget_seconds for m in mutators)
+            found = self._routes[key] = (mutators, paths, inline, budgets)
         return found
 
     def handle(self, body: bytes, timeout: Optional[float] = None, arrived: Optional[float] = None) -> bytes:
@@ -165,17 +182,18 @@ class Pipeline:
     def run(self, req: AdmissionRequest) -> Outcome:
         """Run the mutators that want ``req`` on ``req.object``, by ``req.deadline``.
 
-        ``req.object`` is edited in place and keeps the result, unless a mutator was late: then
-        the outcome's patch is all there is (the late mutator may still hold the object).
+        ``req.object`` is edited in place and keeps the result, unless a mutator was late or
+        abandoned past its budget: then the outcome's patch is all there is (that mutator may
+        still hold the object).
         """
-        mutators, paths, inline = self._route(req.group, req.resource_path, req.operation)
+        mutators, paths, inline, budgets = self._route(req.group, req.resource_path, req.operation)
         if not mutators or not isinstance(req.object, dict):
             return Outcome(req)
         # Mutators edit the object itself; the state before them is kept encoded (only the parts
         # they declared, when all of them did), which is what the patch and a rollback need.
         if paths is not None and not Snapshot.covers(req.object, paths):
             paths = None
-        run = _Run(req, mutators, paths, Snapshot(req.object, paths=paths))
+        run = _Run(req, mutators, budgets, paths, Snapshot(req.object, paths=paths))
         whole = Snapshot(req.object) if self.strict and paths is not None else None
         # With declared paths only those are snapshotted, and a change elsewhere is dropped. Two more
         # encodings of the whole object tell whether that happened; they cost as much as the rest
@@ -184,14 +202,12 @@ class Pipeline:
         self._requests += 1
         encoded = (orjson.dumps(req.object) if paths is not None
                    and (self.strict or self._requests % UNDECLARED_CHECK_EVERY == 0) else None)
-        self._steps(run, inline)
-        if not run.over and not self.runner.run(functools.partial(self._steps, run, len(mutators)),
-                                                req.time_left()):
-            with run.lock:
-                if not run.over:  # else it finished just now
-                    run.over, run.late = True, run.index
+        self._steps(run, 0, inline)
+        if not run.over:
+            self._hand_over(run)
         if run.late is not None:
             return self._late(run)
+        req = run.req  # a copy, if a mutator was abandoned
         if run.denied:
             return Outcome(req, denied=run.denied)
         if encoded is not None and not run.before.unchanged_outside(encoded, req.object):
@@ -204,15 +220,22 @@ class Pipeline:
             self._check_paths(whole, patch, req.object, run.ran)
         return Outcome(req, patch=patch, mutators=tuple(run.ran))
 
-    def _steps(self, run: _Run, stop: int) -> None:
-        """Run mutators ``run.index`` up to ``stop``, in whichever thread has the request."""
-        req, paths = run.req, run.paths
+    def _steps(self, run: _Run, attempt: int, stop: int) -> None:
+        """Run mutators ``run.index`` up to ``stop``, in whichever thread has the request, until it
+        is over or the mutator this thread runs is abandoned (``run.attempt`` moves on)."""
+        paths = run.paths
+        loop = on_event_loop()
         while run.index < stop and not run.over:
-            mutator = run.mutators[run.index]
-            run.started = started = time.perf_counter()
+            req, index = run.req, run.index
+            mutator, budget = run.mutators[index], run.budgets[index]
+            started = time.monotonic()
+            run.current = (index, started)
+            req._due = started + budget  # what request.time_left() tells it
             error: Optional[Exception] = None
             try:
                 mutator.mutate(req)
+                if attempt != run.attempt:
+                    return  # abandoned meanwhile: what it left is never looked at
                 # The state after it, which a later failure rolls back to. Taking it, and looking
                 # at what it changed, also proves that all it left can be sent as JSON: a bad value
                 # fails this mutator alone.
@@ -223,19 +246,27 @@ class Pipeline:
                 changes = run.state.changes(after, req.object, leaves=run.writers is not None, ops=not run.changers)
             except Exception as exc:  # Denied included
                 error = exc
-            elapsed = time.perf_counter() - started
+            elapsed = time.monotonic() - started
+            if loop:
+                self._held_event_loop(mutator, elapsed)
             with run.lock:
-                if run.over:
-                    return  # the request was answered without it
+                if run.over or attempt != run.attempt:
+                    return  # the request was answered, or went on, without it
                 if time.monotonic() > req.deadline:  # an inline mutator, or the runner beat the waiter
-                    run.over, run.late = True, run.index
+                    run.over, run.late = True, index
                     return
-                if error is not None and not self._failed(run, mutator, error, elapsed):
-                    run.over = True
-                    return
-                if error is None:
+                # Past its budget, what it did or raised counts no more than if it had not returned.
+                if elapsed > budget:
+                    if not self._over_budget(run, mutator, elapsed):
+                        run.over = True
+                        return
+                elif error is not None:
+                    if not self._failed(run, mutator, error, elapsed):
+                        run.over = True
+                        return
+                else:
                     self.metrics.mutator(mutator.plugin, mutator.name, "ok", elapsed)
-                    last = run.index + 1 == len(run.mutators)
+                    last = index + 1 == len(run.mutators)
                     if run.writers is not None:
                         self._track(run.writers, mutator.plugin, changes.written, changes.removed)
                     if changes.ops or (changes.ops is None and changes.parts):
@@ -251,7 +282,93 @@ class Pipeline:
                 run.index += 1
         if stop == len(run.mutators):
             with run.lock:
-                run.over = True
+                if attempt == run.attempt:
+                    run.over = True
+
+    def _hand_over(self, run: _Run) -> None:
+        """Run the rest of the chain on a runner thread while this one waits: the whole of it at
+        most until the request's deadline, each mutator at most for its budget. One past its
+        budget is abandoned where it runs, and the chain goes on from the next one on another
+        runner thread."""
+        deadline = run.req.deadline
+        done = self.runner.start(functools.partial(self._steps, run, run.attempt, len(run.mutators)))
+        while not done.acquire(timeout=max(_wake_at(run, deadline) - time.monotonic(), 0.0)):
+            with run.lock:
+                if run.over:
+                    return  # it finished just now
+                now = time.monotonic()
+                if now > deadline:
+                    run.over, run.late = True, run.index
+                    return
+                index, started = run.current
+                if index != run.index or now - started <= run.budgets[index]:
+                    continue  # not past its budget: it began (or has yet to) after this thread looked
+                run.attempt += 1  # the thread running it stops when it returns
+                if not self._over_budget(run, run.mutators[index], now - started, running=True):
+                    run.over = True
+                    return
+                run.warnings, run.audit = list(run.req.warnings), dict(run.req.audit_annotations)
+                run.index += 1
+                if run.index == len(run.mutators):
+                    run.over = True
+                    return
+            done = self.runner.start(functools.partial(self._steps, run, run.attempt, len(run.mutators)))
+
+    def _over_budget(self, run: _Run, mutator: Mutator, elapsed: float, running: bool = False) -> bool:
+        """Drop the work of a mutator that overran its budget, as of one that failed, and apply
+        its failure policy; False when the request ends here (denied). ``running``: it has not
+        returned, and keeps the request it was given."""
+        said = f"{_who(mutator)} did not finish within its budget of {run.budgets[run.index]:g} s"
+        self.metrics.mutator(mutator.plugin, mutator.name, "over_budget", elapsed)
+        self._roll_back(run, running)
+        if mutator.failure_policy == FAIL:
+            log.warning("%s on %r; denying (failure policy Fail)", said, run.req)
+            run.denied = (500, f"{said} (failure policy Fail)")
+            return False
+        log.warning("%s on %r; its changes are dropped and the request goes on (failure policy Ignore)", said, run.req)
+        run.req.warn(f"{said}; its changes are dropped")
+        return True
+
+    def _roll_back(self, run: _Run, running: bool = False) -> None:
+        """The request as the last mutator that finished left it: object, warnings and audit
+        annotations. ``running``: the mutator undone still holds the request, so the ones after it
+        get a copy of that state, sharing nothing with what it holds."""
+        req = run.req
+        if not running:
+            del req.warnings[len(run.warnings):]
+            req.audit_annotations = dict(run.audit)
+            req.object = run.state.restore(req.object)
+            return
+        if run.paths is None:
+            obj = run.state.restore()
+        else:
+            # Only the declared parts were kept: the rest is copied from the object itself, in one
+            # orjson call (C code, which the running mutator's thread does not interleave with).
+            # What that mutator put outside the declared paths never reaches the patch: a value
+            # JSON cannot carry may become null there.
+            obj = run.state.restore(orjson.loads(orjson.dumps(req.object, default=_null,
+                                                              option=orjson.OPT_NON_STR_KEYS)))
+        run.req = fresh = copy.copy(req)
+        fresh.raw = {**req.raw, "object": obj}
+        fresh.object, fresh.warnings, fresh.audit_annotations = obj, list(run.warnings), dict(run.audit)
+
+    def _held_event_loop(self, mutator: Mutator, seconds: float) -> None:
+        """A nonblocking mutator's time on the event-loop thread: counted, and said when it blocks
+        the loop (at most once a minute for each mutator, since it would on every request)."""
+        self.metrics.event_loop(mutator.plugin, mutator.name, seconds)
+        if seconds <= EVENT_LOOP_STALL:
+            return
+        stalls = self._stalls.setdefault(mutator.name, [float("-inf"), 0, 0.0])
+        stalls[1] += 1
+        stalls[2] = max(stalls[2], seconds)
+        now = time.monotonic()
+        if now - stalls[0] >= EVENT_LOOP_STALL_LOG_EVERY:
+            log.warning("%s held the event-loop thread for %.0f ms, serving nothing else meanwhile (/healthz "
+                        "included): it blocks the event loop and should not be declared nonblocking, or should "
+                        "call framework.leave_event_loop() before it waits (%d call(s) over %.0f ms since last "
+                        "said, the longest %.0f ms; said at most once a minute)", _who(mutator), seconds * 1000,
+                        stalls[1], EVENT_LOOP_STALL * 1000, stalls[2] * 1000)
+            stalls[:] = [now, 0, 0.0]
 
     def _failed(self, run: _Run, mutator: Mutator, exc: Exception, elapsed: float) -> bool:
         """Apply a failed mutator's failure policy; False when the request ends here (denied)."""
@@ -265,14 +382,12 @@ class Pipeline:
         # Whichever the policy, a mutator that failed leaves no warning or audit annotation of its
         # own: what the mutators before it added was kept as each finished. (One that raised
         # Denied keeps them, above: they may say why.)
-        del req.warnings[len(run.warnings):]
-        req.audit_annotations = dict(run.audit)
+        self._roll_back(run)
         if mutator.failure_policy == FAIL:
             log.error("%s failed on %r; denying (failure policy Fail)", who, req, exc_info=exc)
             run.denied = (500, f"{who} failed: {exc!r}")
             return False
         log.error("%s failed on %r; its changes are dropped (failure policy Ignore)", who, req, exc_info=exc)
-        req.object = run.state.restore(req.object)
         req.warn(f"{who} failed and was skipped: {exc}")
         return True
 
@@ -281,7 +396,8 @@ class Pipeline:
         did; its failure policy applies, and so do those of the mutators that never ran."""
         req, late = run.req, run.mutators[run.late]
         unrun = run.mutators[run.late + 1:]
-        self.metrics.mutator(late.plugin, late.name, "late", time.perf_counter() - run.started)
+        index, started = run.current
+        self.metrics.mutator(late.plugin, late.name, "late", time.monotonic() - started if index == run.late else 0.0)
         who = _who(late)
         log.warning("%s did not finish before the deadline of %r; answering without it (failure policy %s)%s",
                     who, req, late.failure_policy,
@@ -359,6 +475,21 @@ class Pipeline:
             declared = sorted({p for m in ran for p in m.paths})
             raise AssertionError(f"mutators {', '.join(m.name for m in ran)} changed {', '.join(changed)} "
                                  f"but declared only the paths {', '.join(declared)}")
+
+
+def _wake_at(run: _Run, deadline: float) -> float:
+    """When the mutator under way is past its budget, or the request past its deadline if sooner."""
+    index, started = run.current
+    i = run.index
+    if i >= len(run.budgets):
+        return deadline
+    if index != i:  # the next one has not begun: its budget cannot end sooner than this
+        started = time.monotonic()
+    return min(deadline, started + run.budgets[i])
+
+
+def _null(value) -> None:
+    return None
 
 
 def snapshot_after(obj, paths) -> Snapshot:

@@ -27,7 +27,7 @@ class AdmissionRequest:
 
     __slots__ = ("raw", "uid", "kind", "resource", "sub_resource", "operation", "namespace",
                  "name", "dry_run", "user_info", "object", "old_object", "options",
-                 "warnings", "audit_annotations", "deadline")
+                 "warnings", "audit_annotations", "deadline", "_due")
 
     def __init__(self, raw: Dict[str, Any], deadline: Optional[float] = None):
         self.raw = raw
@@ -47,10 +47,13 @@ class AdmissionRequest:
         self.audit_annotations: Dict[str, str] = {}
         #: When the answer is due (``time.monotonic()``); the host sets it from its deadline.
         self.deadline: float = time.monotonic() + 10.0 if deadline is None else deadline
+        # When the mutator running now must be done by: the end of its budget (the pipeline sets it).
+        self._due = self.deadline
 
     def time_left(self) -> float:
-        """Seconds until the answer is due (never below 0): the timeout for any wait a mutator does."""
-        return max(self.deadline - time.monotonic(), 0.0)
+        """Seconds until the answer is due, or the running mutator's budget ends if that comes first
+        (never below 0): the timeout for any wait a mutator does."""
+        return max(min(self.deadline, self._due) - time.monotonic(), 0.0)
 
     @property
     def group(self) -> str:
@@ -187,5 +190,5 @@ def build(obj: dict, *, operation: str = "CREATE", resource: Optional[str] = Non
         "options": {"apiVersion": "meta.k8s.io/v1", "kind": f"{operation.capitalize()}Options"},
     }
     if sub_resource:
-        request["subResource"] = sub_resource
+        request["subResource"] = request["requestSubResource"] = sub_resource
     return {"apiVersion": api_version, "kind": "AdmissionReview", "request": request}

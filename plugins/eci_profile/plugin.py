@@ -68,11 +68,15 @@ def admission_host_mutators(host):
     # nonblocking: they read the caches. A cache miss's GET goes through the host's KubeClient,
     # which moves the request off the event loop first, with its timeout from request.time_left();
     # the binding's label PATCH is sent later, from a thread of its own (binding_labels.py).
+    # skip: pods it never changes need not even be sent (profile.left_alone still guards them).
     return [
         Mutator(name="eci-profile-pod", mutate=profile.mutate_pod, resources=("pods",), operations=("CREATE",),
-                paths=("metadata.annotations", "metadata.labels", "spec.tolerations", "spec.nodeSelector"), nonblocking=True),
+                paths=("metadata.annotations", "metadata.labels", "spec.tolerations", "spec.nodeSelector",
+                       "spec.affinity"),
+                nonblocking=True, skip=("daemonset-pods", "static-pods", "mirror-pods")),
+        # The whole deadline: a capped binding's record (a GET and a PUT, retried on conflict) may need it.
         Mutator(name="eci-profile-binding", mutate=profile.mutate_binding, resources=("pods/binding",),
-                operations=("CREATE",), paths=("metadata.annotations",), nonblocking=True),
+                operations=("CREATE",), paths=("metadata.annotations",), nonblocking=True, budget_seconds=30.0),
     ]
 
 

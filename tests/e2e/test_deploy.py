@@ -102,7 +102,8 @@ def test_all_in_one_yaml_is_the_current_rendering():
 
 def test_install_has_every_object_a_bare_cluster_needs():
     objects = render()
-    kinds = sorted((o["kind"], o["metadata"]["name"]) for o in objects)
+    kinds = sorted((o["kind"], re.sub(r"^admission-host-config-[a-z0-9]{10}$", "admission-host-config-HASH",
+                                      o["metadata"]["name"])) for o in objects)
     assert kinds == sorted([
         ("Namespace", NS), ("CustomResourceDefinition", "selectors.eci.aliyun.com"),
         ("ServiceAccount", "admission-host"),
@@ -110,7 +111,7 @@ def test_install_has_every_object_a_bare_cluster_needs():
         ("Role", "admission-host"), ("RoleBinding", "admission-host"),
         ("ClusterRole", "admission-host-certificates"), ("ClusterRoleBinding", "admission-host-certificates"),
         ("Role", "admission-host-certificates"), ("RoleBinding", "admission-host-certificates"),
-        ("ConfigMap", "admission-host"), ("Deployment", "admission-host"),
+        ("ConfigMap", "admission-host-config-HASH"), ("Deployment", "admission-host"),
         ("PodDisruptionBudget", "admission-host"), ("Service", "admission-host"),
         ("MutatingWebhookConfiguration", "admission-host")])
     for o in objects:
@@ -189,7 +190,7 @@ def test_webhook_configuration_is_safe():
     objects = render()
     (hook,) = find(objects, "MutatingWebhookConfiguration")["webhooks"]
     assert hook["rules"] == [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
-                              "resources": ["pods", "pods/binding"], "scope": "Namespaced"}]
+                              "resources": ["pods", "pods/binding"], "scope": "*"}]
     assert hook["failurePolicy"] == "Ignore"
     assert hook["timeoutSeconds"] == 5
     assert hook["sideEffects"] == "NoneOnDryRun"
@@ -204,6 +205,33 @@ def test_webhook_configuration_is_safe():
     own = find(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
     assert not selector_matches(hook["objectSelector"], own)
     assert selector_matches(hook["objectSelector"], {"app": "nginx"})
+
+
+def mounted_config(objects: List[dict]) -> dict:
+    """The ConfigMap the Deployment's pods mount their config file from."""
+    (volume,) = [v for v in find(objects, "Deployment")["spec"]["template"]["spec"]["volumes"] if "configMap" in v]
+    return find(objects, "ConfigMap", volume["configMap"]["name"])
+
+
+def test_a_config_change_is_a_new_config_map_so_the_pods_roll(tmp_path):
+    """The host reads its config file at start-up only. kustomize names the ConfigMap after a hash
+    of config.yaml: a changed file is a new name in the pod template, so `kubectl apply -k` rolls
+    the pods, in deploy/ and in its overlays."""
+    shutil.copytree(DEPLOY, tmp_path / "deploy", ignore=shutil.ignore_patterns("helm"))
+    copies = {path: tmp_path / "deploy" / path.relative_to(DEPLOY) for path in (DEPLOY, OVERLAY_1_20)}
+    before = {path: render(copied) for path, copied in copies.items()}
+    config = tmp_path / "deploy" / "base" / "config.yaml"
+    config.write_text(config.read_text().replace("enabledPlugins: [eci_profile]",
+                                                 "enabledPlugins: [eci_profile, pod_deletion_cost]"))
+    for path, copied in copies.items():
+        after = render(copied)
+        old, new = mounted_config(before[path]), mounted_config(after)
+        assert old["metadata"]["name"] != new["metadata"]["name"], path
+        assert "pod_deletion_cost" in new["data"]["config.yaml"]
+        pod_template = find(after, "Deployment")["spec"]["template"]
+        assert pod_template != find(before[path], "Deployment")["spec"]["template"]  # a rollout
+        # What deletes deploy/'s objects by label deletes it too.
+        assert new["metadata"]["labels"] == {"app.kubernetes.io/name": "admission-host"}
 
 
 def test_no_private_key_in_the_repository():
@@ -718,3 +746,87 @@ def test_not_ready_until_the_certificate_is_in_place(bare_admin, hosts):
     assert status == 503
     assert f"waiting for Secret {NS}/not-this-one" in text and "forbidden" in text, text
     assert "bootstrap" in host.served_certificate().issuer.rfc4514_string()
+
+
+# A third-party plugin that mutates DaemonSet pods (it labels them) and skips the kubelets' own.
+DAEMONSET_MARKER = '''
+from framework import Mutator, hookimpl
+
+
+@hookimpl
+def admission_host_mutators():
+    def mutate(request):
+        meta = request.object["metadata"]
+        if any(o.get("kind") == "DaemonSet" for o in meta.get("ownerReferences") or ()):
+            meta.setdefault("labels", {})["example.com/daemon"] = "seen"
+
+    return [Mutator(name="daemonset-marker", mutate=mutate, skip=("static-pods", "mirror-pods"))]
+'''
+
+
+def install_plugin(site: Path, name: str, source: str) -> Path:
+    """A distribution with an admission_host entry point, as pip would leave it, importable from ``site``."""
+    site.mkdir(parents=True, exist_ok=True)
+    (site / f"{name}.py").write_text(source)
+    info = site / f"{name}-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name.replace('_', '-')}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[admission_host]\n{name} = {name}\n")
+    return site
+
+
+def live_conditions(kube: KubeClient) -> List[str]:
+    (hook,) = kube.get(WEBHOOK)["webhooks"]
+    return [c["name"] for c in hook.get("matchConditions") or ()]
+
+
+@pytest.mark.skipif(not cluster.selected_release().simulated_nodes,
+                    reason="matchConditions are served from 1.28, DaemonSets run where controllers do")
+def test_a_plugin_that_wants_daemonset_pods_gets_them(bare, bare_admin, installed, sa_kubeconfig, webhook_port,
+                                                     fair_selector, tmp_path):
+    """Enabled in the config file alone, deploy/ otherwise as it is: the host drops the condition
+    that kept DaemonSet pods from being sent, keeps those every plugin agrees on, and the plugin
+    gets its pods. With the default config again, the condition is back."""
+    apply_webhook_to_loopback(bare, installed, webhook_port)  # as `kubectl apply -k deploy/` left it
+    assert live_conditions(bare_admin) == ["not-a-daemonset-pod", "not-a-static-pod", "not-a-mirror-pod"]
+    objects = copy.deepcopy(installed)
+    config = mounted_config(objects)["data"]
+    config["config.yaml"] = config["config.yaml"].replace("enabledPlugins: [eci_profile]",
+                                                          "enabledPlugins: [eci_profile, daemonset_marker]")
+    host = DeployedHost(objects, tmp_path / "host", sa_kubeconfig, port=webhook_port)
+    host.env["PYTHONPATH"] = str(install_plugin(tmp_path / "site", "daemonset_marker", DAEMONSET_MARKER))
+    import kubernetes.client
+
+    core = kubernetes.client.CoreV1Api(bare.api_client())
+    node, ns = "daemons-node", "daemons"
+    try:
+        host.start().wait_ready()
+        wait_for(lambda: live_conditions(bare_admin) == ["not-a-static-pod", "not-a-mirror-pod"], 20,
+                 what="the DaemonSet condition dropped")
+        cluster.create_node(core, node)
+        bare_admin.post("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+        labels = {"app": "daemons"}
+        bare_admin.post(f"/apis/apps/v1/namespaces/{ns}/daemonsets", {
+            "apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "agent"},
+            "spec": {"selector": {"matchLabels": labels},
+                     "template": {"metadata": {"labels": labels},
+                                  "spec": {"containers": [{"name": "main", "image": "nginx"}]}}}})
+        pods = wait_for(lambda: bare_admin.get(f"/api/v1/namespaces/{ns}/pods").get("items"), 30,
+                        what="the DaemonSet's pod")
+        assert all(p["metadata"]["labels"].get("example.com/daemon") == "seen" for p in pods), pods
+        # ECI-Profile still answers the pods it wants, through the same webhook.
+        api_server_calls_the_host(bare_admin, "daemons")
+    finally:
+        host.stop()
+        for path in (f"/api/v1/namespaces/{ns}", f"/api/v1/nodes/{node}"):
+            try:
+                bare_admin.delete(path)
+            except ApiError:
+                pass
+    again = DeployedHost(installed, tmp_path / "again", sa_kubeconfig, port=webhook_port).start()
+    try:
+        again.wait_ready()
+        wait_for(lambda: live_conditions(bare_admin) == ["not-a-daemonset-pod", "not-a-static-pod",
+                                                         "not-a-mirror-pod"], 20, what="the DaemonSet condition back")
+    finally:
+        again.stop()

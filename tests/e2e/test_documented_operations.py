@@ -280,16 +280,18 @@ def test_from_kustomize_to_helm_and_back_out(kube, sh, nodes, hosts):
     values = next(b for b in doc_blocks(OPS, "yaml") if b.startswith("# my-values.yaml"))
     (sh.workdir / "my-values.yaml").write_text(values)
     sh("kubectl apply -k deploy/crds", OPS)
+    checksum = kube.get(DEPLOYMENT)["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
     sh("helm upgrade admission-host deploy/helm/admission-host -n admission-host -f my-values.yaml", OPS)
-    container = kube.get(DEPLOYMENT)["spec"]["template"]["spec"]["containers"][0]
+    template = kube.get(DEPLOYMENT)["spec"]["template"]
+    assert template["metadata"]["annotations"]["checksum/config"] != checksum  # the new config rolls the pods
+    container = template["spec"]["containers"][0]
     assert container["image"] == "registry.example.com/admission-host-plugins:0.1.0-owner-label.1"
-    config = yaml.safe_load(kube.get(f"/api/v1/namespaces/{NS}/configmaps/admission-host")["data"]["config.yaml"])
+    config_map = kube.get(f"/api/v1/namespaces/{NS}/configmaps/admission-host-config")
+    config = yaml.safe_load(config_map["data"]["config.yaml"])
     assert config["enabledPlugins"] == ["eci_profile", "owner_label"]  # lists replaced whole
     assert config["plugins"]["owner_label"] == {"label": "example.com/owner"}
     assert config["plugins"]["eci_profile"]["virtualNodeLabels"]  # maps merged: the defaults stay
     assert "successfully rolled out" in sh(ROLLOUT, OPS).stdout
-    sh("kubectl -n admission-host rollout restart deployment/admission-host", OPS)  # a config change alone
-    sh(ROLLOUT, OPS)
 
     # "Switching mode is a `helm upgrade`: Helm removes the objects the new mode has not"; the
     # host's Secret is the user's to delete.

@@ -3,13 +3,16 @@
 Offline: ``helm lint`` and ``helm template`` only, compared with ``kubectl kustomize`` of deploy/
 and its overlays. The default rendering is the kustomize install minus the Namespace (Helm's
 ``--create-namespace`` makes it), objects told apart by (kind, namespace, name), once Helm's four
-bookkeeping labels are removed; the config file in the ConfigMap is compared parsed.
+bookkeeping labels are removed; the config file in the ConfigMap is compared parsed. How a config
+change rolls the pods differs, and is set aside: kustomize names the ConfigMap after a hash of the
+file, the chart puts its checksum on the pods.
 """
 
 from __future__ import annotations
 
 import copy
 import difflib
+import hashlib
 import re
 from typing import Dict, Iterator, List, Tuple
 
@@ -66,11 +69,32 @@ def comparable(o: dict) -> dict:
     return o
 
 
+CHECKSUM = "checksum/config"
+HASHED = re.compile(r"^(.+-config)-[a-z0-9]{10}$")  # kustomize's name suffix
+
+
+def unrolled(o: dict) -> dict:
+    """``o`` without what rolls the pods on a config change: the ConfigMap's hash suffix
+    (kustomize), the pods' checksum of the config file (the chart)."""
+    o = copy.deepcopy(o)
+    if o["kind"] == "ConfigMap":
+        o["metadata"]["name"] = HASHED.sub(r"\1", o["metadata"]["name"])
+    if o["kind"] == "Deployment":
+        meta = o["spec"]["template"]["metadata"]
+        (meta.get("annotations") or {}).pop(CHECKSUM, None)
+        if meta.get("annotations") == {}:
+            del meta["annotations"]
+        for volume in o["spec"]["template"]["spec"]["volumes"]:
+            if "configMap" in volume:
+                volume["configMap"]["name"] = HASHED.sub(r"\1", volume["configMap"]["name"])
+    return o
+
+
 def differences(chart: List[dict], kustomize: List[dict]) -> List[str]:
     """What differs between the chart's objects and the kustomize install's (minus its Namespace),
     one readable entry per object."""
     def by_key(objects: List[dict]) -> Dict[Key, dict]:
-        keyed = {key(o): comparable(o) for o in objects}
+        keyed = {key(o): comparable(o) for o in map(unrolled, objects)}
         assert len(keyed) == len(objects), f"two objects with one (kind, namespace, name): {[key(o) for o in objects]}"
         return keyed
 
@@ -282,7 +306,7 @@ def test_defaults_render_no_optional_objects_or_fields():
     assert "namespaceSelector" not in webhook(objects)
     spec = deployment(objects)["spec"]["template"]["spec"]
     assert not {"imagePullSecrets", "priorityClassName", "nodeSelector", "tolerations"} & set(spec)
-    assert "annotations" not in deployment(objects)["spec"]["template"]["metadata"]
+    assert set(deployment(objects)["spec"]["template"]["metadata"]["annotations"]) == {CHECKSUM}
 
 
 def test_exclude_namespaces_gives_a_namespace_selector():
@@ -300,10 +324,36 @@ def test_failure_policy_and_timeout_reach_the_webhook():
 
 
 def test_match_conditions_only_where_served_and_wanted():
-    assert len(webhook(template())["matchConditions"]) == 3
+    # The default plugins' (tests/unit/test_webhook.py keeps deploy/ equal to what the host renders).
+    assert webhook(template())["matchConditions"] == webhook(render(DEPLOY))["matchConditions"]
     assert "matchConditions" in webhook(template("--kube-version", "1.28.0"))
     assert "matchConditions" not in webhook(template("--kube-version", "1.27.9"))
-    assert "matchConditions" not in webhook(template("--set", "webhook.matchConditions=false"))
+    off = template("--set", "webhook.matchConditions=false")
+    assert "matchConditions" not in webhook(off)
+    # Turned off, they stay off: the host does not set them either.
+    assert parsed_args(off).no_match_conditions and not parsed_args(template()).no_match_conditions
+
+
+def checksum(objects: List[dict]) -> str:
+    """The checksum the pods should carry: of the config file in the ConfigMap they mount."""
+    volumes = {v["name"]: v for v in deployment(objects)["spec"]["template"]["spec"]["volumes"]}
+    text = find(objects, "ConfigMap", volumes["config"]["configMap"]["name"])["data"]["config.yaml"]
+    return hashlib.sha256(text.rstrip("\n").encode()).hexdigest()
+
+
+def pods_checksum(*args: str) -> str:
+    return deployment(template(*args))["spec"]["template"]["metadata"]["annotations"][CHECKSUM]
+
+
+def test_a_config_change_rolls_the_pods():
+    """The pods read the config file at start-up only: a new one must give them a new template."""
+    default = pods_checksum()
+    assert default == checksum(template())
+    changed = ("--set", "config.plugins.eci_profile.virtualNodeLabels.pool=burst")
+    assert pods_checksum(*changed) == checksum(template(*changed)) != default
+    assert pods_checksum("--set", "config.enabledPlugins={eci_profile,pod_deletion_cost}") != default
+    # What is not the config file leaves the pods alone.
+    assert pods_checksum("--set", "replicaCount=3", "--set", "webhook.timeoutSeconds=8") == default
 
 
 def test_pod_disruption_budget_version_and_switch():
@@ -361,7 +411,7 @@ def test_pod_settings_reach_the_pod_but_not_the_selectors():
                        "--set", "imagePullSecrets[0].name=registry")
     pod = deployment(objects)["spec"]["template"]
     assert pod["metadata"]["labels"] == {"app.kubernetes.io/name": "admission-host", "team": "infra"}
-    assert pod["metadata"]["annotations"] == {"example.com/owner": "infra"}
+    assert pod["metadata"]["annotations"] == {"example.com/owner": "infra", CHECKSUM: checksum(objects)}
     assert deployment(objects)["spec"]["selector"] == {"matchLabels": {"app.kubernetes.io/name": "admission-host"}}
     assert find(objects, "Service")["spec"]["selector"] == {"app.kubernetes.io/name": "admission-host"}
     spec = pod["spec"]

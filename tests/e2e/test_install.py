@@ -58,9 +58,21 @@ class Replicas:
     def __init__(self, cp, admin: KubeClient, image: str, workdir):
         self.cp, self.admin, self.image, self.workdir = cp, admin, image, workdir
         self.running: list = []
+        self.revision = None  # the Deployment's rollout the running replicas belong to
+
+    def rollout(self, namespace: str = NS, name: str = "admission-host") -> tuple:
+        """(the Deployment, its revision) once its controller has seen its latest change."""
+        path = f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}"
+
+        def observed():
+            d = self.admin.get(path)
+            seen = (d.get("status") or {}).get("observedGeneration", 0) >= d["metadata"]["generation"]
+            revision = d["metadata"].get("annotations", {}).get("deployment.kubernetes.io/revision")
+            return (d, revision) if seen and revision else None
+        return wait_for(observed, 30, what=f"the Deployment controller's rollout of {namespace}/{name}")
 
     def start(self, namespace: str = NS, name: str = "admission-host") -> ImagePod:
-        deployment = self.admin.get(f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}")
+        deployment, self.revision = self.rollout(namespace, name)
         pod = ImagePod(self.admin, self.cp.apiserver_port, self.cp.certs.ca_pem, deployment, self.image,
                        self.workdir).start(wait=False)
         self.running.append(pod)
@@ -72,6 +84,14 @@ class Replicas:
         for pod in self.running:
             assert pod.stop() == 0, pod.log_tail()
         self.running.clear()
+
+    def follow(self, namespace: str = NS, name: str = "admission-host") -> ImagePod:
+        """What the kubelets do after an upgrade: the replicas are replaced when, and only when, the
+        Deployment controller rolled out a new pod template; the old ones drain and exit 0."""
+        _, revision = self.rollout(namespace, name)
+        assert revision != self.revision, f"nothing rolled out: the replicas keep running (revision {revision})"
+        self.stop_all()
+        return self.start(namespace, name)
 
 
 @pytest.fixture
@@ -172,11 +192,11 @@ def test_helm_install_upgrade_uninstall(cp, admin, replicas, built):
          "--set", "webhook.timeoutSeconds=8", "--set", "config.plugins.eci_profile.virtualNodeLabels.pool=burst")
     (hook,) = admin.get(WEBHOOK)["webhooks"]
     assert hook["timeoutSeconds"] == 8 and hook["clientConfig"]["caBundle"] == ca_bundle
-    config = yaml.safe_load(admin.get(f"/api/v1/namespaces/{NS}/configmaps/admission-host")["data"]["config.yaml"])
+    config_map = admin.get(f"/api/v1/namespaces/{NS}/configmaps/admission-host-config")
+    config = yaml.safe_load(config_map["data"]["config.yaml"])
     assert config["plugins"]["eci_profile"]["virtualNodeLabels"]["pool"] == "burst"
-    # The rollout: the old replica drains and exits 0, the new one reads the new configuration.
-    replicas.stop_all()
-    pod = replicas.start()
+    # The new configuration rolled the pods: the new replica reads it.
+    pod = replicas.follow()
     k8s = Cluster(cp, admin, core_v1(cp), pod)
     try:
         k8s.apply_selector(seed.EXAMPLES / "virtual-node-only.yaml")
@@ -186,8 +206,7 @@ def test_helm_install_upgrade_uninstall(cp, admin, replicas, built):
         k8s.cleanup()
     # The seed scenarios' virtual nodes do not carry the new label: back to the chart's defaults.
     helm("upgrade", "admission-host", str(CHART), "-n", NS, *kubeconfig, "--reset-values", *image)
-    replicas.stop_all()
-    pod = replicas.start()
+    pod = replicas.follow()
     run_seed_scenarios(cp, admin, pod)
     api_server_calls_the_service(admin, cp)
 

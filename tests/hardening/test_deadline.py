@@ -153,8 +153,10 @@ def test_inline_mutator_that_overruns_is_dropped_when_it_returns():
 
 def test_the_api_servers_timeout_bounds_the_deadline_and_mutators_see_it():
     seen = []
-    # Long times, so that a stall before the mutator reads its time left is a small part of them.
-    pipeline = Pipeline([Mutator(name="reads", mutate=lambda req: seen.append(req.time_left()))], deadline=40.0)
+    # Long times, so that a stall before the mutator reads its time left is a small part of them
+    # (and a budget longer than them all, so that the deadline is what it sees).
+    pipeline = Pipeline([Mutator(name="reads", mutate=lambda req: seen.append(req.time_left()), budget_seconds=60.0)],
+                        deadline=40.0)
     call(pipeline, timeout=10.0)
     call(pipeline)
     assert 7.0 < seen[0] <= 8.0  # 80 % of the API server's 10 s

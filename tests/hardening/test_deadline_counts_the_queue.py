@@ -30,7 +30,9 @@ def test_a_request_that_waited_for_a_thread_gets_only_what_is_left():
             time.sleep(SLOW)
         req.object["metadata"].setdefault("annotations", {})["slow"] = "done"
 
-    plugin = make_plugin("slowpoke", admission_host_mutators=lambda: [Mutator(name="slow", mutate=slow)])
+    # (its budget is the whole deadline: only the deadline is tested here)
+    plugin = make_plugin("slowpoke", admission_host_mutators=lambda: [Mutator(name="slow", mutate=slow,
+                                                                              budget_seconds=DEADLINE)])
     config = Config(enabled_plugins=[], bind_address="127.0.0.1", port=0, insecure_http=True, threads=1,
                     admission_deadline_seconds=DEADLINE)
     server = Server(Host(config, extra_plugins=[plugin]), config)

@@ -27,5 +27,6 @@ def mutate(request):
 
 @hookimpl
 def admission_host_mutators():
+    # As slow as asked: only the request's deadline bounds it, not the host's default budget.
     return [Mutator(name="test-slow-or-fat", mutate=mutate, resources=("pods",), operations=("CREATE",),
-                    order=50)]
+                    order=50, budget_seconds=3600.0)]

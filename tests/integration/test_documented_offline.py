@@ -145,6 +145,8 @@ class Served:
 def test_serve_local_over_http(workdir):
     command = documented("admission-host serve --local --objects deploy/examples/*.yaml --insecure-http --port 8080",
                          "README.md")
+    send = documented("admission-host review pod.yaml | curl -s -H 'Content-Type: application/json' --data-binary @- "
+                      "http://127.0.0.1:8080/mutate", "README.md")
     port = free_port()
     host = Served(command, workdir, {"--port 8080": f"--port {port}"}, "http", port)
     try:
@@ -152,12 +154,17 @@ def test_serve_local_over_http(workdir):
         status, body = host.request("/mutate", review(pod("web", namespace="shop", labels={"app": "nginx"})))
         ops = {op["path"]: op["value"] for op in decoded_patch(json.loads(body))}
         assert ops["/spec/tolerations"] == [TOLERATION]  # test-fair (fair) won: the toleration alone
+        # The same pod, from its file, as the API server would send it.
+        answer = json.loads(run(send, cwd=workdir, replace={":8080": f":{port}"}).stdout)
+        assert decoded_patch(answer) == decoded_patch(json.loads(body)), answer
         names = {p["name"] for p in json.loads(host.request("/plugins")[1])["plugins"]}
         assert "eci_profile" in names
     finally:
         assert host.stop() == 0, host.log.read_text()
     log = host.log.read_text()
     assert "caches from 5 file(s), controllers off" in log, log
+    # The examples hold Selectors alone: the plugin's other caches are empty, and the log says so.
+    assert "plugin eci_profile watches Node (v1) but the --objects files hold none; its cache eci-nodes is empty" in log
 
 
 def test_curl_plugins_over_https(workdir, ca):
@@ -179,6 +186,22 @@ def test_curl_plugins_over_https(workdir, ca):
 
 
 # -- the repository's own commands ---------------------------------------------------------------------------
+def test_webhook_config_prints_the_configuration_the_plugins_need(tmp_path):
+    """For deploy/'s config file, what deploy/ installs; for every installed plugin (no config), what
+    they declare: pod_deletion_cost skips nothing, so no pod is kept away."""
+    from framework.host import Host
+    from framework.webhook import match_conditions
+
+    shutil.copy(ROOT / "deploy" / "base" / "config.yaml", tmp_path / "config.yaml")
+    for command in ("admission-host webhook-config --config config.yaml", "admission-host webhook-config"):
+        documented(command, "docs/operations.md")
+    printed = yaml.safe_load(run("admission-host webhook-config --config config.yaml", cwd=tmp_path).stdout)
+    assert printed == yaml.safe_load((ROOT / "deploy" / "base" / "webhook.yaml").read_text())
+    (hook,) = yaml.safe_load(run("admission-host webhook-config", cwd=tmp_path, env=NO_CLUSTER).stdout)["webhooks"]
+    assert hook.get("matchConditions", []) == match_conditions(Host().pipeline.mutators) == []
+    assert {"pods", "pods/binding"} <= set(hook["rules"][0]["resources"])
+
+
 def test_render_deploy_rewrites_the_all_in_one_file(tmp_path):
     """Run where it writes (a copy): after a change under deploy/base, the file is rendered anew."""
     command = documented("hack/render-deploy.sh", "docs/operations.md")

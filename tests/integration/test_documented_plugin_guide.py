@@ -180,7 +180,10 @@ def test_plugins_prints_what_the_guide_shows(plugin, bin_dir, tmp_path):
 def test_serve_local_with_the_plugin(plugin, bin_dir, tmp_path):
     command = documented("admission-host serve --local --objects namespaces.yaml --plugins owner_label "
                          "--insecure-http --port 8080", GUIDE)
+    send = documented("admission-host review pod.yaml | curl -s -H 'Content-Type: application/json' --data-binary @- "
+                      "http://127.0.0.1:8080/mutate", GUIDE)
     (tmp_path / "namespaces.yaml").write_text(transcript_output("cat namespaces.yaml"))
+    (tmp_path / "pod.yaml").write_text(transcript_output("cat pod.yaml"))
     port = free_port()
     log = tmp_path / "serve.log"
     with open(log, "wb") as out:
@@ -204,6 +207,9 @@ def test_serve_local_with_the_plugin(plugin, bin_dir, tmp_path):
         answer = json.loads(urllib.request.urlopen(req, timeout=10).read())
         assert decoded_patch(answer) == [{"op": "add", "path": "/metadata/labels",
                                           "value": {"example.com/owner": "team-a"}}]
+        # The guide's pod.yaml, as the API server would send it, through curl.
+        piped = json.loads(run(send, cwd=tmp_path, replace={":8080": f":{port}"}, env=environment(bin_dir)).stdout)
+        assert decoded_patch(piped) == decoded_patch(answer), piped
         listed = json.loads(urllib.request.urlopen(url + "/plugins", timeout=10).read())
         assert [p["name"] for p in listed["plugins"]] == ["owner_label"]
     finally:

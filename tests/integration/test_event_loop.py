@@ -5,6 +5,7 @@ import base64
 import email.utils
 import http.client
 import http.server
+import logging
 import socket
 import threading
 import time
@@ -112,6 +113,27 @@ def test_a_mutator_that_must_wait_starts_the_request_again_on_a_worker_thread(se
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
     conn.request("GET", "/metrics")
     assert "admission_host_event_loop_handoffs_total 2.0" in conn.getresponse().read().decode()
+
+
+def test_a_nonblocking_mutator_that_blocks_shows_in_the_metrics_and_the_log(served, caplog):
+    def blocks(req):  # a call it should have left the event loop for first
+        time.sleep(0.05)
+        req.object["metadata"].setdefault("annotations", {})["blocked"] = "yes"
+
+    server = served(recorder([], "a", nonblocking=True), Mutator(name="blocks", mutate=blocks, nonblocking=True))
+    with caplog.at_level(logging.WARNING, logger="admission_host.admission"):
+        for i in range(2):
+            assert admit(server, pod(f"p{i}")) == {"a": "yes", "blocked": "yes"}
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    conn.request("GET", "/metrics")
+    metrics = conn.getresponse().read().decode()
+    conn.close()
+    assert 'admission_host_event_loop_mutator_duration_seconds_count{mutator="blocks",plugin="loop"} 2.0' in metrics
+    assert 'admission_host_event_loop_mutator_duration_seconds_bucket{le="0.025",mutator="blocks",plugin="loop"} 0.0' \
+        in metrics
+    # Said once, not on every request.
+    said = [r.getMessage() for r in caplog.records if "mutator 'blocks' held the event-loop thread" in r.getMessage()]
+    assert len(said) == 1 and "should not be declared nonblocking" in said[0], said
 
 
 class _Namespaces(http.server.BaseHTTPRequestHandler):

@@ -352,6 +352,84 @@ def test_only_stale_ca_bundles_are_patched(tmp_path):
                                       "clientConfig": {"caBundle": base64.b64encode(bundle.ca_pem).decode()}}]}]
 
 
+# -- the webhooks' matchConditions, kept in the same rounds -------------------------------------------
+CONDITION = {"name": "not-a-daemonset-pod", "expression": "object == null"}
+OLD = {"name": "not-created-on-a-node", "expression": "true"}
+
+
+class VersionedApi(MemoryApi):
+    """MemoryApi with a ``GET /version`` and JSON patches, as the matchConditions need."""
+
+    def __init__(self, minor="37", **kw):
+        super().__init__(**kw)
+        self.objects["/version"] = {"major": "1", "minor": minor, "gitVersion": f"v1.{minor}.2"}
+
+    def patch(self, path, body, content_type=None, **query):
+        if content_type != "application/json-patch+json":
+            return super().patch(path, body, content_type, **query)
+        import jsonpatch
+
+        self.calls.append(("PATCH", path))
+        self.objects[path] = self._stamp(jsonpatch.apply_patch(self.objects[path], body))
+        return copy.deepcopy(self.objects[path])
+
+
+def conditions(api):
+    return [h.get("matchConditions") for h in api.objects[f"{certs.WEBHOOKS}/admission-host"]["webhooks"]]
+
+
+def test_match_conditions_are_set_where_they_differ_and_kept(tmp_path):
+    api = VersionedApi()
+    hooks = api.objects[f"{certs.WEBHOOKS}/admission-host"]["webhooks"]
+    hooks[0]["matchConditions"], hooks[1]["matchConditions"] = [OLD], [CONDITION]
+    m = manager(api, tmp_path)
+    m.match_conditions = [CONDITION]
+    m.sync()
+    assert conditions(api) == [[CONDITION], [CONDITION]]
+    patches = len(api.writes())
+    m.sync()  # nothing differs: nothing written
+    assert len(api.writes()) == patches
+    # Reset by an apply of the manifests: put back in the next round.
+    api.objects[f"{certs.WEBHOOKS}/admission-host"]["webhooks"][1]["matchConditions"] = [OLD]
+    m.sync()
+    assert conditions(api) == [[CONDITION], [CONDITION]]
+    assert api.calls.count(("GET", "/version")) == 1
+
+
+def test_no_condition_wanted_removes_them(tmp_path):
+    api = VersionedApi()
+    api.objects[f"{certs.WEBHOOKS}/admission-host"]["webhooks"][0]["matchConditions"] = [OLD]
+    m = manager(api, tmp_path)
+    m.match_conditions = []
+    m.sync()
+    assert conditions(api) == [None, None]
+
+
+@pytest.mark.parametrize("minor,wanted", [("27", [CONDITION]), ("37", None)], ids=["before-1.28", "left-alone"])
+def test_match_conditions_left_alone_before_1_28_or_when_not_wanted(tmp_path, minor, wanted):
+    api = VersionedApi(minor)
+    m = manager(api, tmp_path)
+    m.match_conditions = wanted
+    m.sync()
+    m.sync()
+    assert conditions(api) == [None, None]
+    assert api.calls.count(("GET", "/version")) == (1 if wanted is not None else 0)
+
+
+def test_a_refused_match_conditions_patch_does_not_stop_serving(tmp_path, caplog):
+    class Refusing(VersionedApi):
+        def patch(self, path, body, content_type=None, **query):
+            if content_type == "application/json-patch+json":
+                raise ApiError(422, "matchConditions: Invalid value")
+            return super().patch(path, body, content_type, **query)
+
+    m = manager(Refusing(), tmp_path)
+    m.match_conditions = [CONDITION]
+    bundle = m.sync()
+    assert m.installed == bundle and m.not_ready() is None
+    assert "matchConditions of MutatingWebhookConfiguration admission-host not set" in caplog.text
+
+
 def test_errors_are_reported_by_readiness(tmp_path):
     class Forbidden(MemoryApi):
         def get(self, path, **query):

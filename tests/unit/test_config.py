@@ -2,7 +2,7 @@
 
 import pytest
 
-from framework.config import DEFAULT_MAX_BODY, Config, ConfigError, load_file
+from framework.config import DEFAULT_MAX_BODY, Config, ConfigError, load_file, load_mapping
 
 
 def write(tmp_path, text):
@@ -76,6 +76,8 @@ def test_file_overrides_a_given_config(tmp_path):
 @pytest.mark.parametrize("text, message", [
     ("prot: 9443\n", "unknown key(s) prot; known: "),
     ("enabledPlugin: [a]\nextra: 1\n", "unknown key(s) enabledPlugin, extra"),
+    ("enabled_plugins: [a]\nPort: 1\n", "unknown key(s) Port (did you mean 'port'?), enabled_plugins (did you mean "
+                                       "'enabledPlugins'?); known: "),
     ("- a\n- b\n", "expected a mapping at the top level"),
     ("plugins: [a, b]\n", "'plugins' must map plugin names to option mappings"),
     ("plugins: {a: 1}\n", "'plugins' must map plugin names to option mappings"),
@@ -97,6 +99,15 @@ def test_errors_say_what_is_wrong(tmp_path, text, message):
         load_file(path)
     assert message in str(info.value)
     assert path in str(info.value)
+
+
+def test_a_mapping_as_yaml_gives_it_is_read_as_the_file_is():
+    data = {"plugins": {"p": {"a": 1}, "bare": None}, "workers": "2", "leaderElection": {"enabled": False}}
+    config = load_mapping(data)
+    assert (config.plugin_options, config.workers, config.leader_election) == ({"p": {"a": 1}, "bare": {}}, 2, False)
+    assert data["workers"] == "2", "the caller's mapping is left as it was"
+    with pytest.raises(ConfigError, match="^config: 'port' must be an integer, got '1'$"):
+        load_mapping({"port": "1"})
 
 
 def test_a_missing_file_is_an_error(tmp_path):

@@ -57,10 +57,18 @@ COVERED: Dict[Pattern, Tests] = {
         "tests/unit/test_cli.py::test_mutate_output_patch_is_one_operation_a_line",
         "tests/unit/test_cli.py::test_mutate_dry_run"),
     "admission-host explain": "tests/eci_profile/test_explain.py::test_explain_command_offline",
+    # Piped to the host each document serves with --local (the README's and the guide's).
+    "admission-host review pod.yaml | curl -s -H 'Content-Type: application/json' --data-binary @- "
+    "http://127.0.0.1:8080/mutate": (OFFLINE + "::test_serve_local_over_http",
+                                     PLUGIN_GUIDE + "::test_serve_local_with_the_plugin"),
+    "admission-host review": "tests/unit/test_cli.py::test_review_of_a_pod_is_its_creation_as_the_api_server_sends_it",
     "admission-host plugins": "plugins/examples/env_injector/tests/test_install.py::test_the_installed_plugin_is_listed",
     "admission-host plugins --check":
         "tests/unit/test_options.py::test_plugins_check_needs_no_options_so_an_image_build_can_run_it",
     "hack/render-deploy.sh": OFFLINE + "::test_render_deploy_rewrites_the_all_in_one_file",
+    "admission-host webhook-config": OFFLINE + "::test_webhook_config_prints_the_configuration_the_plugins_need",
+    "admission-host webhook-config --config config.yaml":
+        OFFLINE + "::test_webhook_config_prints_the_configuration_the_plugins_need",
 
     # -- writing a plugin ------------------------------------------------------------------------------------
     # The host from its wheel, with no index reachable (the name on an index is not this project's).

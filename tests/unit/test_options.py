@@ -1,5 +1,7 @@
 """Declared plugin options: checked in one place, before any plugin starts; listed by `plugins`."""
 
+import logging
+
 import orjson
 import pytest
 
@@ -80,6 +82,39 @@ def test_mistakes_stop_the_host_before_any_plugin_starts_naming_the_plugin(decla
         host(options, other)
     assert str(info.value) == f"plugin 'declared': {message}"
     assert not declared.STARTED and not other_started
+
+
+def test_an_option_spelt_another_way_gets_a_hint(declared):
+    with pytest.raises(PluginError) as info:
+        host({"endpoint": "https://x", "Retries": 1, "extra": 2})
+    assert str(info.value) == ("plugin 'declared': unknown option(s) Retries (did you mean 'retries'?), extra; "
+                               "known: endpoint, headers, ratio, retries, tags")
+    for key in ("virtual_node_labels", "virtual-node-labels"):
+        with pytest.raises(PluginError, match=f"unknown option\\(s\\) {key} \\(did you mean 'virtualNodeLabels'\\?\\)"):
+            Host(Config(enabled_plugins=["eci_profile"], plugin_options={"eci_profile": {key: {"type": "vk"}}}))
+
+
+def test_options_of_a_disabled_plugin_are_checked_and_reported_enabling_it_stops_the_host(declared, caplog):
+    config = {"declared": {"endpoint": "http://x"}}
+    with caplog.at_level(logging.WARNING):
+        Host(Config(enabled_plugins=[], plugin_options=config))
+    assert ("config has options for plugin 'declared', which is not enabled; enabling it will fail: endpoint must be "
+            "an https:// URL, got 'http://x'") in caplog.text
+    assert not declared.STARTED, "checked without starting it"
+    with pytest.raises(PluginError, match="plugin 'declared': endpoint must be an https:// URL, got 'http://x'"):
+        Host(Config(enabled_plugins=["declared"], plugin_options=config))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        Host(Config(enabled_plugins=[], plugin_options={"declared": {"endpoint": "https://x"}}))
+    assert "plugin 'declared', which is not enabled; they are valid, and unused until it is" in caplog.text
+
+
+def test_options_of_a_disabled_plugin_that_does_not_load_are_reported_not_fatal(install_plugin, caplog):
+    install_plugin("broken", "broken_options_plugin", "import definitely_not_a_module_anywhere\n")
+    with caplog.at_level(logging.WARNING):
+        Host(Config(enabled_plugins=[], plugin_options={"broken": {"a": 1}}))
+    assert "plugin 'broken', which is not enabled; enabling it will fail: plugin 'broken' (broken_options_plugin) " \
+           "failed to load" in caplog.text
 
 
 def test_plugins_lists_options_with_defaults_and_still_lists_when_one_is_missing(declared, capsys, restore_logging):

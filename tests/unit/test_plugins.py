@@ -229,3 +229,90 @@ def test_methods_of_a_plugin_object_work_too():
     plugin = Plugin()
     host = Host(Config(enabled_plugins=[], plugin_options={"object_plugin": {"k": "v"}}), extra_plugins=[plugin])
     assert plugin.started == (host, {"k": "v"})
+
+
+OPTIONED = '''
+import dataclasses
+
+from framework import hookimpl
+
+CALLS = []
+
+
+@dataclasses.dataclass
+class Options:
+    reason: str = "warming up"
+
+
+@hookimpl
+def admission_host_options():
+    return Options
+
+
+@hookimpl
+def admission_host_ready(host, options):
+    return options.reason
+
+
+@hookimpl
+def admission_host_explain(host, obj, options):
+    return [f"{obj['metadata']['name']}: {options.reason}"]
+
+
+@hookimpl
+def admission_host_shutdown(host, options):
+    CALLS.append(("shutdown", options.reason))
+'''
+
+
+def test_ready_explain_and_shutdown_receive_the_plugins_options(install_plugin, tmp_path, capsys, restore_logging):
+    install_plugin("optioned", "optioned_plugin", OPTIONED)
+    import optioned_plugin
+
+    host = Host(Config(enabled_plugins=["optioned"], plugin_options={"optioned": {"reason": "cache cold"}}))
+    assert host.readiness() == ["plugin optioned: cache cold"]
+    host.stop()
+    assert optioned_plugin.CALLS == [("shutdown", "cache cold")]
+    # explain, as the command calls it
+    from framework.cli import main
+
+    (tmp_path / "pod.yaml").write_text("{apiVersion: v1, kind: Pod, metadata: {name: web, namespace: shop}, "
+                                       "spec: {containers: [{name: a, image: nginx}]}}")
+    (tmp_path / "config.yaml").write_text("plugins: {optioned: {reason: from the file}}\n")
+    code = main(["explain", str(tmp_path / "pod.yaml"), "--plugins", "optioned",
+                 "--config", str(tmp_path / "config.yaml")])
+    assert code == 0 and "== optioned\n  web: from the file\n" in capsys.readouterr().out
+    assert optioned_plugin.CALLS[-1] == ("shutdown", "from the file")
+
+
+def test_implementations_without_the_options_argument_still_work():
+    """``options`` was added to ready, explain and shutdown: pluggy passes an implementation only
+    the arguments it names, so those written before keep working."""
+    calls = []
+    plugin = make_plugin("old", admission_host_ready=lambda host: "not yet",
+                         admission_host_explain=lambda host, obj: [obj["kind"]],
+                         admission_host_shutdown=lambda host: calls.append("shutdown"))
+    host = Host(Config(enabled_plugins=[], plugin_options={"old": {"a": 1}}), extra_plugins=[plugin])
+    assert host.readiness() == ["plugin old: not yet"]
+    assert list(host.each_plugin("admission_host_explain", obj={"kind": "Pod"})) == [("old", ["Pod"])]
+    host.stop()
+    assert calls == ["shutdown"]
+
+
+@pytest.mark.parametrize("name", ["pod-deletion-cost", "Pod_Deletion_Cost", "podDeletionCost"])
+def test_a_plugin_name_spelt_another_way_gets_a_hint_and_the_installed_list(name):
+    with pytest.raises(PluginError) as info:
+        Host(Config(enabled_plugins=[], plugin_options={name: {"label": "x"}}))
+    message = str(info.value)
+    assert message.startswith(f"config has options for unknown plugin {name!r} (did you mean 'pod_deletion_cost'?); "
+                              f"installed: ")
+    assert {"eci_profile", "pod_deletion_cost"} <= set(message.split("installed: ")[1].split(", "))
+    with pytest.raises(PluginError, match=f"unknown plugin\\(s\\): {name} \\(did you mean 'pod_deletion_cost'\\?\\)"):
+        get_plugin_manager([name])
+
+
+def test_options_of_an_unknown_plugin_list_the_installed_ones():
+    with pytest.raises(PluginError) as info:
+        Host(Config(enabled_plugins=[], plugin_options={"ghost": {"a": 1}}))
+    assert "(did you mean" not in str(info.value)
+    assert "; installed: " in str(info.value) and "pod_deletion_cost" in str(info.value)

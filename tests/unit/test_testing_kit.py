@@ -3,8 +3,11 @@
 import datetime
 
 import pytest
+import yaml
 
 from framework import Controller, Denied, Mutator, Watch, hookimpl
+from framework.config import Config, ConfigError, load_file
+from framework.plugins import PluginError
 from framework.testing import PluginHarness, Result, binding, namespace, node, pod, review
 from plugins.examples import pod_deletion_cost
 
@@ -74,6 +77,51 @@ def test_options_are_keyed_by_the_plugin_name(plugin):
                             objects=[namespace("shop", {"team": "red"})])
     assert plugin.options == {"label": "owner"}
     assert harness.create(pod("web", namespace="shop")).object["metadata"]["labels"] == {"owner": "red"}
+
+
+def test_config_takes_the_config_files_keys(plugin):
+    # A deployment's whole file: other plugins' sections and enabledPlugins do not get in the way.
+    config = {"plugins": {"teams": {"label": "owner"}, "pod_deletion_cost": None}, "admissionDeadlineSeconds": 2,
+              "enabledPlugins": ["eci_profile"]}
+    harness = PluginHarness(("teams", plugin), config=config, objects=[namespace("shop", {"team": "red"})])
+    assert plugin.options == {"label": "owner"} and harness.host.config.admission_deadline_seconds == 2
+    assert harness.create(pod("web", namespace="shop")).object["metadata"]["labels"] == {"owner": "red"}
+    # options= go into its plugins section
+    PluginHarness(("teams", plugin), config={"plugins": {"teams": {"label": "a"}}}, options={"teams": {"label": "b"}})
+    assert plugin.options == {"label": "b"}
+
+
+@pytest.mark.parametrize("config", [
+    {"prot": 9443},
+    {"enabled_plugins": ["teams"]},
+    {"port": "9443"},
+    {"plugins": {"teams": ["label"]}},
+    {"leaderElection": {"enabled": "no"}},
+])
+def test_a_config_mapping_is_refused_as_the_config_file_would_be(plugin, tmp_path, config):
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(ConfigError) as from_file:
+        load_file(str(path))
+    with pytest.raises(ConfigError) as from_mapping:
+        PluginHarness(("teams", plugin), config=config)
+    assert str(from_mapping.value) == str(from_file.value).replace(f"config file {path}:", "config:")
+
+
+@pytest.mark.parametrize("plugins, message", [
+    ({"Teams": {}}, "config has options for unknown plugin 'Teams' (did you mean 'teams'?); installed: "),
+    ({"pod_deletion_cost": {"label": 3}}, "plugin 'pod_deletion_cost': option label must be a string, got 3"),
+])
+def test_a_config_mappings_plugin_options_are_checked_as_the_config_files(plugin, plugins, message):
+    with pytest.raises(PluginError) as info:
+        PluginHarness(("teams", plugin), pod_deletion_cost, config={"plugins": plugins})
+    assert str(info.value).startswith(message)
+
+
+def test_a_config_object_is_not_changed(plugin):
+    config = Config(port=1)
+    PluginHarness(("teams", plugin), config=config, options={"teams": {"label": "owner"}})
+    assert plugin.options == {"label": "owner"} and config.plugin_options == {}
 
 
 def test_warnings_and_denials(plugin):

@@ -223,8 +223,9 @@ def test_go_duration(text, seconds):
 def test_the_api_servers_timeout_parameter_bounds_the_deadline():
     """kube-apiserver sends ``?timeout=<timeoutSeconds>s`` with each webhook call (rest.Request.Timeout)."""
     seen = []
+    # (a budget longer than the deadline: the deadline is what it sees)
     plugin = make_plugin("deadline", admission_host_mutators=lambda: [
-        Mutator(name="reads-deadline", mutate=lambda req: seen.append(req.time_left()))])
+        Mutator(name="reads-deadline", mutate=lambda req: seen.append(req.time_left()), budget_seconds=60.0)])
     c = falcon.testing.TestClient(create_app(make_host(plugin)))
     for query in ("timeout=1s", "timeout=30s", "timeout=bogus", ""):
         resp = c.simulate_post("/mutate", body=orjson.dumps(review(pod("p"))), headers=JSON, query_string=query)
