@@ -23,6 +23,14 @@ from framework.kube.frozen import freeze
 from plugins.eci_profile import plugin as eci
 
 
+# Two preferred zones, a tainted spot pool, virtual nodes: the tiers a pod is fenced and ordered by.
+TIERS = [{"name": "on-demand", "nodeLabels": {"topology.kubernetes.io/zone": "z1"}},
+         {"name": "reserved", "nodeLabels": {"topology.kubernetes.io/zone": "z2"}},
+         {"name": "spot", "nodeLabels": {"topology.kubernetes.io/zone": "z0"}, "maxPods": 20,
+          "tolerations": [{"key": "spot", "operator": "Exists", "effect": "NoSchedule"}]},
+         {"name": "virtual", "virtualNodes": True}]
+
+
 def selectors(n: int, rng: random.Random) -> list:
     out = []
     policies = ["fair", "normalNodeOnly", "normalNodePrefer", "virtualNodeOnly"]
@@ -37,6 +45,9 @@ def selectors(n: int, rng: random.Random) -> list:
         if i % 10 == 3:
             spec["objectLabels"] = {"matchExpressions": [{"key": "app", "operator": "In", "values": [f"app-{i}"]},
                                                          {"key": "tier", "operator": "NotIn", "values": ["db"]}]}
+        if i % 8 == 1:  # half the normalNodeOnly ones: four tiers instead
+            del spec["policy"]
+            spec["tiers"] = TIERS
         out.append({"apiVersion": "eci.aliyun.com/v1", "kind": "Selector", "metadata": {"name": f"sel-{i:05d}"},
                     "spec": spec})
     return out
@@ -81,16 +92,22 @@ def run_time(n_selectors: int, n_namespaces: int, repeat: int) -> dict:
     hit = [sample_pod(i, f"app-{rng.randrange(n_selectors // 4) * 4 + 3}") for i in range(200)]
     miss = [sample_pod(i, f"other-{i}") for i in range(200)]
     pending = [sample_pod(i, f"app-{rng.randrange(n_selectors)}") for i in range(200)]
-    harness.host.store("eci-pending-pods").replace([
-        {"metadata": {"name": p["metadata"]["name"], "namespace": p["metadata"]["namespace"], "uid": "u",
-                      "resourceVersion": "1", "labels": p["metadata"]["labels"]},
-         "annotationKeys": [], "tolerations": [], "unschedulable": False} for p in pending])
     pod_reqs = lambda pods: [AdmissionRequest(review(p)["request"]) for p in pods]  # noqa: E731
     bind_reqs = [AdmissionRequest(review(binding(p["metadata"]["name"], "node-0", p["metadata"]["namespace"]),
                                          dry_run=True)["request"]) for p in pending]
+    # Pods of Selectors with tiers (i % 8 == 1), and their bindings to a node of the first tier.
+    tiered = [sample_pod(i + 1000, f"app-{rng.randrange(n_selectors // 8) * 8 + 1}") for i in range(200)]
+    harness.host.store("eci-pending-pods").replace([
+        {"metadata": {"name": p["metadata"]["name"], "namespace": p["metadata"]["namespace"], "uid": "u",
+                      "resourceVersion": "1", "labels": p["metadata"]["labels"]},
+         "annotationKeys": [], "tolerations": [], "unschedulable": False} for p in pending + tiered])
+    tier_bind_reqs = [AdmissionRequest(review(binding(p["metadata"]["name"], "node-1", p["metadata"]["namespace"]),
+                                              dry_run=True)["request"]) for p in tiered]
     out = {"non-matching pod": measure(profile.mutate_pod, pod_reqs(miss), repeat),
            "matching pod": measure(profile.mutate_pod, pod_reqs(hit), repeat),
-           "binding to virtual node": measure(profile.mutate_binding, bind_reqs, repeat)}
+           "binding to virtual node": measure(profile.mutate_binding, bind_reqs, repeat),
+           "pod with tiers": measure(profile.mutate_pod, pod_reqs(tiered), repeat),
+           "binding into a tier": measure(profile.mutate_binding, tier_bind_reqs, repeat)}
     assert hit and pod_reqs(hit)  # sanity: the matching set is not empty
     harness.close()
     return out
@@ -180,11 +197,11 @@ def main() -> None:
         run_drain_back_memory(100_000, 5_000)
         return
     print(f"plugin time per request (µs, median / p99), {args.namespaces} namespaces")
-    print(f"{'Selectors':>10} | {'non-matching pod':>18} | {'matching pod':>14} | {'binding to virtual':>19}")
+    columns = ("non-matching pod", "matching pod", "binding to virtual node", "pod with tiers", "binding into a tier")
+    print(f"{'Selectors':>10} | " + " | ".join(f"{c:>23}" for c in columns))
     for n in (10, 1_000, 10_000):
         r = run_time(n, args.namespaces, args.repeat)
-        cells = [f"{r[k][0]:6.1f} / {r[k][1]:6.1f}" for k in ("non-matching pod", "matching pod", "binding to virtual node")]
-        print(f"{n:>10} | {cells[0]:>18} | {cells[1]:>14} | {cells[2]:>19}")
+        print(f"{n:>10} | " + " | ".join(f"{r[c][0]:10.1f} / {r[c][1]:10.1f}" for c in columns))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import time
 from typing import Callable, Dict, Optional, Set, Tuple
 
 from framework import JSON_PATCH, ApiError, WorkQueue, object_path
-from plugins.eci_profile import timing
+from plugins.eci_profile import tiers as tiering, timing
 from plugins.eci_profile.profile import PENDING_PODS, SELECTORS, VIRTUAL_PODS, EciProfile, strip_pod
 
 log = logging.getLogger("admission_host.eci_profile.burst")
@@ -133,12 +133,14 @@ class BurstController:
             self.queue.add(keys)
 
     def _needs_tolerations(self, pod: dict) -> bool:
-        """A pending pod whose winning Selector adds the tolerations at creation, without them."""
-        if not self.profile.settings.missing_tolerations(pod["tolerations"]):
-            return False
+        """A pending pod without the tolerations its winning Selector's tiers give at creation."""
         selector = self.profile.resolve(pod, pod["metadata"]["namespace"]).selector
-        policy = self.profile.policies.get(selector.policy) if selector else None
-        return policy is not None and policy.tolerate_at_create
+        return selector is not None and bool(self._missing_at_create(pod, selector))
+
+    def _missing_at_create(self, pod: dict, selector) -> list:
+        wanted = [t for i in tiering.open_at_create(selector.tiers)
+                  for t in tiering.opening_tolerations(selector.tiers[i], self.profile.settings)]
+        return tiering.missing(pod["tolerations"], wanted)
 
     def _not_waiting(self, key: str, keep: str = "") -> None:
         """``key`` waits for no Selector (but ``keep``)."""
@@ -160,23 +162,26 @@ class BurstController:
     def reconcile(self, key: str) -> None:
         pod = self.pods.get(key)
         for _ in range(3):
-            missing = self.profile.settings.missing_tolerations(pod["tolerations"]) if pod is not None else None
-            if not missing or pod.get("leftAlone"):
+            selector = None
+            if pod is not None and not pod.get("leftAlone"):
+                selector = self.profile.resolve(pod, pod["metadata"]["namespace"]).selector
+            if selector is None:
                 self._not_waiting(key)
                 return
-            meta = pod["metadata"]
-            selector = self.profile.resolve(pod, meta["namespace"]).selector
-            policy = self.profile.policies.get(selector.policy) if selector else None
-            tried = key in self.failed_scheduling and "createdAt" in pod
-            if policy is not None and policy.tolerate_at_create:
-                decision = None  # admitted while no replica answered: what admission would have added
-            elif policy is not None and policy.burst_when_unschedulable and (pod.get("unschedulable") or tried):
-                decision = self.decide(pod, selector, self.failed_scheduling.get(key) if tried else None)
-                if not self._may_burst(key, pod, selector, decision):
+            meta, tiers = pod["metadata"], selector.tiers
+            missing = self._missing_at_create(pod, selector)
+            decision, tier = None, None  # admitted while no replica answered: what admission would have added
+            if not missing:
+                here = tiering.furthest(tiers, pod["tolerations"], self.profile.settings)
+                tried = key in self.failed_scheduling and "createdAt" in pod
+                if here == len(tiers) - 1 or not tiers[here].moves_on or not (pod.get("unschedulable") or tried):
+                    self._not_waiting(key)
                     return
-            else:
-                self._not_waiting(key)
-                return
+                decision = self.decide(pod, tiers[here], self.failed_scheduling.get(key) if tried else None)
+                tier = self._next_tier(key, pod, selector, here, decision)
+                if tier is None:
+                    return
+                missing = tiering.missing(pod["tolerations"], tiering.opening_tolerations(tier, self.profile.settings))
             patched, fresh = self._tolerate(pod, missing)
             if fresh is not None:
                 pod = fresh  # changed under us: decide again on the pod as it is now
@@ -186,43 +191,56 @@ class BurstController:
                 return
             if decision is None:
                 self.profile.repairs.labels("tolerations").inc()
-                log.info("repair: pending pod %s has no virtual-node tolerations though Selector %s (%s) adds them at "
-                         "creation (admitted while no replica answered?): added", key, selector.name, selector.policy)
-                self.profile.event_later(meta, "VirtualNodeTolerationsRestored", f"Tolerations for virtual nodes added "
-                                         f"by Selector {selector.name} ({selector.policy}): the pod was admitted "
+                log.info("repair: pending pod %s has not the tolerations Selector %s (%s) adds at creation (admitted "
+                         "while no replica answered?): added", key, selector.name, selector.policy)
+                self.profile.event_later(meta, "VirtualNodeTolerationsRestored", f"Tolerations added by Selector "
+                                         f"{selector.name} ({selector.policy}) at creation: the pod was admitted "
                                          "without them")
                 return
-            if selector.max_virtual_pods is not None:
-                self.tolerated.setdefault(selector.name, set()).add(key)
+            if tier.max_pods is not None:
+                self.tolerated.setdefault(tier.cap_key, set()).add(key)
             self.profile.burst_decisions.labels(decision.reason).inc()
-            log.info("burst: pod %s is Unschedulable on normal nodes; added virtual-node tolerations "
-                     "(Selector %s, normalNodePrefer, %s)", key, selector.name, decision.reason)
-            self.profile.event_later(meta, "BurstToVirtualNode", f"No normal node fits; tolerations for virtual "
-                                     f"nodes added by Selector {selector.name} ({decision.message})")
+            if tier.virtual and not selector.tiered:
+                log.info("burst: pod %s is Unschedulable on normal nodes; added virtual-node tolerations "
+                         "(Selector %s, %s, %s)", key, selector.name, selector.policy, decision.reason)
+                self.profile.event_later(meta, "BurstToVirtualNode", f"No normal node fits; tolerations for virtual "
+                                         f"nodes added by Selector {selector.name} ({decision.message})")
+            else:
+                log.info("tiers: pod %s is Unschedulable in the tiers open to it; tier %s opened (Selector %s, %s)",
+                         key, tier.name, selector.name, decision.reason)
+                self.profile.event_later(meta, "MovedToTier", f"No node of the tiers open to it fits; tier {tier.name} "
+                                         f"opened by Selector {selector.name} ({decision.message})")
             return
 
-    def _may_burst(self, key: str, pod: dict, selector, decision: timing.Decision) -> bool:
-        """Whether the pod bursts now; if not, it waits (told why) and is looked at again when due."""
-        meta = pod["metadata"]
+    def _next_tier(self, key: str, pod: dict, selector, here: int, decision: timing.Decision):
+        """The tier the pod moves on to now (the first after ``here`` with room), or None: it waits
+        (told why) and is looked at again when due."""
+        meta, rules = pod["metadata"], selector.tiers[here]
         if not decision.burst:
             until = timing.iso_time(decision.at)
-            self._wait(key, selector, meta, f"{decision.message} (at {until} unless a normal node takes it "
-                       "first)", event_key=f"{decision.reason}@{until}")
+            self._wait(key, selector, meta, f"{decision.message} (at {until} unless a node takes it first)",
+                       event_key=f"{decision.reason}@{until}")
             delay = decision.at - self.clock()
-            if selector.wait_for_autoscaler:  # the autoscaler may speak before then
+            if rules.wait_for_autoscaler:  # the autoscaler may speak before then
                 delay = min(delay, AUTOSCALER_POLL_SECONDS)
             self.queue.add_after(key, delay)
-            return False
-        cap = selector.max_virtual_pods
-        in_flight = len(self.tolerated.get(selector.name, set()) - {key})
-        if cap is not None and self.profile.virtual.count(selector.name) + in_flight >= cap:
-            # Held until one of its virtual pods goes (on_virtual_pod), or looked at again.
-            self.profile.cap_denials.labels(selector.name, "burst").inc()
-            self._wait(key, selector, meta, f"maxVirtualPods {cap} reached (when one of its virtual pods "
-                       "goes, unless a normal node takes it first)", event_key=f"cap@{cap}")
-            self.queue.add_after(key, 30.0)
-            return False
-        return True
+            return None
+        full = []
+        for tier in selector.tiers[here + 1:]:
+            in_flight = len(self.tolerated.get(tier.cap_key, set()) - {key})
+            if tier.max_pods is None or self.profile.virtual.count(tier.cap_key) + in_flight < tier.max_pods:
+                return tier
+            full.append(tier)  # full: passed over (fenced, so the scheduler cannot use it either)
+        # Held until a place comes free (on_virtual_pod), or looked at again.
+        self.profile.cap_denials.labels(selector.name, "burst").inc()
+        if selector.tiered:
+            message = "every later tier is full (" + ", ".join(f"{t.name} maxPods {t.max_pods}" for t in full) + ")"
+        else:
+            message = f"maxVirtualPods {full[-1].max_pods} reached"
+        self._wait(key, selector, meta, f"{message} (when one of its pods there goes, unless a node takes it first)",
+                   event_key="cap@" + ",".join(str(t.max_pods) for t in full))
+        self.queue.add_after(key, 30.0)
+        return None
 
     def _tolerate(self, pod: dict, missing: list) -> Tuple[bool, Optional[dict]]:
         """Add ``missing`` to the pod's tolerations if it is unchanged since cached. Returns whether
@@ -250,10 +268,11 @@ class BurstController:
         self.actions.labels("patched").inc()
         return True, None
 
-    def decide(self, pod: dict, selector, since: Optional[float] = None) -> timing.Decision:
+    def decide(self, pod: dict, tier, since: Optional[float] = None) -> timing.Decision:
+        """Whether the pod moves on from ``tier`` now, by its rules (burstAfter, waitForAutoscaler, maxWait)."""
         since = since or pod.get("unschedulableSince") or self.clock()
-        signal = self.autoscaler_signal(pod, since) if selector.wait_for_autoscaler else None
-        return timing.decide(self.clock(), since, selector, signal, self.profile.settings.default_max_wait)
+        signal = self.autoscaler_signal(pod, since) if tier.wait_for_autoscaler else None
+        return timing.decide(self.clock(), since, tier, signal, self.profile.settings.default_max_wait)
 
     def autoscaler_signal(self, pod: dict, since: float) -> Optional[timing.Signal]:
         """What autoscalers said about this pod: its Events, read from the API server each time."""

@@ -24,6 +24,7 @@ import orjson
 
 from framework import ApiError, object_path
 from plugins.eci_profile import timing
+from plugins.eci_profile.tiers import TIER_LABEL, record_suffix
 
 log = logging.getLogger("admission_host.eci_profile.cap")
 
@@ -42,10 +43,11 @@ class RecordBusy(Exception):
     """The record could not be written before the request's deadline (other replicas kept winning)."""
 
 
-def record_name(selector: str) -> str:
-    """The ConfigMap of a Selector's record (names of both are DNS subdomains, up to 253)."""
-    name = f"eci-cap-{selector}"
-    return name if len(name) <= 253 else "eci-cap-" + hashlib.sha256(selector.encode()).hexdigest()
+def record_name(key: str) -> str:
+    """The ConfigMap of a cap's record: a Selector's (names of both are DNS subdomains, up to 253),
+    or a tier's (``SELECTOR/TIER``: by hash)."""
+    name = f"eci-cap-{record_suffix(key)}"
+    return name if len(name) <= 253 else "eci-cap-" + hashlib.sha256(key.encode()).hexdigest()
 
 
 def counts(pod: dict) -> bool:
@@ -249,9 +251,13 @@ class CapRecordCleaner:
         self.selectors = selectors  # the Selectors' cache: name -> {"selector": Selector or None}
         self.interval = interval
 
-    def cap_of(self, name: str) -> Optional[int]:
+    def cap_of(self, key: str) -> Optional[int]:
+        """The cap of a record's key: a Selector's maxVirtualPods, or a tier's maxPods (``SELECTOR/TIER``)."""
+        name, _, tier = key.partition("/")
         sel = (self.selectors.get(name) or {}).get("selector")
-        return sel.max_virtual_pods if sel is not None else None
+        if sel is None:
+            return None
+        return next((t.max_pods for t in sel.tiers if t.cap_key == key), None)
 
     def run(self, stop: threading.Event) -> None:
         if self.records is not None:

@@ -53,15 +53,18 @@ class CapEnforcer(EvictingController):
         evicted = 0
         for entry in self.selectors.list():
             sel = entry.get("selector")
-            if sel is None or sel.cap_enforcement != "Evict" or sel.max_virtual_pods is None:
+            if sel is None or sel.cap_enforcement != "Evict":
                 continue
-            pods = self.profile.virtual.pods(sel.name)
-            over = len(pods) - sel.max_virtual_pods
-            if over > 0:
-                evicted += self.bring_back(sel, pods, over)
+            for tier in sel.tiers:  # a policy's: the virtual nodes and maxVirtualPods
+                if tier.max_pods is None:
+                    continue
+                pods = self.profile.virtual.pods(tier.cap_key)
+                over = len(pods) - tier.max_pods
+                if over > 0:
+                    evicted += self.bring_back(sel, tier, pods, over)
         return evicted
 
-    def bring_back(self, sel, pods: list, over: int) -> int:
+    def bring_back(self, sel, tier, pods: list, over: int) -> int:
         budget = min(over, self.budget.left(sel.name))
         # Newest first: the pods that came last, past the cap (RFC 3339 times sort as strings).
         candidates = sorted((p for p in pods if (p.get("owner") or {}).get("kind") in WORKLOADS),
@@ -78,8 +81,10 @@ class CapEnforcer(EvictingController):
                 continue
             evicted += 1
             self.budget.used(sel.name)
-            log.info("cap enforcement: evicted %s/%s from virtual node %s (Selector %s is %d past maxVirtualPods %d)",
-                     meta["namespace"], meta["name"], pod["node"], sel.name, over, sel.max_virtual_pods)
-            self.profile.event_later(meta, "VirtualPodCapEnforced", f"Evicted from virtual node {pod['node']}: "
-                                     f"Selector {sel.name} had {over} pods past maxVirtualPods {sel.max_virtual_pods}")
+            cap = (f"maxPods {tier.max_pods} of tier {tier.name}" if sel.tiered else
+                   f"maxVirtualPods {tier.max_pods}")
+            log.info("cap enforcement: evicted %s/%s from node %s (Selector %s is %d past %s)",
+                     meta["namespace"], meta["name"], pod["node"], sel.name, over, cap)
+            self.profile.event_later(meta, "VirtualPodCapEnforced", f"Evicted from {'' if sel.tiered else 'virtual '}"
+                                     f"node {pod['node']}: Selector {sel.name} had {over} pods past {cap}")
         return evicted

@@ -1,5 +1,6 @@
 """Drain-back (leader only): pods a Selector sent to virtual nodes go back to normal nodes once
-one has room for them, by eviction, so PodDisruptionBudgets hold them back where they must.
+one has room for them, by eviction, so PodDisruptionBudgets hold them back where they must. With
+``spec.tiers``: pods in a later tier go back to the earliest tier with room (its cap, and a node).
 
 A pod is evicted when it has run on a virtual node for the Selector's ``drainBack.after``, is
 owned by a ReplicaSet or StatefulSet (something makes a replacement), and a Ready, schedulable
@@ -21,7 +22,7 @@ import time
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from framework import Reflector, Watch
-from plugins.eci_profile import timing
+from plugins.eci_profile import tiers as tiering, timing
 from plugins.eci_profile.profile import NODES, SELECTORS, VIRTUAL_PODS, EciProfile
 from plugins.eci_profile.resources import requests_of
 
@@ -174,57 +175,83 @@ class DrainBackController:
 
     # -- capacity ----------------------------------------------------------------------------------
     def free_capacity(self) -> Dict[str, dict]:
-        """Normal nodes a pod may go to, with what is left on each."""
+        """Nodes a pod may go to, with what is left on each."""
         now = self.clock()
         self._claims = [c for c in self._claims if c[0] > now]
         free = {}
         for node in self.nodes.list():
             fit = node.get("fit")
             labels = node["metadata"]["labels"]
-            if not fit or not fit["ready"] or fit["unschedulable"] or self.profile.settings.is_virtual_node(labels):
+            if not fit or not fit["ready"] or fit["unschedulable"]:
                 continue
             cpu, mem, pods = self.usage.used(node["metadata"]["name"])
             for until, claimed, c, m in self._claims:
                 if claimed == node["metadata"]["name"]:
                     cpu, mem, pods = cpu + c, mem + m, pods + 1
             free[node["metadata"]["name"]] = {"cpu": fit["cpu"] - cpu, "memory": fit["memory"] - mem,
-                                              "pods": fit["pods"] - pods, "labels": labels, "taints": fit["taints"]}
+                                              "pods": fit["pods"] - pods, "labels": labels, "taints": fit["taints"],
+                                              "virtual": self.profile.settings.is_virtual_node(labels)}
         return free
 
     @staticmethod
-    def fits(pod: dict, node: dict) -> bool:
+    def fits(pod: dict, node: dict, opened: Iterable[Mapping] = ()) -> bool:
+        """Whether the node has room for the pod, matches its nodeSelector, and has no taint that its
+        tolerations (and ``opened``: those of the tier it would go back to) do not tolerate."""
         cpu, mem = pod["requests"]
         if node["pods"] < 1 or node["cpu"] < cpu or node["memory"] < mem:
             return False
         if any(node["labels"].get(k) != v for k, v in (pod.get("nodeSelector") or {}).items()):
             return False
-        return all(tolerates(pod.get("tolerations"), t) for t in node["taints"])
+        tolerations = list(pod.get("tolerations") or ()) + list(opened)
+        return all(tolerates(tolerations, t) for t in node["taints"])
 
     # -- one Selector --------------------------------------------------------------------------------
     def drain(self, sel, free: Dict[str, dict]) -> int:
+        """Pods in a later tier (a policy's: the virtual nodes) back to the earliest with room, the
+        latest tier first."""
         now = self.clock()
         budget = self.budget.left(sel.name, sel.drain_per_minute)
-        evicted = 0
-        pods = sorted(self.profile.virtual.pods(sel.name), key=lambda p: (p.get("startTime") or "", _key(p)))
-        self._notice_returns(pods)
-        for pod in pods:
-            if evicted >= budget:
-                break
-            if not self.may_go_back(pod, sel, now):
-                continue
-            target = next((name for name, node in sorted(free.items()) if self.fits(pod, node)), None)
-            if target is None:
-                continue
-            if self.evict(pod, sel, target):
-                node = free[target]
-                node["cpu"] -= pod["requests"][0]
-                node["memory"] -= pod["requests"][1]
-                node["pods"] -= 1
-                self._claims.append((now + CLAIM_SECONDS, target, *pod["requests"]))
-                self.budget.used(sel.name)
-                self._inflight[pod["owner"]["uid"]] = (_key(pod), now)
-                evicted += 1
+        evicted, let_in = 0, collections.Counter()  # tier index -> pods sent back there this pass
+        for index in range(len(sel.tiers) - 1, 0, -1):
+            tier = sel.tiers[index]
+            if not (tier.labelled or tier.virtual):
+                continue  # a policy's normal nodes: nothing is counted there
+            pods = sorted(self.profile.virtual.pods(tier.cap_key), key=lambda p: (p.get("startTime") or "", _key(p)))
+            self._notice_returns(pods)
+            for pod in pods:
+                if evicted >= budget:
+                    return evicted
+                if not self.may_go_back(pod, sel, now):
+                    continue
+                found = self.target(pod, sel, index, free, let_in)
+                if found is None:
+                    continue
+                back, target = found
+                if self.evict(pod, sel, target, tier, sel.tiers[back]):
+                    node = free[target]
+                    node["cpu"] -= pod["requests"][0]
+                    node["memory"] -= pod["requests"][1]
+                    node["pods"] -= 1
+                    let_in[back] += 1
+                    self._claims.append((now + CLAIM_SECONDS, target, *pod["requests"]))
+                    self.budget.used(sel.name)
+                    self._inflight[pod["owner"]["uid"]] = (_key(pod), now)
+                    evicted += 1
         return evicted
+
+    def target(self, pod: dict, sel, index: int, free: Dict[str, dict], let_in) -> Optional[Tuple[int, str]]:
+        """The earliest tier before ``index`` with room for the pod (its cap, and a node that fits
+        it), and that node."""
+        for back in range(index):
+            tier = sel.tiers[back]
+            if tier.max_pods is not None and self.profile.virtual.count(tier.cap_key) + let_in[back] >= tier.max_pods:
+                continue
+            opened = tiering.opening_tolerations(tier, self.profile.settings)
+            for name, node in sorted(free.items()):
+                if (tiering.node_tier(sel.tiers, node["labels"], node["virtual"]) == back
+                        and self.fits(pod, node, opened)):
+                    return back, name
+        return None
 
     def may_go_back(self, pod: dict, sel, now: float) -> bool:
         owner = pod.get("owner")
@@ -242,7 +269,7 @@ class DrainBackController:
         return True
 
     def _notice_returns(self, pods: List[dict]) -> None:
-        """A replacement that landed on a virtual node again: leave that workload alone for a while."""
+        """A replacement that landed in the same later tier again: leave that workload alone for a while."""
         for pod in pods:
             owner = pod.get("owner") or {}
             busy = self._inflight.get(owner.get("uid"))
@@ -253,10 +280,10 @@ class DrainBackController:
                 delay = min(BACKOFF_MAX, last * 2)
                 self._backoff[owner["uid"]] = (self.clock() + delay, delay)
                 del self._inflight[owner["uid"]]
-                log.info("drain-back: the replacement of %s %s is on a virtual node again; retrying in %.0f s",
+                log.info("drain-back: the replacement of %s %s is in the same tier again; retrying in %.0f s",
                          owner.get("kind"), owner.get("name"), delay)
 
-    def evict(self, pod: dict, sel, target: str) -> bool:
+    def evict(self, pod: dict, sel, target: str, tier, back) -> bool:
         meta = pod["metadata"]
         outcome = self.profile.evict(meta)
         if outcome == "blocked":  # a PodDisruptionBudget says not now
@@ -264,10 +291,12 @@ class DrainBackController:
         if outcome != "evicted":
             return False
         self.drained.labels(sel.name, "evicted").inc()
-        log.info("drain-back: evicted %s/%s from virtual node %s (Selector %s); %s has room", meta["namespace"],
-                 meta["name"], pod["node"], sel.name, target)
-        self.profile.event_later(meta, "DrainBack", f"Evicted from virtual node {pod['node']} by Selector "
-                                 f"{sel.name}: normal node {target} has room for it")
+        log.info("drain-back: evicted %s/%s from node %s, tier %s (Selector %s); %s of tier %s has room",
+                 meta["namespace"], meta["name"], pod["node"], tier.name, sel.name, target, back.name)
+        self.profile.event_later(meta, "DrainBack", f"Evicted from tier {tier.name} (node {pod['node']}) by Selector "
+                                 f"{sel.name}: node {target} of tier {back.name} has room for it" if sel.tiered else
+                                 f"Evicted from virtual node {pod['node']} by Selector {sel.name}: normal node "
+                                 f"{target} has room for it")
         return True
 
 

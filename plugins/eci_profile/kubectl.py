@@ -115,13 +115,13 @@ def cmd_selectors(kube: KubeClient, options: dict) -> int:
         profile = profile_of(harness.host)
         wins: Dict[str, int] = {}
         for pod in pods:
-            if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed") or left_alone(pod, False):
+            if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed") or left_alone(pod):
                 continue
             winner = profile.resolve(pod, pod["metadata"].get("namespace") or "default").selector
             if winner is not None:
                 wins[winner.name] = wins.get(winner.name, 0) + 1
-        rows = [["NAME", "PRIORITY", "POLICY", "PODS", "OBJECT LABELS", "NAMESPACE LABELS", "VIRTUAL", "WAITING",
-                 "VALID"]]
+        rows = [["NAME", "PRIORITY", "POLICY", "PODS", "OBJECT LABELS", "NAMESPACE LABELS", "VIRTUAL", "TIERS",
+                 "WAITING", "VALID"]]
         cached = harness.store(SELECTORS)
         for obj in sorted(selectors, key=lambda o: (-_int((o.get("spec") or {}).get("priority")),
                                                     o["metadata"]["name"])):
@@ -133,7 +133,8 @@ def cmd_selectors(kube: KubeClient, options: dict) -> int:
             rows.append([name, spec.get("priority") or 0, status.get("policy") or next(iter(spec.get("policy") or {}), ""),
                          wins.get(name, 0), describe_labels(spec.get("objectLabels")),
                          describe_labels(spec.get("namespaceLabels")),
-                         f"{used}/{cap}" if cap is not None else str(used), status.get("waitingPods", 0), valid])
+                         f"{used}/{cap}" if cap is not None else str(used), status.get("tiers") or "-",
+                         status.get("waitingPods", 0), valid])
     print(_table(rows) if len(rows) > 1 else "No Selectors.")
     return 0
 

@@ -9,9 +9,8 @@ each virtual node, the pods on it without the label are listed (one LIST a node,
 label selector), and each one that a binding put there and a Selector matches now is labelled as
 that binding would have been, through the same labeller.
 
-A pod created with ``spec.nodeName`` never went through the scheduler and is left alone, as it is
-at creation. Its creator owns ``spec.nodeName`` in the pod's managedFields; a binding sets the
-field without recording an owner (and sets the PodScheduled condition).
+A pod created with ``spec.nodeName`` of a virtual node gets its effect at creation like a bound
+one at binding; one admitted while no replica answered is labelled here the same way.
 """
 
 from __future__ import annotations
@@ -21,22 +20,13 @@ import threading
 from typing import Iterator
 
 from framework import ApiError
-from plugins.eci_profile import timing
+from plugins.eci_profile import tiers as tiering, timing
 from plugins.eci_profile.cap import SELECTOR_LABEL, counts
 from plugins.eci_profile.profile import NODES, EciProfile, left_alone, strip_virtual_pod
 
 log = logging.getLogger("admission_host.eci_profile.label_sweep")
 
 PAGE = 500
-
-
-def bound_by_binding(pod: dict) -> bool:
-    """Whether the pod got its node from a binding: no managedFields entry owns ``spec.nodeName``.
-    Without managedFields it cannot be told, and the pod is left alone."""
-    fields = (pod.get("metadata") or {}).get("managedFields")
-    if not fields:
-        return False
-    return not any("f:nodeName" in (((entry.get("fieldsV1") or {}).get("f:spec")) or {}) for entry in fields)
 
 
 class LabelSweepController:
@@ -77,15 +67,16 @@ class LabelSweepController:
     def relabel(self, pod: dict, node: str) -> int:
         meta = pod.get("metadata") or {}
         # Only pods the cap would count (not being deleted, not finished) are worth labelling.
-        if not counts(strip_virtual_pod(pod)) or left_alone(pod, at_creation=False) or not bound_by_binding(pod):
+        if not counts(strip_virtual_pod(pod)) or left_alone(pod):
             return 0
         namespace, name = meta.get("namespace") or "", meta.get("name") or ""
         selector = self.profile.resolve(pod, namespace).selector
         if selector is None:
             return 0
-        labels = self.profile.labels_on_virtual_node(selector, meta.get("labels") or {})
+        index = tiering.node_tier(selector.tiers, self.profile.node_labels(node), True)
+        annotations, labels = self.profile.placed_effect(selector, index, True, meta.get("labels") or {})
         have = meta.get("annotations") or {}
-        annotations = {k: v for k, v in self.profile.annotations_on_virtual_node(selector).items() if k not in have}
+        annotations = {k: v for k, v in annotations.items() if k not in have}
         added = sorted(labels) + sorted(annotations)
         log.info("pod %s/%s on virtual node %s has no label of Selector %s: adding %s", namespace, name, node,
                  selector.name, ", ".join(added))

@@ -55,7 +55,7 @@ class MisplacedPodEvictor(EvictingController):
             meta = pod["metadata"]
             owner = next((o for o in meta.get("ownerReferences") or () if o.get("controller")), {})
             if (meta.get("deletionTimestamp") or owner.get("kind") not in WORKLOADS or not self.on_normal_node(pod)
-                    or left_alone(pod, at_creation=False)):
+                    or left_alone(pod)):
                 continue
             winner = self.profile.resolve(pod, meta["namespace"]).selector
             if winner is None or winner.name != sel.name:

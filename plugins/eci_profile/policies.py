@@ -1,5 +1,8 @@
 """The four scheduling policies, and the default matching and resolution, as ``eci_*`` hookimpls.
 
+Each policy is a preset of tiers (plugins.eci_profile.tiers): what the table says is what its
+tiers do.
+
 | policy           | at pod creation                                  | effect at creation | when Unschedulable |
 |------------------|--------------------------------------------------|--------------------|--------------------|
 | fair             | add the virtual-node tolerations                 | no                 | -                  |
@@ -7,8 +10,9 @@
 | normalNodePrefer | nothing                                          | no                 | add the tolerations (burst.py, timing.py) |
 | virtualNodeOnly  | tolerations + virtual-node labels in nodeSelector | yes               | -                  |
 
-At binding time (pods/binding to a virtual node) every policy gets its effect. Pods created with
-spec.nodeName, DaemonSet pods and static pods are left alone (profile.left_alone).
+At binding time (pods/binding to a virtual node) every policy gets its effect; a pod created with
+spec.nodeName of a virtual node gets it at creation. DaemonSet pods and static pods are left alone
+(profile.left_alone), and so is a pod created on a normal node.
 """
 
 from __future__ import annotations
@@ -23,19 +27,21 @@ class Policy:
 
     #: the key under ``spec.policy``
     name = ""
-    #: apply the Selector's effect at creation (the pod is certain to run on a virtual node)
+    # The flags make its tiers (tiers.preset):
+    #: only virtual nodes: tiers [virtual], the effect at creation (the pod is certain to run there)
     effect_at_create = False
-    #: add the tolerations to a pending pod the scheduler found Unschedulable
+    #: tiers [normal, virtual]: a pod Unschedulable on normal nodes moves on to virtual ones
     burst_when_unschedulable = False
-    #: ``at_create`` adds the virtual-node tolerations: a pending pod admitted without them (while
-    #: no replica answered) gets them from the leader
+    #: tiers [normal, virtual] both open at creation: the virtual-node tolerations are added then
+    #: (and by the leader to a pending pod admitted without them while no replica answered)
     tolerate_at_create = False
 
     def __init__(self, settings):
         self.settings = settings
 
     def at_create(self, pod: dict, request) -> List[str]:
-        """Edit the pod being created; return short descriptions of what changed."""
+        """Edit the pod being created, beyond what its tiers give it (the tolerations of the tiers
+        open at creation, the fence to their nodes); return short descriptions of what changed."""
         return []
 
 
@@ -47,12 +53,11 @@ def add_tolerations(pod: dict, settings) -> List[str]:
     return [f"toleration {t.get('key', '')}" for t in missing]
 
 
+# What each built-in policy does to a pod is its tiers' doing (tiers.preset, tiers.place_at_create):
+# the flags are all they need.
 class Fair(Policy):
     name = "fair"
     tolerate_at_create = True
-
-    def at_create(self, pod, request):
-        return add_tolerations(pod, self.settings)
 
 
 class NormalNodeOnly(Policy):
@@ -69,22 +74,8 @@ class VirtualNodeOnly(Policy):
     effect_at_create = True
     tolerate_at_create = True
 
-    def at_create(self, pod, request):
-        changed = add_tolerations(pod, self.settings)
-        spec = pod.setdefault("spec", {})
-        node_selector = spec.get("nodeSelector")
-        if not isinstance(node_selector, dict):
-            node_selector = spec["nodeSelector"] = {}
-        for key, value in self.settings.virtual_node_labels.items():
-            have = node_selector.get(key)
-            if have == value:
-                continue
-            if have is not None:
-                request.warn(f"eci-profile: nodeSelector {key}={have} replaced by {key}={value} "
-                             f"(policy virtualNodeOnly)")
-            node_selector[key] = value  # merged: the pod's other nodeSelector keys stay
-            changed.append(f"nodeSelector {key}")
-        return changed
+
+BUILT_IN = {policy.name: policy for policy in (Fair, NormalNodeOnly, NormalNodePrefer, VirtualNodeOnly)}
 
 
 @hookimpl

@@ -6,22 +6,24 @@ import logging
 import queue
 import threading
 import time
-from typing import Dict, List, Mapping, Optional
+from typing import Dict, List, Mapping, Optional, Tuple
 
 from prometheus_client import Counter
 from prometheus_client.core import GaugeMetricFamily
 
 from framework import ApiError, Denied, Watch, object_path
-from plugins.eci_profile import selectors, timing
+from plugins.eci_profile import selectors, tiers as tiering, timing
 from plugins.eci_profile.binding_labels import BindingLabeler
 from plugins.eci_profile.cap import SELECTOR_INDEX, SELECTOR_LABEL, CapRecords, RecordBusy, VirtualPods
 from plugins.eci_profile.resources import node_fit, requests_of
 from plugins.eci_profile.selectors import InvalidSelectorSpec, Selector
+from plugins.eci_profile.tiers import TIER_LABEL, Tier
 from plugins.eci_profile.settings import Settings
 
 log = logging.getLogger("admission_host.eci_profile")
 
 SELECTORS, NAMESPACES, NODES, PENDING_PODS = "eci-selectors", "eci-namespaces", "eci-nodes", "eci-pending-pods"
+TIERED_INDEX = "tiered"  # of the Selectors' cache: "true" for those written with spec.tiers
 VIRTUAL_PODS = "eci-virtual-pods"
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
@@ -67,7 +69,7 @@ def unschedulable_since(pod: dict) -> Optional[float]:
     return None
 
 
-def left_alone(pod: dict, at_creation: bool = True) -> Optional[str]:
+def left_alone(pod: dict) -> Optional[str]:
     """Why ECI-Profile never changes this pod (None: it may). Such pods must never move."""
     meta = pod.get("metadata") or {}
     for owner in meta.get("ownerReferences") or ():
@@ -78,8 +80,6 @@ def left_alone(pod: dict, at_creation: bool = True) -> Optional[str]:
     annotations = meta.get("annotations") or {}
     if MIRROR_ANNOTATION in annotations or annotations.get("kubernetes.io/config.source") in ("file", "http"):
         return "a static or mirror pod"
-    if at_creation and (pod.get("spec") or {}).get("nodeName"):
-        return "created with spec.nodeName (it bypasses the scheduler)"
     return None
 
 
@@ -127,7 +127,7 @@ def strip_pod(obj: dict) -> dict:
     elif not any(c.get("type") == "PodScheduled" for c in (obj.get("status") or {}).get("conditions") or ()):
         # No word from the scheduler on the pod: it has not tried yet, or its write was lost.
         stripped["createdAt"] = meta.get("creationTimestamp") or ""
-    alone = left_alone(obj, at_creation=False)
+    alone = left_alone(obj)
     if alone:
         stripped["leftAlone"] = alone
     return stripped
@@ -143,6 +143,9 @@ def strip_virtual_pod(obj: dict) -> dict:
     return {
         "metadata": {"name": meta.get("name"), "namespace": meta.get("namespace"), "uid": meta.get("uid")},
         "selector": (meta.get("labels") or {}).get(SELECTOR_LABEL, ""),
+        # What it counts towards: its Selector's pods on virtual nodes, or a tier's (tiers.Tier.cap_key).
+        "capKey": "/".join(filter(None, ((meta.get("labels") or {}).get(SELECTOR_LABEL, ""),
+                                         (meta.get("labels") or {}).get(TIER_LABEL)))),
         "node": spec.get("nodeName") or "",
         "deleting": bool(meta.get("deletionTimestamp")),
         "phase": status.get("phase") or "",
@@ -235,7 +238,9 @@ class EciProfile:
             Watch(name=SELECTORS, group=selectors.GROUP, version="v1", resource="selectors", kind="Selector",
                   transform=self.compile_selector,
                   indexers={selectors.OBJECT_INDEX: selectors.object_anchor,
-                            selectors.NAMESPACE_INDEX: selectors.namespace_anchor}),
+                            selectors.NAMESPACE_INDEX: selectors.namespace_anchor,
+                            TIERED_INDEX: lambda e: ["true"] if e["selector"] is not None and e["selector"].tiered
+                            else []}),
             Watch(name=NAMESPACES, resource="namespaces", kind="Namespace", transform=strip_namespace),
             Watch(name=NODES, resource="nodes", kind="Node", transform=strip_node),
             Watch(name=PENDING_PODS, resource="pods", kind="Pod",
@@ -243,7 +248,7 @@ class EciProfile:
                   transform=strip_pod),
             # Pods this host bound to virtual nodes: the caps, the status counts and drain-back.
             Watch(name=VIRTUAL_PODS, resource="pods", kind="Pod", label_selector=SELECTOR_LABEL,
-                  transform=strip_virtual_pod, indexers={SELECTOR_INDEX: lambda p: [p["selector"]]}),
+                  transform=strip_virtual_pod, indexers={SELECTOR_INDEX: lambda p: [p["capKey"]]}),
         ]
 
     def compile_selector(self, obj: dict) -> dict:
@@ -334,10 +339,15 @@ class EciProfile:
         pod_labels = (pod.get("metadata") or {}).get("labels") or {}
         lines = [f"pod labels: {_labels(pod_labels)}",
                  f"namespace {namespace_name}: " + (f"labels {_labels(ns_labels)}" if ns else "not found (no labels)")]
-        alone = left_alone(pod, at_creation=not (pod.get("status") or {}).get("phase"))
+        alone = left_alone(pod)
         if alone:
             lines.append(f"left alone: the pod is {alone}; ECI-Profile never changes such a pod")
             return lines
+        node = (pod.get("spec") or {}).get("nodeName")
+        if node and not (pod.get("status") or {}).get("phase"):
+            lines.append(f"created on node {node} (spec.nodeName: it bypasses the scheduler): its placement is left "
+                         "alone; it gets the effect " + ("(a virtual node)" if self.node_is_virtual(node)
+                                                         else "only on a virtual node, and this one is not"))
         decision = self.resolve(pod, namespace_name, reasons=True)
         if not decision.rows:
             lines.append("no Selectors")
@@ -366,19 +376,62 @@ class EciProfile:
             if policy.burst_when_unschedulable:
                 lines.append("if no normal node fits: the virtual-node tolerations are added and it may burst")
                 lines.append(self._explain_timing(pod, winner))
+        elif winner.tiered:
+            lines.append(f"effect: annotations {_labels(winner.annotations)}, labels {_labels(winner.labels)}, when "
+                         "the pod is bound to a virtual node")
+        lines += self._explain_tiers(pod, winner)
         lines += self._explain_burst_engine(pod, winner)
         return lines
 
-    def _explain_timing(self, pod: dict, sel: Selector) -> str:
-        rule = (f"burst timing: {selectors.format_duration(sel.burst_delay)} after it becomes Unschedulable")
-        if sel.wait_for_autoscaler:
-            max_wait = sel.max_wait if sel.max_wait is not None else self.settings.default_max_wait
-            rule += (f"; held up to {selectors.format_duration(max(max_wait, sel.burst_delay))} while an "
+    def _explain_tiers(self, pod: dict, sel: Selector) -> List[str]:
+        """Its tiers, and where the pod is among them now and why."""
+        words = []
+        for i, tier in enumerate(sel.tiers):
+            nodes = ("virtual nodes" if tier.virtual else "normal nodes") + (
+                f" {_labels(tier.node_labels)}" if tier.node_labels else "")
+            what = [nodes]
+            if tier.fenced and not (tier.virtual and not tier.tolerations):
+                what.append("opened by tolerations " + ", ".join(t.get("key") or "*" for t in tier.tolerations))
+            if tier.max_pods is not None:
+                what.append(f"max {tier.max_pods}, {self.virtual.count(tier.cap_key)} there now")
+            if i < len(sel.tiers) - 1 and tier.moves_on and sel.tiered:
+                what.append(f"moves on after {selectors.format_duration(tier.burst_delay)} Unschedulable"
+                            + (" (waits for an autoscaler)" if tier.wait_for_autoscaler else ""))
+            words.append(f"{tier.name} ({'; '.join(what)})")
+        lines = ["tiers: " + " > ".join(words)]
+        node = (pod.get("spec") or {}).get("nodeName")
+        tolerations = (pod.get("spec") or {}).get("tolerations") or []
+        if node:
+            labels = self.node_labels(node)
+            index = tiering.node_tier(sel.tiers, labels, self.settings.is_virtual_node(labels))
+            lines.append(f"tier now: {sel.tiers[index].name} (on node {node})" if index is not None else
+                         f"tier now: none (node {node} is in none of its tiers)")
+            return lines
+        if not (pod.get("status") or {}).get("phase"):  # being created: what admission gives it
+            opened = [sel.tiers[i].name for i in tiering.open_at_create(sel.tiers)]
+            lines.append(f"tier at creation: may use {', '.join(opened)}" + (
+                "; the unfenced ones in that order of preference" if len(opened) > 1 else ""))
+            return lines
+        here = tiering.furthest(sel.tiers, tolerations, self.settings)
+        open_now = [t.name for i, t in enumerate(sel.tiers) if i <= here and (not t.fenced or i == 0 or
+                                                                          tiering.is_open(t, tolerations, self.settings))]
+        line = f"tier now: pending, may use {', '.join(open_now)}"
+        if here < len(sel.tiers) - 1 and sel.tiers[here].moves_on:
+            line += f"; {self._explain_timing(pod, sel.tiers[here]).replace('burst timing', 'moves on')}"
+        lines.append(line)
+        return lines
+
+    def _explain_timing(self, pod: dict, rules) -> str:
+        """When a pod Unschedulable under ``rules`` (a Selector's normalNodePrefer, or a tier) moves on."""
+        rule = (f"burst timing: {selectors.format_duration(rules.burst_delay)} after it becomes Unschedulable")
+        if rules.wait_for_autoscaler:
+            max_wait = rules.max_wait if rules.max_wait is not None else self.settings.default_max_wait
+            rule += (f"; held up to {selectors.format_duration(max(max_wait, rules.burst_delay))} while an "
                      f"autoscaler says it is adding a node for it")
         since = unschedulable_since(pod) if is_unschedulable(pod) else None
         if since is not None:
             rule += (f"; Unschedulable since {timing.iso_time(since)}, "
-                     f"so not before {timing.iso_time(since + sel.burst_delay)}")
+                     f"so not before {timing.iso_time(since + rules.burst_delay)}")
         return rule
 
     def _explain_burst_engine(self, pod: dict, sel: Selector) -> List[str]:
@@ -386,6 +439,10 @@ class EciProfile:
         if sel.max_virtual_pods is not None:
             lines.append(f"cap: at most {sel.max_virtual_pods} of its pods on virtual nodes; "
                          f"{self.virtual.count(sel.name)} there now")
+        if sel.scale_in == "ReverseTiers":
+            lines.append("scale-in: in reverse tier order: " + ", ".join(
+                f"{t.name} pod-deletion-cost {sel.deletion_cost(i) or 'none'}" for i, t in enumerate(sel.tiers))
+                + " (a cost the pod has is kept)")
         if sel.scale_in == "VirtualFirst":
             own = ((pod.get("metadata") or {}).get("annotations") or {}).get(DELETION_COST)
             cost = sel.annotations.get(DELETION_COST, VIRTUAL_FIRST_COST)
@@ -401,15 +458,21 @@ class EciProfile:
         pod = request.object
         if left_alone(pod):
             return
+        node = (pod.get("spec") or {}).get("nodeName")
+        if node and not self.node_is_virtual(node, request.time_left()):
+            return  # created on a normal node: nothing to place, no effect
         namespace = request.namespace or (pod.get("metadata") or {}).get("namespace") or ""
         selector = self.resolve(pod, namespace, request.time_left()).selector
         if selector is None:
             return
-        policy = self.policies.get(selector.policy)
-        if policy is None:
+        if node:
+            self.effect_on_named_node(request, selector, node)
             return
-        changes = policy.at_create(pod, request)
-        if policy.effect_at_create:
+        policy = self.policies.get(selector.policy)
+        changes = policy.at_create(pod, request) if policy is not None else []
+        changes += tiering.place_at_create(selector.tiers, pod, self.settings, lambda message: request.warn(
+            f"eci-profile: {message} (Selector {selector.name})"))
+        if all(tier.virtual for tier in selector.tiers):  # certain to run on a virtual node
             meta = pod.setdefault("metadata", {})
             changes += self.apply_effect(selector, meta, meta, "annotations", selector.annotations, request)
             changes += self.apply_effect(selector, meta, meta, "labels", selector.labels, request)
@@ -419,37 +482,64 @@ class EciProfile:
                              f"which may not support {field}")
         self.record(request, selector, "create", changes)
 
+    def effect_on_named_node(self, request, selector: Selector, node: str) -> None:
+        """A pod created with ``spec.nodeName`` of a virtual node bypasses the scheduler, so no
+        binding will come: it gets at creation what a binding there would give it (its placement is
+        its creator's: no tolerations, no nodeSelector)."""
+        meta = request.object.setdefault("metadata", {})
+        labels = self.node_labels(node, request.time_left())
+        index = tiering.node_tier(selector.tiers, labels, True)
+        # The pod's own keys are kept with a warning: the effect's labels are offered whole here.
+        annotations, added_labels = self.placed_effect(selector, index, True, {})
+        changes = self.apply_effect(selector, meta, meta, "annotations", annotations, request)
+        changes += self.apply_effect(selector, meta, meta, "labels", added_labels, request)
+        self.record(request, selector, "create", changes, node)
+
+    def node_labels(self, name: str, timeout: float = API_TIMEOUT) -> Mapping[str, str]:
+        node = self._cached_or_get(NODES, "nodes", strip_node, name, timeout=timeout)
+        return node["metadata"]["labels"] if node is not None else {}
+
     def mutate_binding(self, request) -> None:
         binding = request.object
         target = binding.get("target") or {}
         if target.get("kind", "Node") != "Node" or not target.get("name"):
             return
-        if not self.node_is_virtual(target["name"], request.time_left()):
+        node = self._cached_or_get(NODES, "nodes", strip_node, target["name"], timeout=request.time_left())
+        if node is None:
             return
+        node_labels = node["metadata"]["labels"]
+        virtual = self.settings.is_virtual_node(node_labels)
+        if not virtual and not self.host.store(SELECTORS).index_values(TIERED_INDEX):
+            return  # a normal node, and no Selector has tiers there: nothing to give
         meta = binding.get("metadata") or {}
         namespace = request.namespace or meta.get("namespace") or ""
         name = request.name or meta.get("name") or ""
         pod = self.pending_pod(namespace, name, request.time_left())
         if pod is None:
-            log.warning("binding of %s/%s to virtual node %s: pod not found; no effect applied",
-                        namespace, name, target["name"])
+            log.warning("binding of %s/%s to node %s: pod not found; no effect applied", namespace, name,
+                        target["name"])
             return
         if pod.get("leftAlone"):
             return
         selector = self.resolve(pod, namespace, request.time_left()).selector
         if selector is None:
             return
+        index = tiering.node_tier(selector.tiers, node_labels, virtual)
+        if index is None and not virtual:
+            return  # outside its tiers (the pod's own tolerations took it there)
         pod_meta = pod["metadata"]
-        if selector.max_virtual_pods is not None:
-            self.check_cap(selector, pod_meta, request)
+        tier = selector.tiers[index] if index is not None else None
+        if tier is not None and tier.max_pods is not None:
+            self.check_cap(selector, tier, pod_meta, request)
+        annotations, labels = self.placed_effect(selector, index, virtual, pod_meta["labels"])
         pod_annotations = dict.fromkeys(pod.get("annotationKeys") or ())
         # Annotations ride on the Binding: the API server copies them onto the pod as it binds.
         changes = self.apply_effect(selector, binding.setdefault("metadata", {}), {"annotations": pod_annotations},
-                                    "annotations", self.annotations_on_virtual_node(selector), request)
-        labels = self.labels_on_virtual_node(selector, pod_meta["labels"])
-        for key in selector.labels:
-            if key in pod_meta["labels"] and pod_meta["labels"][key] != selector.labels[key]:
-                self._warn_kept(request, selector, "label", key)
+                                    "annotations", annotations, request)
+        if virtual:
+            for key in selector.labels:
+                if key in pod_meta["labels"] and pod_meta["labels"][key] != selector.labels[key]:
+                    self._warn_kept(request, selector, "label", key)
         if labels:
             if request.dry_run:
                 changes.append("labels (skipped: dry run)")
@@ -459,22 +549,24 @@ class EciProfile:
         self.record(request, selector, "binding", changes, target["name"])
 
     @staticmethod
-    def annotations_on_virtual_node(selector: Selector) -> Dict[str, str]:
-        """The annotations a pod the Selector sends to a virtual node gets (where it has none of its
-        own under that key): the effect's, and with ``scaleIn: VirtualFirst`` a deletion cost."""
-        annotations = dict(selector.annotations)
-        if selector.scale_in == "VirtualFirst" and DELETION_COST not in annotations:
-            annotations[DELETION_COST] = VIRTUAL_FIRST_COST  # a cost the pod has already is kept
-        return annotations
-
-    @staticmethod
-    def labels_on_virtual_node(selector: Selector, pod_labels: Mapping[str, str]) -> Dict[str, str]:
-        """The labels a pod the Selector sends to a virtual node gets: the Selector's, where the pod
-        has none of its own under that key, and the Selector's name, which the caps, the status
-        and drain-back count by."""
-        labels = {k: v for k, v in selector.labels.items() if k not in pod_labels}
-        labels[SELECTOR_LABEL] = selector.name
-        return labels
+    def placed_effect(selector: Selector, tier: Optional[int], virtual: bool,
+                      pod_labels: Mapping[str, str]) -> Tuple[Dict[str, str], Dict[str, str]]:
+        """The annotations and labels a pod bound to a node of tier ``tier`` (None: of none of the
+        Selector's tiers) gets, where it has none of its own under that key: on a virtual node the
+        effect's; the tier's pod-deletion-cost (scale-in in reverse tier order, or VirtualFirst);
+        and the labels the caps, the status and drain-back count by: the Selector's name (on a
+        virtual node, or in a tier of ``spec.tiers``) and the tier's."""
+        annotations = dict(selector.annotations) if virtual else {}
+        cost = selector.deletion_cost(tier) if tier is not None else None
+        if cost is not None:
+            annotations.setdefault(DELETION_COST, cost)  # a cost the effect names is kept
+        labels = {k: v for k, v in selector.labels.items() if k not in pod_labels} if virtual else {}
+        labelled = tier is not None and selector.tiers[tier].labelled
+        if virtual or labelled:
+            labels[SELECTOR_LABEL] = selector.name
+        if labelled:
+            labels[TIER_LABEL] = selector.tiers[tier].name
+        return annotations, labels
 
     def apply_effect(self, selector: Selector, target_meta: dict, pod_meta: Mapping, field: str,
                      values: Mapping[str, str], request) -> List[str]:
@@ -496,38 +588,39 @@ class EciProfile:
                 added.append(f"{field[:-1]} {key}")
         return added
 
-    def check_cap(self, selector: Selector, pod_meta: Mapping, request) -> None:
-        """Refuse a binding to a virtual node past the Selector's maxVirtualPods, counting what
-        every replica allowed (the Selector's record in the API server: a read and a write).
-        When the record cannot be had, this replica's own count decides (failing open as far as
-        the other replicas' bindings in flight), and ``eci_profile_cap_record_errors_total`` says so."""
-        cap, uid = selector.max_virtual_pods, pod_meta.get("uid") or ""
+    def check_cap(self, selector: Selector, tier: Tier, pod_meta: Mapping, request) -> None:
+        """Refuse a binding into a tier past its cap (maxPods; a preset's virtual tier:
+        maxVirtualPods), counting what every replica allowed (the cap's record in the API server:
+        a read and a write). When the record cannot be had, this replica's own count decides
+        (failing open as far as the other replicas' bindings in flight), and
+        ``eci_profile_cap_record_errors_total`` says so."""
+        cap, uid, key = tier.max_pods, pod_meta.get("uid") or "", tier.cap_key
         if request.dry_run:  # reserves nothing: no pod will be bound
-            used = self.virtual.count(selector.name)
+            used = self.virtual.count(key)
             allowed = used < cap
         elif self.cap_records is not None:
             try:
                 allowed, used = self.cap_records.reserve(
-                    selector.name, uid, f"{pod_meta.get('namespace')}/{pod_meta.get('name')}", cap,
+                    key, uid, f"{pod_meta.get('namespace')}/{pod_meta.get('name')}", cap,
                     max(0.1, request.time_left() - CAP_RECORD_SPARE))
             except RecordBusy as exc:  # refused, not failed open: the scheduler tries the binding again
                 self.cap_denials.labels(selector.name, "binding").inc()
                 raise Denied(f"{exc}; the pod waits for the scheduler's next try") from None
             except ApiError as exc:
-                log.warning("cap of Selector %s: its record failed (%s); counting this replica's view", selector.name,
-                            exc)
+                log.warning("cap %s: its record failed (%s); counting this replica's view", key, exc)
                 self.cap_record_errors.labels(selector.name).inc()
-                allowed, used = self.virtual.reserve(selector.name, uid, cap)
+                allowed, used = self.virtual.reserve(key, uid, cap)
             else:
                 if allowed:
-                    self.virtual.reserved(selector.name, uid)
+                    self.virtual.reserved(key, uid)
         else:
-            allowed, used = self.virtual.reserve(selector.name, uid, cap)
+            allowed, used = self.virtual.reserve(key, uid, cap)
         if allowed:
             return
         self.cap_denials.labels(selector.name, "binding").inc()
-        message = (f"Selector {selector.name} allows at most {selector.max_virtual_pods} pods on virtual nodes "
-                   f"({used} there now); the pod waits for a normal node or a free place")
+        where = f"in tier {tier.name}" if tier.labelled else "on virtual nodes"
+        message = (f"Selector {selector.name} allows at most {cap} pods {where} ({used} there now); the pod waits "
+                   f"for another tier or a free place")
         self.event_later(pod_meta, "VirtualPodCapReached", message, "Warning", once_per=60.0)
         raise Denied(message)
 
@@ -622,22 +715,35 @@ class _SelectorGauges:
         self.profile = profile
 
     def describe(self):  # no samples at registration: the caches may not exist yet
-        return [GaugeMetricFamily("eci_profile_virtual_pods", "", labels=["selector"]),
-                GaugeMetricFamily("eci_profile_virtual_pods_cap", "", labels=["selector"])]
+        return [GaugeMetricFamily(name, "", labels=labels) for name, labels in (
+            ("eci_profile_virtual_pods", ["selector"]), ("eci_profile_virtual_pods_cap", ["selector"]),
+            ("eci_profile_tier_pods", ["selector", "tier"]), ("eci_profile_tier_pods_cap", ["selector", "tier"]))]
 
     def collect(self):
         used = GaugeMetricFamily("eci_profile_virtual_pods", "A Selector's pods on virtual nodes (labelled "
                                  "eci.aliyun.com/selector, not being deleted).", labels=["selector"])
         cap = GaugeMetricFamily("eci_profile_virtual_pods_cap", "A Selector's maxVirtualPods.", labels=["selector"])
+        tier_used = GaugeMetricFamily("eci_profile_tier_pods", "A Selector's pods in each of its tiers that are "
+                                      "counted: every tier of spec.tiers, a policy's virtual nodes.",
+                                      labels=["selector", "tier"])
+        tier_cap = GaugeMetricFamily("eci_profile_tier_pods_cap", "A tier's maxPods (a policy's virtual nodes: "
+                                     "maxVirtualPods).", labels=["selector", "tier"])
         for entry in self.profile.host.store(SELECTORS).list():
             sel = entry.get("selector")
             if sel is None:
                 continue
-            used.add_metric([sel.name], self.profile.virtual.count(sel.name))
-            if sel.max_virtual_pods is not None:
-                cap.add_metric([sel.name], sel.max_virtual_pods)
-        yield used
-        yield cap
+            for tier in sel.tiers:
+                if not (tier.labelled or tier.virtual):
+                    continue
+                count = self.profile.virtual.count(tier.cap_key)
+                tier_used.add_metric([sel.name, tier.name], count)
+                if tier.max_pods is not None:
+                    tier_cap.add_metric([sel.name, tier.name], tier.max_pods)
+                if tier.virtual:
+                    used.add_metric([sel.name], count)
+                    if tier.max_pods is not None:
+                        cap.add_metric([sel.name], tier.max_pods)
+        yield from (used, cap, tier_used, tier_cap)
 
 
 def host_features(pod: Mapping) -> List[str]:

@@ -7,6 +7,8 @@ import re
 from typing import Dict, Iterable, List, Mapping, Optional, Tuple
 
 from framework import InvalidSelector, LabelSelector
+from plugins.eci_profile import tiers as tiering
+from plugins.eci_profile.tiers import Tier
 
 GROUP = "eci.aliyun.com"
 KIND = "Selector"
@@ -28,7 +30,8 @@ class InvalidSelectorSpec(ValueError):
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 _DURATION_RE = re.compile(r"^(?:[0-9]+(?:\.[0-9]+)?(?:ms|s|m|h))+$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-SCALE_IN = ("VirtualFirst", "None")
+SCALE_IN = ("VirtualFirst", "ReverseTiers", "None")
+TIERS = "tiers"  # the policy name of a Selector with spec.tiers
 CAP_ENFORCEMENT = ("Admission", "Evict")
 
 
@@ -104,6 +107,22 @@ class Selector:
     scale_in: str = "None"
     drain_after: Optional[float] = None  # None: no drain-back
     drain_per_minute: int = 5
+    #: where its pods may run, in order: spec.tiers, or the policy's preset (tiers.preset)
+    tiers: Tuple[Tier, ...] = ()
+
+    @property
+    def tiered(self) -> bool:
+        """Written with ``spec.tiers`` (not a policy)."""
+        return self.policy == TIERS
+
+    def deletion_cost(self, tier: int) -> Optional[str]:
+        """The pod-deletion-cost a pod bound into tier ``tier`` gets (unless it has one), for
+        scale-in in reverse tier order; None: none."""
+        if self.scale_in == "ReverseTiers" and tier > 0:
+            return str(-tiering.COST_STEP * tier)
+        if self.scale_in == "VirtualFirst" and self.tiers[tier].virtual:
+            return str(-tiering.COST_STEP)
+        return None
 
     @property
     def burst_delay(self) -> float:
@@ -115,6 +134,9 @@ class Selector:
     def describe_policy(self) -> str:
         """The policy and its settings in a few words, for ``kubectl get selectors``."""
         parts = []
+        if self.tiered:
+            parts.append(" > ".join(t.name + (f" (max {t.max_pods})" if t.max_pods is not None else "")
+                                    for t in self.tiers))
         if self.policy == "normalNodePrefer":
             if self.burst_delay:
                 parts.append(f"after {format_duration(self.burst_delay)}")
@@ -127,6 +149,8 @@ class Selector:
             parts.append("cap enforced by eviction")
         if self.scale_in == "VirtualFirst":
             parts.append("virtual first on scale-in")
+        if self.scale_in == "ReverseTiers":
+            parts.append("reverse tiers on scale-in")
         if self.drain_after is not None:
             parts.append(f"drain back after {format_duration(self.drain_after)}")
         return self.policy + (f" ({', '.join(parts)})" if parts else "")
@@ -161,13 +185,20 @@ def parse(obj: Mapping, known_policies: Iterable[str] = POLICIES) -> Selector:
     if not isinstance(spec, Mapping):
         raise InvalidSelectorSpec("spec is missing")
     policy = spec.get("policy")
-    if not isinstance(policy, Mapping) or len(policy) != 1:
-        raise InvalidSelectorSpec(f"spec.policy must have exactly one of {', '.join(known_policies)}")
-    (policy_name, policy_value), = policy.items()
-    if policy_name not in known_policies:
-        raise InvalidSelectorSpec(f"spec.policy: unknown policy {policy_name!r}; known: {', '.join(known_policies)}")
-    if policy_value is not None and not isinstance(policy_value, Mapping):
-        raise InvalidSelectorSpec(f"spec.policy.{policy_name} must be an object ({{}})")
+    if spec.get("tiers") is not None:
+        if policy is not None:
+            raise InvalidSelectorSpec("spec.tiers and spec.policy are exclusive: the tiers say where its pods go")
+        policy_name, policy_value = TIERS, None
+    else:
+        if not isinstance(policy, Mapping) or len(policy) != 1:
+            raise InvalidSelectorSpec(f"spec.policy (or spec.tiers) must have exactly one of "
+                                      f"{', '.join(known_policies)}")
+        (policy_name, policy_value), = policy.items()
+        if policy_name not in known_policies:
+            raise InvalidSelectorSpec(f"spec.policy: unknown policy {policy_name!r}; known: "
+                                      f"{', '.join(known_policies)}")
+        if policy_value is not None and not isinstance(policy_value, Mapping):
+            raise InvalidSelectorSpec(f"spec.policy.{policy_name} must be an object ({{}})")
     priority = spec.get("priority", 0)
     if priority is None:
         priority = 0
@@ -198,16 +229,25 @@ def parse(obj: Mapping, known_policies: Iterable[str] = POLICIES) -> Selector:
         if policy_value.get("maxWait") is not None:
             burst["max_wait"] = parse_duration(policy_value["maxWait"], f"{where}.maxWait")
     if spec.get("maxVirtualPods") is not None:
+        if policy_name == TIERS:
+            raise InvalidSelectorSpec("spec.maxVirtualPods does not go with spec.tiers: give the virtual tier maxPods")
         burst["max_virtual_pods"] = _int(spec["maxVirtualPods"], "spec.maxVirtualPods", 0)
     enforcement = spec.get("capEnforcement") or "Admission"
     if enforcement not in CAP_ENFORCEMENT:
         raise InvalidSelectorSpec(f"spec.capEnforcement must be Admission or Evict, not {enforcement!r}")
-    if enforcement == "Evict" and burst.get("max_virtual_pods") is None:
-        raise InvalidSelectorSpec("spec.capEnforcement: Evict needs spec.maxVirtualPods")
+    if policy_name == TIERS:
+        tiers = parse_tiers(spec["tiers"], name)
+    else:
+        tiers = tiering.preset(name, _policy_flags(known_policies, policy_name), burst)
+    if enforcement == "Evict" and all(t.max_pods is None for t in tiers):
+        raise InvalidSelectorSpec("spec.capEnforcement: Evict needs spec.maxVirtualPods (or a tier's maxPods)")
     burst["cap_enforcement"] = enforcement
-    scale_in = spec.get("scaleIn") or "None"
+    scale_in = spec.get("scaleIn") or ("ReverseTiers" if policy_name == TIERS else "None")
     if scale_in not in SCALE_IN:
-        raise InvalidSelectorSpec(f"spec.scaleIn must be VirtualFirst or None, not {scale_in!r}")
+        raise InvalidSelectorSpec(f"spec.scaleIn must be one of {', '.join(SCALE_IN)}, not {scale_in!r}")
+    if (scale_in == "ReverseTiers") != (policy_name == TIERS) and scale_in != "None":
+        raise InvalidSelectorSpec(f"spec.scaleIn: {scale_in} goes with " + ("a policy" if policy_name == TIERS
+                                                                           else "spec.tiers"))
     drain = spec.get("drainBack")
     if drain is not None:
         if not isinstance(drain, Mapping) or "after" not in drain:
@@ -218,8 +258,72 @@ def parse(obj: Mapping, known_policies: Iterable[str] = POLICIES) -> Selector:
         name=name, policy=policy_name, priority=priority, namespace_selector=ns_sel, object_selector=obj_sel,
         annotations=_string_map(effect.get("annotations"), "spec.effect.annotations", label_values=False),
         labels=_string_map(effect.get("labels"), "spec.effect.labels", label_values=True),
-        generation=meta.get("generation") or 0, scale_in=scale_in, **burst,
+        generation=meta.get("generation") or 0, scale_in=scale_in, tiers=tiers, **burst,
     )
+
+
+def _policy_flags(known_policies, name: str):
+    """The Policy object (its flags say what its tiers are): from the plugin's policies, or a built-in."""
+    if isinstance(known_policies, Mapping):
+        return known_policies[name]
+    from plugins.eci_profile import policies
+
+    return policies.BUILT_IN[name]
+
+
+_TIER_KEYS = {"name", "nodeLabels", "tolerations", "virtualNodes", "maxPods", "burstAfter", "waitForAutoscaler",
+              "maxWait"}
+
+
+def parse_tiers(value, selector_name: str) -> Tuple[Tier, ...]:
+    if not isinstance(value, list) or not 1 <= len(value) <= tiering.MAX_TIERS:
+        raise InvalidSelectorSpec(f"spec.tiers must be a list of 1 to {tiering.MAX_TIERS} tiers")
+    out = []
+    for i, raw in enumerate(value):
+        where = f"spec.tiers[{i}]"
+        if not isinstance(raw, Mapping):
+            raise InvalidSelectorSpec(f"{where} must be an object")
+        unknown = set(raw) - _TIER_KEYS
+        if unknown:
+            raise InvalidSelectorSpec(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+        try:
+            name = tiering.check_name(raw.get("name"), where)
+        except ValueError as exc:
+            raise InvalidSelectorSpec(str(exc)) from None
+        where = f"{where} ({name})"
+        virtual = raw.get("virtualNodes", False)
+        if not isinstance(virtual, bool):
+            raise InvalidSelectorSpec(f"{where}.virtualNodes must be true or false")
+        tolerations = raw.get("tolerations") or []
+        if not isinstance(tolerations, list) or not all(isinstance(t, Mapping) and (t.get("key") or
+                                                                                    t.get("operator") == "Exists")
+                                                         for t in tolerations):
+            raise InvalidSelectorSpec(f"{where}.tolerations must be a list of tolerations (each with a key, or "
+                                      "operator Exists)")
+        fields: dict = {}
+        if raw.get("maxPods") is not None:
+            fields["max_pods"] = _int(raw["maxPods"], f"{where}.maxPods", 0)
+        if raw.get("burstAfter") is not None:
+            fields["burst_after"] = parse_duration(raw["burstAfter"], f"{where}.burstAfter")
+        wait = raw.get("waitForAutoscaler", False)
+        if not isinstance(wait, bool):
+            raise InvalidSelectorSpec(f"{where}.waitForAutoscaler must be true or false")
+        if raw.get("maxWait") is not None:
+            fields["max_wait"] = parse_duration(raw["maxWait"], f"{where}.maxWait")
+        if i == len(value) - 1 and (fields.keys() - {"max_pods"} or wait):
+            raise InvalidSelectorSpec(f"{where}: burstAfter, waitForAutoscaler and maxWait say when pods move on "
+                                      "to the next tier; the last tier has none")
+        out.append(Tier(name=name, node_labels=_string_map(raw.get("nodeLabels"), f"{where}.nodeLabels",
+                                                           label_values=True),
+                        tolerations=tuple({str(k): (str(v) if k == "value" else v) for k, v in t.items()}
+                                          for t in tolerations),
+                        virtual=virtual, wait_for_autoscaler=wait, cap_key=tiering.cap_key(selector_name, name),
+                        **fields))
+    try:
+        tiering.check(out)
+    except ValueError as exc:
+        raise InvalidSelectorSpec(str(exc)) from None
+    return tuple(out)
 
 
 # -- the index ---------------------------------------------------------------------------------

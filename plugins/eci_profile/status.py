@@ -1,6 +1,7 @@
 """Report each Selector on its status (leader only): validity (condition ``Valid``, and a Warning
-Event when invalid), the policy in words, its pods on virtual nodes against the cap, and its pods
-waiting to burst; ``kubectl get selectors`` shows them.
+Event when invalid), the policy in words, its pods on virtual nodes against the cap, its pods per
+tier against each tier's cap (spec.tiers), and its pods waiting to burst; ``kubectl get
+selectors`` shows them.
 """
 
 from __future__ import annotations
@@ -75,12 +76,13 @@ class SelectorStatusController:
         self.written[name] = (meta.get("resourceVersion"), counts)
         if counts.get("overCap") and not before:
             sel = entry["selector"]
+            what = (f"{counts['overCap']} pods past their tiers' maxPods ({counts['tiers']})" if sel.tiered else
+                    f"{counts['virtualPods']} pods on virtual nodes, {counts['overCap']} past maxVirtualPods "
+                    f"{sel.max_virtual_pods}")
             self.profile.event({"apiVersion": "eci.aliyun.com/v1", "kind": "Selector", "name": name,
                                 "uid": meta.get("uid") or ""}, "VirtualPodCapExceeded",
-                               f"{counts['virtualPods']} pods on virtual nodes, {counts['overCap']} past maxVirtualPods "
-                               f"{sel.max_virtual_pods}" + (": the newest are evicted (capEnforcement: Evict)"
-                                                            if sel.cap_enforcement == "Evict" else
-                                                            "; new bindings wait until it is back within"), "Warning")
+                               what + (": the newest are evicted (capEnforcement: Evict)" if sel.cap_enforcement ==
+                                       "Evict" else "; new bindings wait until it is back within"), "Warning")
         if entry["error"]:
             self.profile.event({"apiVersion": "eci.aliyun.com/v1", "kind": "Selector", "name": name,
                                 "uid": meta.get("uid") or ""}, "InvalidSelector",
@@ -90,10 +92,22 @@ class SelectorStatusController:
         sel = entry["selector"]
         if sel is None:
             return {}
-        used = self.profile.virtual.count(sel.name)
-        cap = sel.max_virtual_pods
-        counts = {"policy": sel.describe_policy(), "virtualPods": used, "waitingPods": self.waiting_count(sel.name),
-                  "virtual": f"{used}/{cap}" if cap is not None else str(used)}
-        if cap is not None:
-            counts["overCap"] = max(0, used - cap)
+        counts = {"policy": sel.describe_policy(), "waitingPods": self.waiting_count(sel.name)}
+        over, tiers = 0, []
+        for tier in sel.tiers:
+            if not (tier.labelled or tier.virtual):
+                continue  # a policy's normal nodes: its pods there are not labelled, not counted
+            used, cap = self.profile.virtual.count(tier.cap_key), tier.max_pods
+            shown = f"{used}/{cap}" if cap is not None else str(used)
+            tiers.append({"name": tier.name, "pods": used, **({"maxPods": cap} if cap is not None else {})})
+            over += max(0, used - cap) if cap is not None else 0
+            if tier.virtual:
+                counts.update(virtualPods=used, virtual=shown)
+        counts.setdefault("virtualPods", 0)
+        counts.setdefault("virtual", "0")
+        counts["tierPods"] = tiers
+        counts["tiers"] = ",".join(f"{t['name']}={t['pods']}" + (f"/{t['maxPods']}" if "maxPods" in t else "")
+                                   for t in tiers)
+        if any(t.max_pods is not None for t in sel.tiers):
+            counts["overCap"] = over
         return counts

@@ -83,14 +83,14 @@ class Cluster:
         self.namespaces.append(name)
         return name
 
-    def node(self, kind="normal", cpu=None, pods=None) -> str:
+    def node(self, kind="normal", cpu=None, pods=None, labels=None) -> str:
         """A normal node (1 CPU, 110 pods unless told) or a virtual one (100 CPU, 1000 pods unless told)."""
         name = f"{self.id}-{kind}{len(self.nodes)}"
         if kind == "virtual":
             cluster.create_node(self.core_v1, name, labels=VNODE_LABELS, taints=[VNODE_TAINT], cpu=cpu or "100",
                                 pods=pods or "1000")
         else:
-            cluster.create_node(self.core_v1, name, cpu=cpu or "1", pods=pods or "110")
+            cluster.create_node(self.core_v1, name, labels=labels, cpu=cpu or "1", pods=pods or "110")
         self.nodes.append(name)
         return name
 
@@ -226,16 +226,16 @@ def nodepool(karpenter, admin):
     2 s after they are empty); each is deleted, nodes and all, after the test."""
     made = []
 
-    def make(name, max_cpu="4", node_cpu="2"):
+    def make(name, max_cpu="4", node_cpu="2", labels=None, taints=None):
         admin.post("/apis/karpenter.kwok.sh/v1alpha1/kwoknodeclasses", {
             "apiVersion": "karpenter.kwok.sh/v1alpha1", "kind": "KWOKNodeClass", "metadata": {"name": name}})
         admin.post(NODEPOOLS, {
             "apiVersion": "karpenter.sh/v1", "kind": "NodePool", "metadata": {"name": name},
             "spec": {"limits": {"cpu": max_cpu},
                      "disruption": {"consolidationPolicy": "WhenEmpty", "consolidateAfter": "2s"},
-                     "template": {"spec": {
+                     "template": {"metadata": {"labels": labels or {}}, "spec": {
                          "nodeClassRef": {"group": "karpenter.kwok.sh", "kind": "KWOKNodeClass", "name": name},
-                         "expireAfter": "Never",
+                         "expireAfter": "Never", "taints": taints or [],
                          "requirements": [
                              {"key": "karpenter.kwok.sh/instance-cpu", "operator": "In", "values": [node_cpu]},
                              {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]}]}}}})

@@ -177,6 +177,38 @@ def test_the_cap_is_exact_with_several_replicas(k8s, endpoints, replicas, runs):
             k8s.nodes.remove(node)
 
 
+def test_a_tiers_cap_is_exact_with_several_replicas(k8s, endpoints):
+    """A tier's maxPods holds as maxVirtualPods does: 60 pods that may all use a spot node with room for
+    them (its tolerations given at creation: the first tier is open), maxPods 10, two replicas binding."""
+    front = endpoints(2)
+    ns, app = k8s.namespace(), f"{k8s.id}-tier"
+    spot = f"{k8s.id}-spot"
+    cluster.create_node(k8s.core_v1, spot, labels={"pool": "spot"}, cpu="100", pods="1000",
+                        taints=[{"key": "spot", "value": "true", "effect": "NoSchedule"}])
+    k8s.nodes.append(spot)
+    k8s.apply_selector({"apiVersion": "eci.aliyun.com/v1", "kind": "Selector", "metadata": {"name": app},
+                        "spec": {"objectLabels": {"matchLabels": {"app": app}}, "tiers": [
+                            {"name": "spot", "nodeLabels": {"pool": "spot"}, "maxPods": 10,
+                             "tolerations": [{"key": "spot", "operator": "Exists", "effect": "NoSchedule"}]}]}})
+    labels = {"app": app}
+    k8s.deployment("burst", ns, labels, replicas=60, cpu="95m")
+
+    def bound():
+        return sum(1 for p in k8s.pods(ns, labels) if p["spec"].get("nodeName") == spot
+                   and not p["metadata"].get("deletionTimestamp"))
+
+    most, deadline = 0, time.monotonic() + 25
+    while time.monotonic() < deadline:
+        most = max(most, bound())
+        time.sleep(0.2)
+    pods = k8s.pods(ns, labels)
+    assert most == 10 and bound() == 10, f"{most} pods in tier spot at most, for maxPods 10"
+    assert sum(1 for p in pods if not p["spec"].get("nodeName")) == 50
+    assert front.proxy.connections >= 2
+    wait_for(lambda: sum(1 for p in k8s.pods(ns, labels) if p["metadata"]["labels"].get("eci.aliyun.com/tier")
+                         == "spot") == 10, 20, what="the ten pods labelled with their tier")
+
+
 def test_a_lowered_cap_is_brought_back_by_eviction(k8s):
     ns, app = k8s.namespace(), k8s.id
     k8s.node("virtual")

@@ -130,7 +130,7 @@ def test_the_cap_holds_under_a_burst_of_fifty_pods(k8s):
         k8s.admin.get(f"/apis/eci.aliyun.com/v1/selectors/{name}")), 20, what="status 10/10")
     assert selector["status"]["virtualPods"] == 10
     table = kubectl(k8s.cp, "get", "selector", name).stdout.split("\n")
-    assert table[0].split() == ["NAME", "PRIORITY", "POLICY", "VIRTUAL", "WAITING", "VALID", "AGE"]
+    assert table[0].split() == ["NAME", "PRIORITY", "POLICY", "VIRTUAL", "TIERS", "WAITING", "VALID", "AGE"]
     assert table[1].split()[:4] == [name, "0", "fair", "10/10"]
 
 

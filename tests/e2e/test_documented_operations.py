@@ -343,5 +343,5 @@ def test_explain_and_get_selectors_live(k8s):
     tools = (os.path.dirname(k8s.cp.kubectl),)
     out = run(documented("kubectl get selectors"), cwd=k8s.cp.workdir, env=env, path=tools).stdout
     rows = {line.split()[0]: line.split() for line in out.splitlines()[1:]}
-    assert out.split("\n")[0].split() == ["NAME", "PRIORITY", "POLICY", "VIRTUAL", "WAITING", "VALID", "AGE"], out
+    assert out.split("\n")[0].split() == ["NAME", "PRIORITY", "POLICY", "VIRTUAL", "TIERS", "WAITING", "VALID", "AGE"], out
     assert rows[name][1:3] == ["7", "fair"] and rows[name][-2] == "True", out  # VALID, before AGE

@@ -33,7 +33,7 @@ def test_selectors_lists_what_each_selector_matches_and_wins(k8s):
         k8s.pod(f"web-{i}", ns, labels={"app": k8s.id})
     k8s.pod("other", ns, labels={"app": "other"})
     rows = {line.split()[0]: line.split() for line in kubectl_eci(k8s, "selectors").splitlines()[1:]}
-    # NAME PRIORITY POLICY PODS OBJECT-LABELS NAMESPACE-LABELS VIRTUAL WAITING VALID
+    # NAME PRIORITY POLICY PODS OBJECT-LABELS NAMESPACE-LABELS VIRTUAL TIERS WAITING VALID
     assert rows[high][1:5] == ["9", rows[high][2], "3", f"app={k8s.id}"] and rows[high][2].startswith("normalNodePrefer")
     assert rows[high][6] == "0/5" and rows[high][-1] == "True"
     assert rows[f"{k8s.id}-ns"][3] == "1" and rows[f"{k8s.id}-ns"][5] == f"env={k8s.id}"

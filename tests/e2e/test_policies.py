@@ -39,7 +39,7 @@ def test_fair_tolerates_and_effect_follows_the_node(k8s):
         assert "foo" not in (meta.get("labels") or {}) and "foo" not in (meta.get("annotations") or {}), meta
 
 
-def test_labels_lost_after_a_binding_come_back_and_a_pod_created_on_its_node_is_left_alone(k8s):
+def test_labels_lost_after_a_binding_come_back(k8s):
     """The labels of a binding go out from memory after it: lost with a replica stopped in that
     moment. The leader's sweep of the virtual nodes (2 s in this suite's host) gives them again."""
     ns = k8s.namespace()
@@ -49,7 +49,6 @@ def test_labels_lost_after_a_binding_come_back_and_a_pod_created_on_its_node_is_
                         "spec": {"objectLabels": {"matchLabels": {"app": "sweep"}}, "policy": {"fair": {}},
                                  "effect": {"labels": {"tier": "burst"}}}})
     k8s.pod("bound", ns, labels={"app": "sweep"})
-    k8s.pod("pinned", ns, labels={"app": "sweep"}, nodeName=vnode, tolerations=[TOLERATION])
 
     def labels(pod):
         return k8s.get_pod(ns, pod)["metadata"].get("labels") or {}
@@ -60,7 +59,27 @@ def test_labels_lost_after_a_binding_come_back_and_a_pod_created_on_its_node_is_
     k8s.admin.patch(f"/api/v1/namespaces/{ns}/pods/bound", {"metadata": {"labels": {"tier": None, SELECTOR_LABEL: None}}})
     assert labels("bound") == {"app": "sweep"}
     wait_for(lambda: labels("bound") == wanted, 15, what="the labels given again by the sweep")
-    assert labels("pinned") == {"app": "sweep"}  # created with spec.nodeName: as at creation, left alone
+
+
+def test_a_pod_created_on_a_virtual_node_gets_the_effect_and_keeps_its_placement(k8s):
+    """spec.nodeName bypasses the scheduler: no binding comes, so the effect is given at creation
+    (the webhook's matchConditions let such pods through); one created on a normal node is untouched."""
+    ns = k8s.namespace()
+    vnode, normal = k8s.node("virtual"), k8s.node()
+    name = f"{k8s.id}-pinned"
+    k8s.apply_selector({"apiVersion": "eci.aliyun.com/v1", "kind": "Selector", "metadata": {"name": name},
+                        "spec": {"objectLabels": {"matchLabels": {"app": "pinned"}},
+                                 "policy": {"normalNodePrefer": {}},
+                                 "effect": {"labels": {"tier": "burst"}, "annotations": {"k8s.aliyun.com/eci-use-specs": "2-4Gi"}}}})
+    on_virtual = k8s.pod("on-virtual", ns, labels={"app": "pinned"}, nodeName=vnode, tolerations=[TOLERATION])
+    on_normal = k8s.pod("on-normal", ns, labels={"app": "pinned"}, nodeName=normal)
+    # As the API server stored them: the create's answer.
+    assert on_virtual["metadata"]["labels"] == {"app": "pinned", "tier": "burst", SELECTOR_LABEL: name}
+    assert on_virtual["metadata"]["annotations"]["k8s.aliyun.com/eci-use-specs"] == "2-4Gi"
+    assert on_virtual["spec"]["tolerations"].count(TOLERATION) == 1 and "nodeSelector" not in on_virtual["spec"]
+    assert on_normal["metadata"]["labels"] == {"app": "pinned"}
+    assert "k8s.aliyun.com/eci-use-specs" not in (on_normal["metadata"].get("annotations") or {})
+    assert TOLERATION not in (on_normal["spec"].get("tolerations") or [])
 
 
 def test_virtual_node_only_lands_on_virtual_node_keeping_own_node_selector(k8s):

@@ -102,7 +102,8 @@ def test_the_status_and_a_warning_say_a_selector_is_over_its_cap(make_harness):
     status = SelectorStatusController(eci.profile_of(harness.host))
     entry = harness.store("eci-selectors").get("capped")
     assert status.counts(entry) == {"policy": "fair", "virtualPods": 5, "waitingPods": 0, "virtual": "5/3",
-                                    "overCap": 2}
+                                    "overCap": 2, "tiers": "virtual=5/3",
+                                    "tierPods": [{"name": "virtual", "pods": 5, "maxPods": 3}]}
     kube.objects["/apis/eci.aliyun.com/v1/selectors/capped/status"] = {}
     status.reconcile("capped")
     status.written["capped"] = ("other", status.written["capped"][1])  # a later round, still over

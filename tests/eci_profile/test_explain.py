@@ -79,3 +79,14 @@ def test_explain_says_why_a_daemonset_pod_is_left_alone(make_harness):
     p["metadata"]["ownerReferences"] = [{"kind": "DaemonSet", "name": "agent", "uid": "u", "controller": True}]
     text = "\n".join(eci.admission_host_explain(make_harness(selector("all")).host, p))
     assert "left alone: the pod is owned by a DaemonSet" in text and "winner" not in text
+
+
+def test_explain_says_a_pod_created_on_a_node_keeps_its_placement(make_harness):
+    harness = make_harness(selector("all"))
+    for node, says in (("vk-1", "it gets the effect (a virtual node)"),
+                       ("normal-1", "it gets the effect only on a virtual node, and this one is not")):
+        p = pod("direct", labels={"app": "web"})
+        p["spec"]["nodeName"] = node
+        text = "\n".join(eci.admission_host_explain(harness.host, p))
+        assert f"created on node {node} (spec.nodeName: it bypasses the scheduler): its placement is left alone" \
+               in text and says in text, text

@@ -1,12 +1,13 @@
 """Pods on virtual nodes without their Selector's labels get them later (the labels of a binding
-that were lost, or never given), but only pods a binding put there and a Selector matches now."""
+that were lost, or never given; the effect of a pod created there while no replica answered), but
+only pods a Selector matches now and may change."""
 
 import threading
 
 import pytest
 
 from plugins.eci_profile.cap import SELECTOR_LABEL
-from plugins.eci_profile.label_sweep import LabelSweepController, bound_by_binding
+from plugins.eci_profile.label_sweep import LabelSweepController
 from plugins.eci_profile.plugin import profile_of
 from plugins.eci_profile.settings import Options, Settings
 
@@ -84,7 +85,6 @@ def test_a_bound_pod_without_the_label_gets_the_labels_its_binding_would_have_gi
 def test_pods_the_host_must_not_touch_are_left_alone(sweep):
     ds = [{"kind": "DaemonSet", "name": "agent", "uid": "d1", "controller": True}]
     ctl, _, handed = sweep([
-        on_node("created-on-node", created_with_node=True),  # bypassed the scheduler: as at creation
         on_node("daemon", ownerReferences=ds),
         on_node("deleting", deletionTimestamp="2026-11-29T10:00:00Z"),
         on_node("no-match", labels={"app": "db"}),
@@ -99,12 +99,11 @@ def test_every_page_of_a_node_is_read(sweep):
     assert sorted(j[0] for j in handed.jobs) == [f"default/web-{i}" for i in range(5)]
 
 
-def test_managed_fields_tell_a_binding_from_a_pod_created_on_its_node():
-    assert bound_by_binding(on_node("a"))
-    assert not bound_by_binding(on_node("b", created_with_node=True))
-    no_fields = on_node("c")
-    del no_fields["metadata"]["managedFields"]
-    assert not bound_by_binding(no_fields)  # cannot be told: left alone
+def test_a_pod_created_on_a_virtual_node_without_the_effect_gets_it_like_a_bound_one(sweep):
+    ctl, _, handed = sweep([on_node("created-on-node", created_with_node=True)])
+    assert ctl.step() == 1
+    assert handed.jobs == [("default/created-on-node", "uid-created-on-node", "vk-1",
+                            {"tier": "virtual", SELECTOR_LABEL: "burst"})]
 
 
 def test_the_interval_is_an_option_and_zero_turns_the_sweep_off(sweep):

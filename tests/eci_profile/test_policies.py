@@ -4,6 +4,8 @@ import jsonpatch
 
 from framework.testing import pod, review
 
+from plugins.eci_profile.cap import SELECTOR_LABEL
+
 from .conftest import TOLERATION, VNODE, seed, selector
 
 
@@ -52,16 +54,31 @@ def test_normal_node_prefer_and_only_change_nothing_at_creation(make_harness):
 
 
 def test_pods_that_must_not_move_are_left_alone(make_harness):
-    """DaemonSet pods, static and mirror pods, and pods created with spec.nodeName."""
+    """DaemonSet pods, static and mirror pods (on any node), and pods created on a normal node."""
     harness = make_harness(seed("virtual-node-only.yaml"))
-    daemon = nginx()
+    daemon = nginx(nodeName="vk-1")
     daemon["metadata"]["ownerReferences"] = [{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "agent",
                                               "uid": "u1", "controller": True}]
-    mirror = nginx()
+    mirror = nginx(nodeName="vk-1")
     mirror["metadata"]["annotations"] = {"kubernetes.io/config.mirror": "abc"}
-    for pod in (daemon, mirror, nginx(nodeName="vk-1"), nginx(nodeName="normal-1")):
+    for pod in (daemon, mirror, nginx(nodeName="normal-1")):
         result = harness.create(pod)
         assert result.patch == [] and result.audit_annotations == {}, pod
+
+
+def test_a_pod_created_on_a_virtual_node_gets_the_effect_and_keeps_its_placement(make_harness):
+    """spec.nodeName bypasses the scheduler, so no binding comes: the effect is given at creation,
+    with the Selector's label the caps and the status count by; no tolerations, no nodeSelector."""
+    for name in ("virtual-node-only.yaml", "fair.yaml", "normal-node-prefer.yaml"):
+        sel = seed(name)
+        result = make_harness(sel).create(nginx(nodeName="vk-1"))
+        meta, spec = result.object["metadata"], result.object["spec"]
+        assert "tolerations" not in spec and "nodeSelector" not in spec, name
+        assert meta["labels"][SELECTOR_LABEL] == sel["metadata"]["name"], name
+        effect = sel["spec"].get("effect") or {}
+        assert {k: str(v) for k, v in (effect.get("annotations") or {}).items()}.items() <= \
+            (meta.get("annotations") or {}).items(), name
+        assert (effect.get("labels") or {}).items() <= meta["labels"].items(), name
 
 
 def test_existing_keys_win_with_a_warning(make_harness):
