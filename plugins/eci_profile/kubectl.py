@@ -5,8 +5,9 @@
     kubectl eci explain POD [-n NS]     # why the pod is (or would be) mutated the way it is
 
 Both decide with ECI-Profile's own resolution, on what the cluster holds now, with the host's
-options for the plugin read from its ConfigMap (``--host-config NAMESPACE/NAME``, default
-``admission-host/admission-host``; absent: the defaults). kubectl passes its own ``--kubeconfig``,
+options for the plugin read from its ConfigMap (``--host-config NAMESPACE/NAME``: a ConfigMap, or the
+Deployment whose config ConfigMap to read; default ``admission-host/admission-host``, the host's
+Deployment; absent: the defaults). kubectl passes its own ``--kubeconfig``,
 ``--context`` and ``-n`` through.
 """
 
@@ -33,7 +34,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("-n", "--namespace", default=default)
         p.add_argument("--host-config", default=argparse.SUPPRESS if suppress else HOST_CONFIG,
                        metavar="NAMESPACE/NAME",
-                       help="the host's ConfigMap, for ECI-Profile's options (default admission-host/admission-host)")
+                       help="the host's ConfigMap, or the Deployment whose ConfigMap to read, for ECI-Profile's "
+                            "options (default admission-host/admission-host)")
         return p
 
     parser = argparse.ArgumentParser(prog="kubectl eci", description=__doc__, parents=[common(False)],
@@ -46,16 +48,29 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def eci_options(kube: KubeClient, where: str) -> dict:
-    """ECI-Profile's section of the host's config file, from its ConfigMap ({} when there is none)."""
+    """ECI-Profile's section of the host's config file ({} when there is none), from the ConfigMap
+    ``NAMESPACE/NAME``, or else the one the Deployment ``NAMESPACE/NAME`` mounts (deploy/ names its
+    ConfigMap after a hash of the file, so the Deployment is what has a name to find it by)."""
     namespace, _, name = where.partition("/")
-    try:
-        config_map = kube.get(f"/api/v1/namespaces/{namespace}/configmaps/{name}")
-    except ApiError as exc:
-        if exc.status in (403, 404):
-            return {}
-        raise
+    config_map = _get(kube, f"/api/v1/namespaces/{namespace}/configmaps/{name}")
+    if config_map is None:
+        deployment = _get(kube, f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}") or {}
+        volumes = (((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}).get("volumes") or ()
+        mounted = next((v["configMap"]["name"] for v in volumes if (v.get("configMap") or {}).get("name")), None)
+        config_map = mounted and _get(kube, f"/api/v1/namespaces/{namespace}/configmaps/{mounted}")
+    if not config_map:
+        return {}
     config = yaml.safe_load((config_map.get("data") or {}).get("config.yaml") or "") or {}
     return ((config.get("plugins") or {}).get("eci_profile")) or {}
+
+
+def _get(kube: KubeClient, path: str) -> Optional[dict]:
+    try:
+        return kube.get(path)
+    except ApiError as exc:
+        if exc.status in (403, 404):
+            return None
+        raise
 
 
 def default_namespace(kubeconfig: Optional[str], context: Optional[str]) -> str:
@@ -105,16 +120,26 @@ def offline(kube: KubeClient, options: dict):
     return harness, [o for o in objects if o["kind"] == "Selector"]
 
 
+def _pages(kube: KubeClient, path: str, limit: int = 500):
+    """The objects of a LIST, a page at a time: a large cluster's pods are never all in memory."""
+    query = {"limit": limit}
+    while True:
+        page = kube.get(path, **query)
+        yield from page.get("items") or ()
+        query["continue"] = (page.get("metadata") or {}).get("continue")
+        if not query["continue"]:
+            return
+
+
 def cmd_selectors(kube: KubeClient, options: dict) -> int:
     from plugins.eci_profile.plugin import profile_of
     from plugins.eci_profile.profile import SELECTORS, left_alone
 
-    pods = kube.get("/api/v1/pods").get("items") or []
     harness, selectors = offline(kube, options)
     with harness:
         profile = profile_of(harness.host)
         wins: Dict[str, int] = {}
-        for pod in pods:
+        for pod in _pages(kube, "/api/v1/pods"):
             if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed") or left_alone(pod):
                 continue
             winner = profile.resolve(pod, pod["metadata"].get("namespace") or "default").selector

@@ -129,7 +129,7 @@ def opening_tolerations(tier: Tier, settings) -> List[Mapping[str, Any]]:
 
 
 def missing(tolerations: Sequence[Mapping[str, Any]], wanted: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
-    from plugins.eci_profile.settings import normalize_toleration
+    from plugins.eci_profile.settings import normalize_toleration  # settings imports selectors, which imports this
 
     have = {normalize_toleration(t) for t in tolerations or () if isinstance(t, Mapping)}
     out, seen = [], set()

@@ -37,3 +37,47 @@ def test_kubectls_flags_may_come_before_or_after_the_subcommand():
         assert (args.command, args.pod, args.namespace, args.host_config) == \
             ("explain", "web", "shop", "admission-host/admission-host")
     assert _parser().parse_args(["selectors", "--context", "c"]).context == "c"
+
+
+def test_the_options_come_from_the_configmap_named_or_the_one_the_deployment_mounts():
+    from plugins.eci_profile.kubectl import eci_options
+
+    from .conftest import RecordingKube
+
+    config = {"data": {"config.yaml": "plugins:\n  eci_profile:\n    virtualNodeLabels: {type: vk}\n"}}
+    deployment = {"spec": {"template": {"spec": {"volumes": [
+        {"name": "certs", "secret": {"secretName": "x"}}, {"name": "config", "configMap": {"name": "host-config-5b2k"}}]}}}}
+    kube = RecordingKube({"/apis/apps/v1/namespaces/admission-host/deployments/admission-host": deployment,
+                          "/api/v1/namespaces/admission-host/configmaps/host-config-5b2k": config,
+                          "/api/v1/namespaces/ops/configmaps/mine": config})
+    assert eci_options(kube, "admission-host/admission-host") == {"virtualNodeLabels": {"type": "vk"}}
+    assert eci_options(kube, "ops/mine") == {"virtualNodeLabels": {"type": "vk"}}
+    assert eci_options(kube, "ops/none") == {}
+
+
+def test_selectors_reads_the_pods_a_page_at_a_time(capsys):
+    from plugins.eci_profile.kubectl import _pages, cmd_selectors
+
+    class Paging:
+        def __init__(self):
+            self.pod_queries = []
+
+        def get(self, path, **query):
+            if path == "/api/v1/pods":
+                self.pod_queries.append(dict(query))
+                start = int(query.get("continue") or 0)
+                pods = [{"metadata": {"name": f"p{i}", "namespace": "default", "labels": {"app": "web"}},
+                         "status": {"phase": "Running"}} for i in range(start, min(start + query["limit"], 5))]
+                return {"items": pods, "metadata": {"continue": str(start + len(pods)) if start + len(pods) < 5
+                                                    else ""}}
+            if path == "/apis/eci.aliyun.com/v1/selectors":
+                return {"items": [{"metadata": {"name": "web"}, "spec": {
+                    "objectLabels": {"matchLabels": {"app": "web"}}, "policy": {"fair": {}}}}]}
+            return {"items": []}
+
+    kube = Paging()
+    assert [p["metadata"]["name"] for p in _pages(kube, "/api/v1/pods", limit=2)] == [f"p{i}" for i in range(5)]
+    assert [q.get("continue") for q in kube.pod_queries] == [None, "2", "4"]
+    assert cmd_selectors(kube, {}) == 0
+    row = capsys.readouterr().out.splitlines()[1].split()
+    assert row[0] == "web" and row[3] == "5"  # every page counted
