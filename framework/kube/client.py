@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Dict, Iterator, Optional, Tuple
 from urllib.parse import quote, urlencode
 
 import orjson
@@ -105,6 +105,8 @@ def load_configuration(kubeconfig: Optional[str] = None, context: Optional[str] 
 
 
 class KubeClient:
+    metrics = None  # a host's Metrics (set by framework.host.Host): every request is counted there
+
     def __init__(self, configuration, user_agent: str = "admission-host"):
         self.configuration = configuration
         self.host = configuration.host.rstrip("/")
@@ -146,13 +148,21 @@ class KubeClient:
         if body is not None:
             data = body if isinstance(body, bytes) else orjson.dumps(body)
             content_type = content_type or "application/json"
+        started = time.perf_counter()
         try:
             resp = self.pool.request(method, self.url(path, query), body=data,
                                      headers=self._headers(content_type),
                                      timeout=urllib3.Timeout(connect=min(5.0, timeout), read=max(timeout, 0.001)))
         except urllib3.exceptions.HTTPError as exc:
+            self._count(method, path, query, "error", started)
             raise ApiError(0, f"{method} {path}: {exc}") from exc
+        self._count(method, path, query, resp.status, started)
         return self._decode(method, path, resp.status, resp.data)
+
+    def _count(self, method: str, path: str, query: Optional[dict], code, started: float) -> None:
+        if self.metrics is not None:
+            verb, resource = request_info(method, path, query)
+            self.metrics.api_request(verb, resource, str(code), time.perf_counter() - started)
 
     @staticmethod
     def _decode(method: str, path: str, status: int, data: bytes) -> Any:
@@ -186,12 +196,15 @@ class KubeClient:
 
         ``timeout`` bounds the wait for the next bytes, so a dead connection is noticed.
         """
+        started = time.perf_counter()
         try:
             resp = self.pool.request("GET", self.url(path, query), headers=self._headers(None),
                                      preload_content=False,
                                      timeout=urllib3.Timeout(connect=5.0, read=timeout))
         except urllib3.exceptions.HTTPError as exc:
+            self._count("GET", path, query, "error", started)
             raise ApiError(0, f"watch {path}: {exc}") from exc
+        self._count("GET", path, query, resp.status, started)
         try:
             if resp.status != 200:
                 self._decode("GET", path, resp.status, resp.read())
@@ -211,6 +224,32 @@ class KubeClient:
             # Close before releasing: a half-read stream must never go back into the pool.
             resp.close()
             resp.release_conn()
+
+
+# Namespaces' own subresources: /api/v1/namespaces/NAME/status is not a resource "status" in NAME.
+_NAMESPACE_SUBRESOURCES = frozenset(("status", "finalize"))
+
+
+def request_info(method: str, path: str, query: Optional[dict] = None) -> Tuple[str, str]:
+    """``(verb, resource)`` of a request as the API server's ``apiserver_request_total`` counts it:
+    a GET of a collection is LIST, or WATCH with ``watch=true``; a DELETE of one DELETECOLLECTION;
+    the resource carries its subresource (``pods/binding``). A path that names no resource
+    (``/version``, discovery) has resource ``""``."""
+    parts = path.strip("/").split("/")
+    rest = parts[2:] if parts[0] == "api" else parts[3:] if parts[0] == "apis" else []
+    watch = bool(query) and str(query.get("watch")).lower() in ("true", "1")
+    if rest[:1] == ["watch"]:  # the old /api/v1/watch/... form
+        rest, watch = rest[1:], True
+    if rest[:1] == ["namespaces"] and len(rest) > 2 and rest[2] not in _NAMESPACE_SUBRESOURCES:
+        rest = rest[2:]
+    if not rest or not rest[0]:
+        return method, ""
+    resource = rest[0] if len(rest) < 3 else f"{rest[0]}/{rest[2]}"
+    if watch and method == "GET":
+        return "WATCH", resource
+    if len(rest) == 1:
+        return {"GET": "LIST", "DELETE": "DELETECOLLECTION"}.get(method, method), resource
+    return method, resource
 
 
 def object_path(api_version: str, plural: str, name: str = "", namespace: str = "", subresource: str = "") -> str:

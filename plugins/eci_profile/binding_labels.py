@@ -4,8 +4,11 @@ A Binding carries annotations (the API server copies them onto the pod) but no l
 gets the Selector's labels by PATCH. Sent while the binding is being admitted, that PATCH made the
 binding wait for an API round trip, and labelled pods whose binding then failed. Here a background
 thread reads the pod until it is bound to that node (the binding is stored a moment after the
-webhook answers), then merge-patches the labels with the pod's resourceVersion as a precondition.
-A pod deleted, replaced (another uid) or bound elsewhere is left alone.
+webhook answers), then adds the labels by a JSON patch that first tests the pod's uid and
+``spec.nodeName``. The API server applies a JSON patch to the pod as it is when written, so the
+node's status write right after the binding does not fail it (a resourceVersion precondition did,
+hundreds of times in a burst of a thousand pods), while a pod replaced (another uid) or bound
+elsewhere fails its tests (422). A pod deleted, replaced or bound elsewhere is left alone.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Optional
 
-from framework import ApiError, object_path
+from framework import JSON_PATCH, ApiError, object_path
 
 log = logging.getLogger(__name__)
 
@@ -119,18 +122,16 @@ class BindingLabeler:
                 have = meta.get("annotations") or {}
                 annotations = {k: v for k, v in job.annotations.items() if k not in have}
                 if missing or annotations:
-                    body = {"metadata": {"resourceVersion": meta.get("resourceVersion")}}
-                    if missing:
-                        body["metadata"]["labels"] = missing
-                    if annotations:
-                        body["metadata"]["annotations"] = annotations
-                    self.kube.patch(path, body, timeout=5.0)
+                    self.kube.patch(path, guarded_patch(meta, job.node, missing, annotations),
+                                    content_type=JSON_PATCH, timeout=5.0)
                 return self._over(job, "labelled")
             why = "not bound yet"
         except ApiError as exc:
             if exc.status == 404:
                 return self._over(job, "gone")
-            if exc.status == 409:  # changed since we read it: read it again at once
+            # A test failed (422): replaced, bound elsewhere, or a key added meanwhile; the pod read
+            # again at once says which.
+            if exc.status in (409, 422):
                 job.conflicts += 1
                 if job.conflicts <= 5:
                     self._schedule(self.clock(), job)
@@ -153,3 +154,24 @@ class BindingLabeler:
     def _forget(self, job: _Job) -> None:
         with self._wake:
             self._pods.discard((job.namespace, job.name, job.uid, job.node))
+
+
+def guarded_patch(meta: dict, node: str, labels: Dict[str, str], annotations: Dict[str, str]) -> list:
+    """A JSON patch setting ``labels`` and adding ``annotations`` (only where the pod has no such
+    key when the patch is applied) to the pod ``meta`` belongs to, if it is still that pod, bound
+    to ``node``."""
+    ops = [{"op": "test", "path": "/metadata/uid", "value": meta.get("uid")},
+           {"op": "test", "path": "/spec/nodeName", "value": node}]
+    for where, values, keep in (("labels", labels, False), ("annotations", annotations, True)):
+        if not values:
+            continue
+        if not meta.get(where):  # no map yet: add it whole, unless one appeared meanwhile
+            ops += [{"op": "test", "path": f"/metadata/{where}", "value": None},
+                    {"op": "add", "path": f"/metadata/{where}", "value": values}]
+            continue
+        for key, value in values.items():
+            pointer = f"/metadata/{where}/{key.replace('~', '~0').replace('/', '~1')}"
+            if keep:  # an annotation the pod got meanwhile is its own
+                ops.append({"op": "test", "path": pointer, "value": None})
+            ops.append({"op": "add", "path": pointer, "value": value})
+    return ops

@@ -459,8 +459,10 @@ class ControlPlane:
     """
 
     def __init__(self, workdir: Path, bin_dir: Optional[Path] = None, release: Optional[Release] = None,
-                 service_network: bool = False):
+                 service_network: bool = False, component_flags: Optional[dict] = None):
         self.workdir = Path(workdir).resolve()
+        # Flags added to a component's own, by its name: {"kube-scheduler": ["--kube-api-qps=500"]}.
+        self.component_flags = dict(component_flags or {})
         self.workdir.mkdir(parents=True, exist_ok=True)
         # With a service network, webhooks configured by Service reach what the test routes there.
         self.services: Optional[ServiceNetwork] = ServiceNetwork(self.workdir) if service_network else None
@@ -733,6 +735,7 @@ class ControlPlane:
             "--tls-cert-file=%s" % cert,
             "--tls-private-key-file=%s" % key,
             *extra,
+            *self.component_flags.get(proc.name, ()),
         ])
         self._wait_https(proc, "https://127.0.0.1:%d/healthz" % port, timeout)
 

@@ -10,7 +10,7 @@ from .conftest import RecordingKube, default_objects, seed
 
 def pending(name="web", labels=None, annotations=None):
     p = pod(name, labels=labels if labels is not None else {"app": "nginx"}, annotations=annotations)
-    p["metadata"]["resourceVersion"] = "7"
+    p["metadata"].update(resourceVersion="7", uid=f"uid-{name}")
     return p
 
 
@@ -30,15 +30,22 @@ def labelled(kube, count=1):
     return kube.writes()
 
 
+def labels_patch(**labels):
+    """The label PATCH of the pod web: it is that pod, bound to vk-1, when the patch is applied."""
+    return ("PATCH", "/api/v1/namespaces/default/pods/web", [
+        {"op": "test", "path": "/metadata/uid", "value": "uid-web"},
+        {"op": "test", "path": "/spec/nodeName", "value": "vk-1"},
+        *({"op": "add", "path": "/metadata/labels/" + k.replace("/", "~1"), "value": v} for k, v in labels.items())])
+
+
 def test_binding_to_virtual_node_annotates_binding_and_labels_pod(make_harness):
     kube = RecordingKube()
     harness = make_harness(seed("fair.yaml"), objects=default_objects() + [pending()], kube=kube)
     stored(kube)
     result = harness.create(binding("web", "vk-1"))
     assert result.object["metadata"]["annotations"] == {"foo": "boo"}
-    # Off the admission path, once the binding is stored; only if the pod did not change meanwhile.
-    assert labelled(kube) == [("PATCH", "/api/v1/namespaces/default/pods/web", {"metadata": {"labels": {
-        "foo": "boo", "eci.aliyun.com/selector": "test-fair"}, "resourceVersion": "8"}})]
+    # Off the admission path, once the binding is stored; only if it is still that pod, bound there.
+    assert labelled(kube) == [labels_patch(**{"foo": "boo", "eci.aliyun.com/selector": "test-fair"})]
     assert result.audit_annotations == {"selector": "test-fair"}
 
 
@@ -73,8 +80,7 @@ def test_keys_the_pod_has_are_not_overwritten_by_binding(make_harness):
     result = make_harness(seed("fair.yaml"), objects=objects, kube=kube).create(binding("web", "vk-1"))
     assert "annotations" not in result.object["metadata"]
     # Only the label the counts work from: foo keeps the pod's own value.
-    assert labelled(kube) == [("PATCH", "/api/v1/namespaces/default/pods/web", {"metadata": {"labels": {
-        "eci.aliyun.com/selector": "test-fair"}, "resourceVersion": "8"}})]
+    assert labelled(kube) == [labels_patch(**{"eci.aliyun.com/selector": "test-fair"})]
     assert any("label foo" in w for w in result.warnings)
 
 

@@ -1,8 +1,8 @@
 """The labels of a pod bound to a virtual node: added once the binding is stored, to that pod only."""
 
-from framework import ApiError
+from framework import JSON_PATCH, ApiError
 from framework.testing import pod
-from plugins.eci_profile.binding_labels import FIRST_RETRY, GIVE_UP_AFTER, BindingLabeler, _Job
+from plugins.eci_profile.binding_labels import FIRST_RETRY, GIVE_UP_AFTER, BindingLabeler, _Job, guarded_patch
 from plugins.eci_profile.plugin import profile_of
 
 from tests.unit.fakeapi import wait_for
@@ -29,6 +29,22 @@ def stored(node="", uid="u1", labels=None, version="8"):
     return p
 
 
+# What every label PATCH starts with: it is that pod, and it is bound there, when the patch is applied.
+GUARD = [{"op": "test", "path": "/metadata/uid", "value": "u1"},
+         {"op": "test", "path": "/spec/nodeName", "value": "vk-1"}]
+
+
+def labels_added(**labels):
+    return GUARD + [{"op": "add", "path": "/metadata/labels/" + k.replace("/", "~1"), "value": v}
+                    for k, v in labels.items()]
+
+
+class JsonPatchKube(RecordingKube):
+    def patch(self, path, body, content_type=None, timeout=None, **query):
+        assert content_type == JSON_PATCH
+        return super().patch(path, body, content_type, timeout, **query)
+
+
 def labeler(kube, clock):
     outcomes, failures = [], []
     lab = BindingLabeler(kube, outcome=outcomes.append, failed=lambda meta, why: failures.append((meta, why)),
@@ -41,15 +57,29 @@ def job(clock):
 
 
 def test_waits_until_the_binding_is_stored_then_patches_with_a_precondition():
-    clock, kube = Clock(), RecordingKube({PATH: stored()})
+    clock, kube = Clock(), JsonPatchKube({PATH: stored()})
     lab, outcomes, _ = labeler(kube, clock)
     j = job(clock)
     assert lab.attempt(j) is None and lab.pending() == 1  # not bound yet: tried again later
     assert j.delay == 2 * FIRST_RETRY and kube.writes() == []
     kube.objects[PATH] = stored(node="vk-1")
     assert lab.attempt(j) == "labelled"
-    assert kube.writes() == [("PATCH", PATH, {"metadata": {"labels": LABELS, "resourceVersion": "8"}})]
+    assert kube.writes() == [("PATCH", PATH, labels_added(**LABELS))]
     assert outcomes == ["labelled"]
+
+
+def test_the_precondition_is_the_pod_and_its_node_not_its_resource_version():
+    """A status write between the read and the PATCH changes the resourceVersion, not the pod's uid
+    or node: the PATCH tests those two only. Where the pod has no labels at all, the whole map is
+    added, unless one appeared meanwhile (which the PATCH would otherwise replace)."""
+    bare = stored(node="vk-1", labels={})
+    del bare["metadata"]["labels"]
+    assert "resourceVersion" not in str(guarded_patch(bare["metadata"], "vk-1", LABELS, {}))
+    assert guarded_patch(bare["metadata"], "vk-1", LABELS, {"a/b": "c"}) == GUARD + [
+        {"op": "test", "path": "/metadata/labels", "value": None},
+        {"op": "add", "path": "/metadata/labels", "value": LABELS},
+        {"op": "test", "path": "/metadata/annotations", "value": None},
+        {"op": "add", "path": "/metadata/annotations", "value": {"a/b": "c"}}]
 
 
 def test_a_pod_bound_elsewhere_replaced_or_deleted_is_left_alone():
@@ -67,8 +97,7 @@ def test_labels_the_pod_has_are_not_sent_again():
     kube = RecordingKube({PATH: stored(node="vk-1", labels={"app": "web", "tier": "virtual"})})
     lab, _, _ = labeler(kube, clock)
     assert lab.attempt(job(clock)) == "labelled"
-    assert kube.writes() == [("PATCH", PATH, {"metadata": {"labels": {"eci.aliyun.com/selector": "burst"},
-                                                           "resourceVersion": "8"}})]
+    assert kube.writes() == [("PATCH", PATH, labels_added(**{"eci.aliyun.com/selector": "burst"}))]
     kube = RecordingKube({PATH: stored(node="vk-1", labels={"app": "web", **LABELS})})
     lab, _, _ = labeler(kube, clock)
     assert lab.attempt(job(clock)) == "labelled" and kube.writes() == []
@@ -82,6 +111,21 @@ def test_a_conflict_reads_the_pod_again_at_once():
     assert lab.attempt(j) is None
     assert lab._due[0][0] == clock.now and j.delay == FIRST_RETRY  # no back-off for a conflict
     assert lab.attempt(j) == "labelled" and len(kube.writes()) == 2
+
+
+def test_a_failed_test_reads_the_pod_again_which_says_where_it_went():
+    """A JSON patch whose test fails is refused with 422: replaced or bound elsewhere meanwhile."""
+    clock = Clock()
+    for now, outcome in ((stored(node="vk-1", uid="u2"), "gone"), (stored(node="normal-1"), "elsewhere"),
+                         (None, "gone")):
+        kube = RecordingKube({PATH: stored(node="vk-1")}, fail_patch=ApiError(422, "testing value failed"))
+        lab, outcomes, _ = labeler(kube, clock)
+        j = job(clock)
+        assert lab.attempt(j) is None and lab._due[0][0] == clock.now  # read again at once
+        kube.objects.pop(PATH)
+        if now is not None:
+            kube.objects[PATH] = now
+        assert lab.attempt(j) == outcome and outcomes == [outcome] and len(kube.writes()) == 1
 
 
 def test_gives_up_with_an_event_when_the_binding_never_comes():

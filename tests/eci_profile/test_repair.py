@@ -62,6 +62,9 @@ def test_the_labeller_adds_the_effects_annotations_the_pod_lacks():
     job = _Job("default", "web", "u1", "vk-1", {"eci.aliyun.com/selector": "burst"}, until=GIVE_UP_AFTER,
                annotations={"team": "web", "k8s.aliyun.com/eci-with-eip": "true"})
     assert BindingLabeler(kube, clock=lambda: 0.0).attempt(job) == "labelled"
-    assert kube.writes() == [("PATCH", PATH, {"metadata": {
-        "resourceVersion": "8", "labels": {"eci.aliyun.com/selector": "burst"},
-        "annotations": {"k8s.aliyun.com/eci-with-eip": "true"}}})]
+    assert kube.writes() == [("PATCH", PATH, [
+        {"op": "test", "path": "/metadata/uid", "value": "u1"},
+        {"op": "test", "path": "/spec/nodeName", "value": "vk-1"},
+        {"op": "add", "path": "/metadata/labels/eci.aliyun.com~1selector", "value": "burst"},
+        {"op": "test", "path": "/metadata/annotations/k8s.aliyun.com~1eci-with-eip", "value": None},
+        {"op": "add", "path": "/metadata/annotations/k8s.aliyun.com~1eci-with-eip", "value": "true"}])]

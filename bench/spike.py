@@ -1,0 +1,434 @@
+"""A burst as the cluster feels it: a 1,000-replica Deployment with room for 40 pods on normal nodes.
+
+    python -m bench.spike                  # ~3 minutes: one spike without the webhook, one with the host
+    python -m bench.spike --runs 2 --pods 500
+    python -m bench.spike --qps 0          # the controller manager and scheduler at their own rate limits
+
+The test cluster of the e2e suite (``tests/e2e/cluster.py``: etcd, kube-apiserver, controller
+manager, scheduler, KWOK's simulated nodes), the controller manager and the scheduler at
+``--kube-api-qps 500`` unless told (at their defaults the ReplicaSet controller creates ~20 pods a
+second, a pace that hides most else): 10 normal nodes with room for 40 pods of 1 CPU in all, 5 virtual nodes, one
+normalNodePrefer Selector with an effect (an annotation and a label). Each spike is a Deployment
+of ``--pods`` replicas (1 CPU each) in a namespace of its own, two ways:
+
+- **without** the webhook: no host, no webhook configuration, the pods tolerate the virtual nodes
+  from the start: the cluster's own limit;
+- **with** the host: ``admission-host serve`` as a process (the suite's way: deploy/'s RBAC, its
+  ServiceAccount's token, HTTPS), deploy/'s webhook configuration registered, started afresh for
+  the spike; pods burst as the Selector says (Unschedulable, the burst controller's toleration,
+  the binding's effect, the label PATCH after it).
+
+A run is one spike each way (the order alternates from run to run). Figures: the time until every
+pod is Running (and, with the host, every pod on a virtual node labelled); HTTP 429 on the
+scheduler's bindings and 409 on pod PATCHes (the API server's ``apiserver_request_total``);
+CPU seconds of the webhook and of the API server over the spike (``/proc/PID/stat``); the
+webhook's peak RSS; the host's API calls by verb and resource (its ``admission_host_api_requests_total``);
+and, from a watch on the pods, when each virtual pod was first seen Running and first seen with
+its labels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench.apiserver import percentile  # noqa: E402
+from framework import ApiError, KubeClient  # noqa: E402
+from tests.e2e import cluster  # noqa: E402
+from tests.e2e.host import (HostProcess, install_crds, register_webhook, service_account_kubeconfig,  # noqa: E402
+                            wait_for)
+
+APP = "spike"
+VNODE = {"k8s.aliyun.com/vnode": "true"}
+TOLERATION = {"key": "k8s.aliyun.com/vnode", "operator": "Equal", "value": "true", "effect": "NoSchedule"}
+EFFECT_LABEL = "spike-effect"
+SELECTOR_LABEL = "eci.aliyun.com/selector"
+WEBHOOKS = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"
+TICKS = os.sysconf("SC_CLK_TCK")
+# deploy/'s configuration (leader election in the suite's namespace): the host as it is deployed.
+HOST_CONFIG = """\
+enabledPlugins: [eci_profile]
+leaderElection: {namespace: admission-host, name: admission-host}
+plugins:
+  eci_profile:
+    virtualNodeLabels: {k8s.aliyun.com/vnode: "true"}
+    virtualNodeTolerations:
+      - {key: k8s.aliyun.com/vnode, operator: Equal, value: "true", effect: NoSchedule}
+"""
+
+
+def selectors() -> List[dict]:
+    burst = {"apiVersion": "eci.aliyun.com/v1", "kind": "Selector", "metadata": {"name": "spike"},
+             "spec": {"objectLabels": {"matchLabels": {"app": APP}}, "policy": {"normalNodePrefer": {}},
+                      "effect": {"annotations": {"spike": "burst"}, "labels": {EFFECT_LABEL: "virtual"}}}}
+    # Pods of no spike that show when the webhook is in use (fair: a toleration at creation).
+    probe = {"apiVersion": "eci.aliyun.com/v1", "kind": "Selector", "metadata": {"name": "spike-probe"},
+             "spec": {"objectLabels": {"matchLabels": {"app": "spike-probe"}}, "policy": {"fair": {}}}}
+    return [burst, probe]
+
+
+def deployment(replicas: int, tolerated: bool) -> dict:
+    spec = {"terminationGracePeriodSeconds": 0,
+            "containers": [{"name": "app", "image": "nginx:1.27",
+                            "resources": {"requests": {"cpu": "1", "memory": "16Mi"}}}]}
+    if tolerated:
+        spec["tolerations"] = [TOLERATION]
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": APP},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": APP}},
+                     "template": {"metadata": {"labels": {"app": APP}}, "spec": spec}}}
+
+
+# -- what the processes used -------------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+SAMPLE = re.compile(r"^(\w+)\{([^}]*)\} (\S+)$")
+LABEL = re.compile(r'(\w+)="([^"]*)"')
+
+
+def samples(text: str, name: str) -> Dict[tuple, float]:
+    """``{((label, value), ...): value}`` of one metric in Prometheus text."""
+    out = {}
+    for line in text.splitlines():
+        m = SAMPLE.match(line)
+        if m and m.group(1) == name:
+            out[tuple(sorted(LABEL.findall(m.group(2))))] = float(m.group(3))
+    return out
+
+
+def delta(after: Dict[tuple, float], before: Dict[tuple, float]) -> Dict[tuple, float]:
+    return {k: v - before.get(k, 0.0) for k, v in after.items() if v - before.get(k, 0.0)}
+
+
+def requests_total(counts: Dict[tuple, float], **labels) -> int:
+    return int(sum(v for k, v in counts.items() if all((name, value) in k for name, value in labels.items())))
+
+
+def raw_metrics(kube: KubeClient) -> str:
+    resp = kube.pool.request("GET", kube.url("/metrics"), headers=kube._headers(None), timeout=30.0)
+    return resp.data.decode()
+
+
+# -- the pods as a watch sees them -------------------------------------------------------------------------
+
+
+@dataclass
+class Seen:
+    first: float
+    node: str = ""
+    running: Optional[float] = None
+    labelled: Optional[float] = None
+
+
+@dataclass
+class PodWatch:
+    """Every pod of the spike, and when its Running phase and its labels were first seen."""
+
+    kube: KubeClient
+    namespace: str
+    pods: Dict[str, Seen] = field(default_factory=dict)
+    stopping: threading.Event = field(default_factory=threading.Event)
+    listed: threading.Event = field(default_factory=threading.Event)
+    restarts: int = 0
+
+    def start(self) -> "PodWatch":
+        threading.Thread(target=self._run, name="spike-watch", daemon=True).start()
+        return self
+
+    def see(self, pod: dict, now: float) -> None:
+        meta, spec = pod["metadata"], pod.get("spec") or {}
+        seen = self.pods.get(meta["uid"])
+        if seen is None:
+            seen = self.pods[meta["uid"]] = Seen(now)
+        seen.node = spec.get("nodeName") or seen.node
+        if seen.running is None and (pod.get("status") or {}).get("phase") == "Running":
+            seen.running = now
+        labels = meta.get("labels") or {}
+        if seen.labelled is None and EFFECT_LABEL in labels and SELECTOR_LABEL in labels:
+            seen.labelled = now
+
+    def _run(self) -> None:
+        path, selector, version = f"/api/v1/namespaces/{self.namespace}/pods", f"app={APP}", ""
+        while not self.stopping.is_set():
+            try:
+                if not version:
+                    listing = self.kube.get(path, labelSelector=selector)
+                    now = time.monotonic()
+                    for pod in listing.get("items") or ():
+                        self.see(pod, now)
+                    version = listing["metadata"]["resourceVersion"]
+                    self.listed.set()
+                for event in self.kube.stream(path, {"watch": "true", "labelSelector": selector,
+                                                     "resourceVersion": version, "allowWatchBookmarks": "true",
+                                                     "timeoutSeconds": 10}, timeout=30):
+                    obj = event.get("object") or {}
+                    if event.get("type") == "ERROR":
+                        version = ""
+                        break
+                    version = obj["metadata"]["resourceVersion"]
+                    if event.get("type") in ("ADDED", "MODIFIED"):
+                        self.see(obj, time.monotonic())
+            except ApiError:
+                version = ""
+                self.restarts += 1
+                time.sleep(0.2)
+
+    def running(self) -> int:
+        return sum(1 for s in list(self.pods.values()) if s.running is not None)
+
+    def virtual(self, nodes) -> List[Seen]:
+        return [s for s in list(self.pods.values()) if s.node in nodes]
+
+
+# -- one spike ------------------------------------------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, work: Path, pods: int, qps: int):
+        self.work, self.pods = work, pods
+        flags = [f"--kube-api-qps={qps}"] if qps else []
+        self.cp = cluster.ControlPlane(work / "control-plane", component_flags={
+            "kube-scheduler": flags, "kube-controller-manager": flags})
+        self.admin: Optional[KubeClient] = None
+        self.virtual_nodes = [f"virtual-{i}" for i in range(5)]
+        self.spikes = 0
+
+    def start(self) -> None:
+        from kubernetes import client
+
+        self.cp.start()
+        self.admin = KubeClient.from_kubeconfig(str(self.cp.admin_kubeconfig))
+        install_crds(self.cp, self.admin)
+        self.kubeconfig = service_account_kubeconfig(self.cp, self.admin, self.work / "sa-kubeconfig")
+        for sel in selectors():
+            self.admin.post("/apis/eci.aliyun.com/v1/selectors", sel)
+        core = client.CoreV1Api(self.cp.api_client())
+        for i in range(10):  # 4 pods of 1 CPU each: 40 in all
+            cluster.create_node(core, f"normal-{i}", cpu="4", memory="64Gi", pods="110")
+        for name in self.virtual_nodes:
+            cluster.create_node(core, name, labels=VNODE, cpu="1000", memory="4000Gi", pods="1000",
+                                taints=[{"key": "k8s.aliyun.com/vnode", "value": "true", "effect": "NoSchedule"}])
+
+    def stop(self) -> None:
+        self.cp.stop()
+
+    def start_host(self, namespace: str) -> HostProcess:
+        cert, key = self.cp.certs.serving_cert("webhook", ips=["127.0.0.1"])
+        host = HostProcess(self.work / f"host-{self.spikes}", self.kubeconfig, cert, key, self.cp.certs.ca_path,
+                           config_text=HOST_CONFIG).start()
+        wait_for(lambda: re.search(r'^admission_host_cache_objects\{watch="eci-selectors"\} 2\.0$',
+                                   host.get("/metrics")[1], re.M), 30, what="the Selectors cached")
+        wait_for(lambda: re.search(r"^admission_host_leader 1\.0$", host.get("/metrics")[1], re.M), 60,
+                 what="the host leading (its burst controller running)")
+        register_webhook(self.admin, f"{host.url}/mutate", self.cp.certs.ca_pem)
+        probes = iter(range(1000))
+
+        def in_use():  # the API server calls the webhook: a probe pod comes back tolerated
+            name = f"probe-{next(probes)}"
+            pod = self.admin.post(f"/api/v1/namespaces/{namespace}/pods", {
+                "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": "spike-probe"}},
+                "spec": {"schedulerName": "nobody", "containers": [{"name": "app", "image": "nginx:1.27"}]}})
+            self.admin.delete(f"/api/v1/namespaces/{namespace}/pods/{name}", gracePeriodSeconds=0)
+            return TOLERATION in (pod["spec"].get("tolerations") or ())
+
+        wait_for(in_use, 30, 0.2, "the webhook in use")
+        return host
+
+    def spike(self, way: str) -> dict:
+        """One Deployment of ``pods`` replicas, from its creation until every pod is Running (and,
+        with the host, every virtual pod labelled); the figures of that window."""
+        self.spikes += 1
+        namespace = f"spike-{self.spikes}"
+        self.admin.post("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
+                                               "metadata": {"name": namespace}})
+        host = self.start_host(namespace) if way == "with" else None
+        api_pid = self.cp._apiserver.popen.pid
+        try:
+            watch = PodWatch(self.admin, namespace).start()
+            watch.listed.wait(30)
+            before_api = samples(raw_metrics(self.admin), "apiserver_request_total")
+            before_host = host.get("/metrics")[1] if host else ""
+            cpu_api = cpu_seconds(api_pid)
+            cpu_host = cpu_seconds(host.proc.pid) if host else 0.0
+            started = time.monotonic()
+            self.admin.post(f"/apis/apps/v1/namespaces/{namespace}/deployments",
+                            deployment(self.pods, tolerated=host is None))
+            running_at = labelled_at = None
+            deadline = started + 600
+            while time.monotonic() < deadline:
+                now = time.monotonic()
+                if running_at is None and watch.running() >= self.pods:
+                    running_at = now
+                if running_at is not None:
+                    virtual = watch.virtual(self.virtual_nodes)
+                    if host is None or all(s.labelled is not None for s in virtual):
+                        labelled_at = now if host is not None else None
+                        break
+                    if now > running_at + 60:
+                        break  # some labels never came: reported as such
+                time.sleep(0.05)
+            ended = time.monotonic()
+            result = {
+                "way": way, "pods": self.pods,
+                "running_s": None if running_at is None else running_at - started,
+                "labelled_s": None if labelled_at is None else labelled_at - started,
+                "running": watch.running(),
+                "api_cpu_s": cpu_seconds(api_pid) - cpu_api,
+                "window_s": ended - started,
+            }
+            api = delta(samples(raw_metrics(self.admin), "apiserver_request_total"), before_api)
+            result["binding_429"] = requests_total(api, code="429", resource="pods", subresource="binding")
+            result["pod_patch_409"] = requests_total(api, code="409", resource="pods", subresource="", verb="PATCH")
+            result["pod_patch_422"] = requests_total(api, code="422", resource="pods", subresource="", verb="PATCH")
+            result["pod_patch"] = requests_total(api, resource="pods", subresource="", verb="PATCH")
+            if host is not None:
+                result["webhook_cpu_s"] = cpu_seconds(host.proc.pid) - cpu_host
+                result["webhook_peak_rss_mb"] = peak_rss_mb(host.proc.pid)
+                after_host = host.get("/metrics")[1]
+
+                def counted(name):
+                    return delta(samples(after_host, name), samples(before_host, name))
+
+                calls = counted("admission_host_api_requests_total")
+                result["host_calls"] = sorted(({**dict(k), "count": int(v)} for k, v in calls.items()),
+                                              key=lambda c: (-c["count"], c["verb"], c["resource"]))
+                # Which of the pod PATCHes were the burst controller's and which the labels'.
+                result["burst_actions"] = {dict(k)["outcome"]: int(v) for k, v in
+                                           counted("eci_profile_burst_actions_total").items()}
+                result["label_outcomes"] = {dict(k)["outcome"]: int(v) for k, v in
+                                            counted("eci_profile_binding_labels_total").items()}
+            virtual = watch.virtual(self.virtual_nodes)
+            result["virtual_pods"] = len(virtual)
+            if host is not None:
+                result.update(label_timing(virtual))
+            watch.stopping.set()
+            return result
+        finally:
+            if host is not None:
+                self.admin.delete(f"{WEBHOOKS}/admission-host")
+                host.stop()
+            self.clean(namespace)
+
+    def clean(self, namespace: str) -> None:
+        """Every pod of the spike gone before the next one (their places are the next one's)."""
+        apps, pods = f"/apis/apps/v1/namespaces/{namespace}", f"/api/v1/namespaces/{namespace}/pods"
+        try:
+            self.admin.delete(f"{apps}/deployments/{APP}")
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+        self.admin.delete(f"{apps}/replicasets")
+
+        def gone():  # the garbage collector may still be on its way: delete what is left, look again
+            self.admin.delete(pods, gracePeriodSeconds=0)
+            return not self.admin.get(pods, limit=1)["items"] and not self.admin.get(f"{apps}/replicasets")["items"]
+
+        wait_for(gone, 120, 1.0, f"the pods of {namespace} deleted")
+        self.admin.delete(f"/api/v1/namespaces/{namespace}")
+
+
+def label_timing(virtual: List[Seen]) -> dict:
+    """When each virtual pod's labels were first seen, against when it was first seen Running."""
+    both = [s for s in virtual if s.running is not None and s.labelled is not None]
+    lags = [max(0.0, s.labelled - s.running) for s in both]
+    return {"labelled_before_running_pct": 100.0 * sum(1 for s in both if s.labelled <= s.running) / len(both)
+            if both else float("nan"),
+            "label_lag_p50_s": percentile(lags, 0.5) if lags else float("nan"),
+            "label_lag_p99_s": percentile(lags, 0.99) if lags else float("nan"),
+            "label_lag_max_s": max(lags) if lags else float("nan"),
+            "never_labelled": sum(1 for s in virtual if s.labelled is None)}
+
+
+# -- the report -------------------------------------------------------------------------------------------------
+
+
+def fmt(value, spec=".1f") -> str:
+    if value is None or value != value:
+        return "-"
+    return format(value, spec)
+
+
+def report(results: List[dict], release: str, qps: int) -> str:
+    pods = results[0]["pods"]
+    lines = [f"Kubernetes {release}, {pods:,} pods of 1 CPU, room for 40 on 10 normal nodes, 5 virtual nodes, "
+             f"controller manager and scheduler at {f'--kube-api-qps {qps}' if qps else 'their default rate limits'}; "
+             f"load averages before the spikes: {', '.join(r['load_before'] for r in results)}", "",
+             f"| spike | all {pods:,} Running s | virtual pods labelled s | HTTP 429 bindings | pod PATCHes: all / "
+             f"HTTP 409 / 422 | webhook CPU s | API server CPU s | webhook peak RSS MB | pods on virtual "
+             f"nodes | labelled before Running | label lag p50 / p99 / max s |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        lines.append(
+            f"| {r['run']}: {r['way']} the webhook | {fmt(r['running_s'])} | {fmt(r.get('labelled_s'))} | "
+            f"{r['binding_429']} | {r['pod_patch']} / {r['pod_patch_409']} / {r['pod_patch_422']} | {fmt(r.get('webhook_cpu_s'))} | "
+            f"{fmt(r['api_cpu_s'])} | {fmt(r.get('webhook_peak_rss_mb'), '.0f')} | {r['virtual_pods']} | "
+            f"{fmt(r.get('labelled_before_running_pct'), '.0f')}"
+            f"{' %' if 'labelled_before_running_pct' in r else ''} | "
+            f"{fmt(r.get('label_lag_p50_s'), '.2f')} / {fmt(r.get('label_lag_p99_s'), '.2f')} / "
+            f"{fmt(r.get('label_lag_max_s'), '.2f')} |")
+    for r in results:
+        if "host_calls" in r:
+            lines += ["", f"The host's API calls, spike {r['run']} (admission_host_api_requests_total):", "",
+                      "| verb | resource | code | calls |", "|---|---|---|---:|"]
+            lines += [f"| {c['verb']} | {c['resource'] or '-'} | {c['code']} | {c['count']} |" for c in r["host_calls"]]
+            lines.append(f"\nburst controller's toleration PATCHes: {r['burst_actions']}; label PATCHes after "
+                         f"binding: {r['label_outcomes']}; virtual pods never seen labelled: {r['never_labelled']}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.spike", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=1, help="runs, each a spike without and one with (1)")
+    parser.add_argument("--pods", type=int, default=1000, help="replicas of the Deployment (1000)")
+    parser.add_argument("--qps", type=int, default=500,
+                        help="--kube-api-qps of the controller manager and the scheduler (500; 0: their default)")
+    args = parser.parse_args(argv)
+
+    bench = Bench(Path(tempfile.mkdtemp(prefix="bench-spike-")), args.pods, args.qps)
+    results = []
+    try:
+        bench.start()
+        for run in range(1, args.runs + 1):
+            for way in (("without", "with") if run % 2 else ("with", "without")):
+                load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+                result = bench.spike(way)
+                result.update(run=run, load_before=load)
+                results.append(result)
+                print(f"run {run} {way:>7} the webhook: all Running in {fmt(result['running_s'])} s "
+                      f"({result['running']} Running), load before {load}", flush=True)
+    finally:
+        bench.stop()
+    text = report(results, bench.cp.release.minor, args.qps)
+    print("\n" + text)
+    out = REPO / "bench" / "out"
+    out.mkdir(exist_ok=True)
+    (out / "spike.json").write_text(json.dumps(results, indent=1))
+    return 0 if all(r["running_s"] is not None for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
