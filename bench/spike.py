@@ -47,6 +47,7 @@ sys.path.insert(0, str(REPO))
 from bench.apiserver import percentile  # noqa: E402
 from framework import ApiError, KubeClient  # noqa: E402
 from tests.e2e import cluster  # noqa: E402
+from tests.e2e.host import HOST_CONFIG as SUITE_HOST_CONFIG  # noqa: E402
 from tests.e2e.host import (HostProcess, install_crds, register_webhook, service_account_kubeconfig,  # noqa: E402
                             wait_for)
 
@@ -57,16 +58,8 @@ EFFECT_LABEL = "spike-effect"
 SELECTOR_LABEL = "eci.aliyun.com/selector"
 WEBHOOKS = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"
 TICKS = os.sysconf("SC_CLK_TCK")
-# deploy/'s configuration (leader election in the suite's namespace): the host as it is deployed.
-HOST_CONFIG = """\
-enabledPlugins: [eci_profile]
-leaderElection: {namespace: admission-host, name: admission-host}
-plugins:
-  eci_profile:
-    virtualNodeLabels: {k8s.aliyun.com/vnode: "true"}
-    virtualNodeTolerations:
-      - {key: k8s.aliyun.com/vnode, operator: Equal, value: "true", effect: NoSchedule}
-"""
+# The suite's host configuration with the label sweep at its deployed interval: the host as deployed.
+HOST_CONFIG = SUITE_HOST_CONFIG.replace("    labelSweepInterval: 2s\n", "")
 
 
 def selectors() -> List[dict]:

@@ -6,8 +6,9 @@ autoscaler's Events, maxWait) and the Selector's cap (maxVirtualPods). Everythin
 the pod and its Events, so a new leader picks up where the last one stopped.
 
 Adding tolerations to an existing pod is one of the few pod spec updates the API server allows.
-Each PATCH tests the pod's resourceVersion first, so a stale cache or a second replica can never
-add the tolerations twice.
+Each PATCH first tests the pod's uid, that it is still unbound, and that its tolerations are the ones
+cached, so a stale cache or a second replica can never add the tolerations twice; a status write
+in between (the scheduler's condition) does not fail it, as a resourceVersion test would.
 """
 
 from __future__ import annotations
@@ -247,7 +248,9 @@ class BurstController:
         it did, and the pending pod as it is now when it changed meanwhile (to decide again)."""
         meta = pod["metadata"]
         path = object_path("v1", "pods", meta["name"], meta["namespace"])
-        patch = [{"op": "test", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]},
+        patch = [{"op": "test", "path": "/metadata/uid", "value": meta["uid"]},
+                 {"op": "test", "path": "/spec/nodeName", "value": None},
+                 {"op": "test", "path": "/spec/tolerations", "value": list(pod["tolerations"]) or None},
                  {"op": "add", "path": "/spec/tolerations", "value": list(pod["tolerations"]) + missing}]
         try:
             self.profile.kube.patch(path, patch, content_type=JSON_PATCH)

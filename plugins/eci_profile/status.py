@@ -17,6 +17,7 @@ from plugins.eci_profile.profile import SELECTORS, VIRTUAL_PODS, EciProfile
 log = logging.getLogger("admission_host.eci_profile.status")
 
 STATUS_PATH = "/apis/eci.aliyun.com/v1/selectors/{name}/status"
+COUNTS_EVERY = 1.0  # seconds: how long a change of a Selector's counts may wait for the next ones
 
 
 def desired_condition(entry: dict) -> dict:
@@ -38,7 +39,9 @@ class SelectorStatusController:
         profile.host.store(VIRTUAL_PODS).add_handler(self.on_virtual_pod)
 
     def on_virtual_pod(self, event, old, new) -> None:
-        self.queue.add({p["selector"] for p in (old, new) if p is not None})
+        # A burst changes the counts with every pod: one status write a second per Selector, not one a pod.
+        for name in {p["selector"] for p in (old, new) if p is not None}:
+            self.queue.add_after(name, COUNTS_EVERY)
 
     def on_selector(self, event, old, new) -> None:
         if new is not None:

@@ -113,7 +113,7 @@ def test_a_pod_the_scheduler_tried_without_writing_its_condition_bursts_from_the
     assert controller.failed_scheduling == {"default/lost": clock.now - 59}
     controller.reconcile("default/lost")
     (_, path, body), = kube.writes()
-    assert path == "/api/v1/namespaces/default/pods/lost" and body[1]["value"] == [TOLERATION]
+    assert path == "/api/v1/namespaces/default/pods/lost" and body[-1]["value"] == [TOLERATION]
 
 
 def test_the_resync_gives_a_look_to_unschedulable_pods_not_in_the_queue_only(make_harness):

@@ -11,7 +11,7 @@ from plugins.eci_profile import plugin as eci
 from plugins.eci_profile import selectors
 from plugins.eci_profile.cap import SELECTOR_LABEL
 from plugins.eci_profile.cap_enforcement import EVICTIONS_PER_MINUTE, CapEnforcer
-from plugins.eci_profile.profile import VIRTUAL_PODS
+from plugins.eci_profile.profile import VIRTUAL_PODS, strip_virtual_pod
 from plugins.eci_profile.status import SelectorStatusController
 
 from .conftest import default_objects, selector
@@ -123,3 +123,12 @@ def test_cap_enforcement_is_checked(spec, error):
     sel = selectors.parse({"metadata": {"name": "ok"}, "spec": {"policy": {"fair": {}}, "maxVirtualPods": 3,
                                                                 "capEnforcement": "Evict"}})
     assert sel.cap_enforcement == "Evict" and sel.describe_policy() == "fair (cap enforced by eviction)"
+
+
+def test_a_burst_of_pods_is_one_status_write_a_second_not_one_a_pod(make_harness):
+    harness = make_harness(capped(3, "Admission"), kube=FakeKube())
+    status = SelectorStatusController(eci.profile_of(harness.host))
+    pods = [strip_virtual_pod(virtual_pod(i)) for i in range(50)]
+    for pod in pods:
+        status.on_virtual_pod("ADDED", None, pod)
+    assert len(status.queue) == 0 and status.queue.waiting() == 1  # coalesced, due in COUNTS_EVERY

@@ -177,7 +177,7 @@ def controller(make_harness, sel, *pods, kube):
 
 def added_tolerations(kube):
     (method, path, body), = kube.writes()
-    return body[1]["value"]
+    return body[-1]["value"]
 
 
 def test_an_unschedulable_pod_moves_on_to_the_next_tier_and_a_full_one_is_passed_over(make_harness):
