@@ -3,9 +3,9 @@
 A Binding carries annotations (the API server copies them onto the pod) but no labels, so the pod
 gets the Selector's labels by PATCH. Sent while the binding is being admitted, that PATCH made the
 binding wait for an API round trip, and labelled pods whose binding then failed. Here a background
-thread reads the pod until it is bound to that node (the binding is stored a moment after the
-webhook answers), then adds the labels by a JSON patch that first tests the pod's uid and
-``spec.nodeName``. The API server applies a JSON patch to the pod as it is when written, so the
+thread sends it a moment after the webhook answers (the binding is stored by then, as a rule), as a
+JSON patch that first tests the pod's uid and ``spec.nodeName``; when a test fails it reads the pod
+to tell why, and until the pod is bound to that node tries again. The API server applies a JSON patch to the pod as it is when written, so the
 node's status write right after the binding does not fail it (a resourceVersion precondition did,
 hundreds of times in a burst of a thousand pods), while a pod replaced (another uid) or bound
 elsewhere fails its tests (422). A pod deleted, replaced or bound elsewhere is left alone.
@@ -25,6 +25,7 @@ from framework import JSON_PATCH, ApiError, object_path
 
 log = logging.getLogger(__name__)
 
+FIRST_TRY = 0.02  # seconds after the binding's admission: it is stored a moment after the webhook answers
 FIRST_RETRY = 0.05  # seconds; doubled each time, up to MAX_RETRY
 MAX_RETRY = 1.0
 GIVE_UP_AFTER = 30.0  # a binding not stored by then is not coming
@@ -41,6 +42,8 @@ class _Job:
     delay: float = FIRST_RETRY
     annotations: Dict[str, str] = field(default_factory=dict)  # added where the pod has no such key
     conflicts: int = 0
+    #: the pod had labels when admitted: PATCH before reading it (a refusal is read to tell why)
+    blind: bool = False
 
 
 class BindingLabeler:
@@ -57,14 +60,18 @@ class BindingLabeler:
         self._pods: set = set()  # (namespace, name, uid, node) of the jobs not over: one job a pod and node
 
     def label(self, namespace: str, name: str, uid: str, node: str, labels: Dict[str, str],
-              annotations: Optional[Dict[str, str]] = None) -> None:
+              annotations: Optional[Dict[str, str]] = None, has_labels: bool = False) -> None:
+        """``has_labels``: the pod had a labels map when admitted, so the labels can be sent without
+        reading the pod first (one call instead of two, when the binding is stored by then)."""
         with self._wake:
             if (namespace, name, uid, node) in self._pods:
                 return  # labelled already on its way (a sweep finding it again before that is done)
             self._pods.add((namespace, name, uid, node))
         now = self.clock()
-        self._schedule(now, _Job(namespace, name, uid, node, dict(labels), until=now + GIVE_UP_AFTER,
-                                 annotations=dict(annotations or {})))
+        blind = has_labels and not annotations
+        self._schedule(now + (FIRST_TRY if blind else 0.0),
+                       _Job(namespace, name, uid, node, dict(labels), until=now + GIVE_UP_AFTER,
+                            annotations=dict(annotations or {}), blind=blind))
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="eci-profile-binding-labels", daemon=True)
             self._thread.start()
@@ -109,6 +116,15 @@ class BindingLabeler:
         path = object_path("v1", "pods", job.name, job.namespace)
         why = ""
         try:
+            if job.blind:
+                job.blind = False  # once: a refusal (not bound yet, replaced, elsewhere) is read to tell which
+                try:
+                    self.kube.patch(path, guarded_patch({"uid": job.uid, "labels": job.labels}, job.node, job.labels,
+                                                        {}), content_type=JSON_PATCH, timeout=5.0)
+                    return self._over(job, "labelled")
+                except ApiError as exc:
+                    if exc.status not in (409, 422):
+                        raise
             pod = self.kube.get(path, timeout=5.0)
             meta, spec = pod.get("metadata") or {}, pod.get("spec") or {}
             if job.uid and meta.get("uid") != job.uid:

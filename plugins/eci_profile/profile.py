@@ -544,7 +544,8 @@ class EciProfile:
             if request.dry_run:
                 changes.append("labels (skipped: dry run)")
             elif self.labeler is not None:  # Bindings carry no labels: the pod gets them once bound
-                self.labeler.label(namespace, name, pod_meta.get("uid") or "", target["name"], labels)
+                self.labeler.label(namespace, name, pod_meta.get("uid") or "", target["name"], labels,
+                                   has_labels=bool(pod_meta["labels"]))
                 changes += [f"label {k} (once bound)" for k in labels]
         self.record(request, selector, "binding", changes, target["name"])
 

@@ -46,6 +46,7 @@ def test_binding_to_virtual_node_annotates_binding_and_labels_pod(make_harness):
     assert result.object["metadata"]["annotations"] == {"foo": "boo"}
     # Off the admission path, once the binding is stored; only if it is still that pod, bound there.
     assert labelled(kube) == [labels_patch(**{"foo": "boo", "eci.aliyun.com/selector": "test-fair"})]
+    assert [c[0] for c in kube.calls] == ["PATCH"]  # the pod had labels: sent without reading it
     assert result.audit_annotations == {"selector": "test-fair"}
 
 

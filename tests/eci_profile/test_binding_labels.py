@@ -68,6 +68,23 @@ def test_waits_until_the_binding_is_stored_then_patches_with_a_precondition():
     assert outcomes == ["labelled"]
 
 
+def test_a_pod_that_had_labels_is_patched_without_being_read_and_read_only_when_refused():
+    """The binding is stored a moment after the webhook answers: the first try is the PATCH alone
+    (its tests say whether it is that pod, bound there). Refused, the pod is read to tell why."""
+    clock, kube = Clock(), JsonPatchKube({PATH: stored(node="vk-1")})
+    lab, outcomes, _ = labeler(kube, clock)
+    blind = _Job("default", "web", "u1", "vk-1", dict(LABELS), until=clock() + GIVE_UP_AFTER, blind=True)
+    assert lab.attempt(blind) == "labelled"
+    assert kube.calls == [("PATCH", PATH, labels_added(**LABELS))]  # one call, no GET
+
+    kube = JsonPatchKube({PATH: stored()}, fail_patch=ApiError(422, "the test of /spec/nodeName failed"))
+    lab, outcomes, _ = labeler(kube, clock)
+    blind = _Job("default", "web", "u1", "vk-1", dict(LABELS), until=clock() + GIVE_UP_AFTER, blind=True)
+    assert lab.attempt(blind) is None and [c[0] for c in kube.calls] == ["PATCH", "GET"]  # not bound yet
+    kube.objects[PATH] = stored(node="vk-1")
+    assert lab.attempt(blind) == "labelled" and [c[0] for c in kube.calls] == ["PATCH", "GET", "GET", "PATCH"]
+
+
 def test_the_precondition_is_the_pod_and_its_node_not_its_resource_version():
     """A status write between the read and the PATCH changes the resourceVersion, not the pod's uid
     or node: the PATCH tests those two only. Where the pod has no labels at all, the whole map is
