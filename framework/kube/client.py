@@ -252,6 +252,17 @@ def request_info(method: str, path: str, query: Optional[dict] = None) -> Tuple[
     return method, resource
 
 
+def list_pages(kube, path: str, limit: int = 500, **query) -> Iterator[dict]:
+    """The items of a LIST, a page of ``limit`` at a time: a large result is never all in memory."""
+    query["limit"] = limit
+    while True:
+        page = kube.get(path, **query)
+        yield from page.get("items") or ()
+        query["continue"] = (page.get("metadata") or {}).get("continue")
+        if not query["continue"]:
+            return
+
+
 def object_path(api_version: str, plural: str, name: str = "", namespace: str = "", subresource: str = "") -> str:
     """``/api/v1/namespaces/ns/pods/name/status`` and the like."""
     base = f"/apis/{api_version}" if "/" in api_version else f"/api/{api_version}"

@@ -24,7 +24,7 @@ import orjson
 
 from framework import ApiError, object_path
 from plugins.eci_profile import timing
-from plugins.eci_profile.tiers import TIER_LABEL, record_suffix
+from plugins.eci_profile.tiers import record_suffix
 
 log = logging.getLogger("admission_host.eci_profile.cap")
 

@@ -214,7 +214,7 @@ class DrainBackController:
         evicted, let_in = 0, collections.Counter()  # tier index -> pods sent back there this pass
         for index in range(len(sel.tiers) - 1, 0, -1):
             tier = sel.tiers[index]
-            if not (tier.labelled or tier.virtual):
+            if not tier.counted:
                 continue  # a policy's normal nodes: nothing is counted there
             pods = sorted(self.profile.virtual.pods(tier.cap_key), key=lambda p: (p.get("startTime") or "", _key(p)))
             self._notice_returns(pods)

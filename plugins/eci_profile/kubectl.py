@@ -19,7 +19,7 @@ from typing import Dict, List, Optional
 
 import yaml
 
-from framework import ApiError, CredentialsError, KubeClient
+from framework import ApiError, CredentialsError, KubeClient, list_pages
 
 HOST_CONFIG = "admission-host/admission-host"
 
@@ -120,17 +120,6 @@ def offline(kube: KubeClient, options: dict):
     return harness, [o for o in objects if o["kind"] == "Selector"]
 
 
-def _pages(kube: KubeClient, path: str, limit: int = 500):
-    """The objects of a LIST, a page at a time: a large cluster's pods are never all in memory."""
-    query = {"limit": limit}
-    while True:
-        page = kube.get(path, **query)
-        yield from page.get("items") or ()
-        query["continue"] = (page.get("metadata") or {}).get("continue")
-        if not query["continue"]:
-            return
-
-
 def cmd_selectors(kube: KubeClient, options: dict) -> int:
     from plugins.eci_profile.plugin import profile_of
     from plugins.eci_profile.profile import SELECTORS, left_alone
@@ -139,7 +128,7 @@ def cmd_selectors(kube: KubeClient, options: dict) -> int:
     with harness:
         profile = profile_of(harness.host)
         wins: Dict[str, int] = {}
-        for pod in _pages(kube, "/api/v1/pods"):
+        for pod in list_pages(kube, "/api/v1/pods"):
             if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed") or left_alone(pod):
                 continue
             winner = profile.resolve(pod, pod["metadata"].get("namespace") or "default").selector

@@ -19,7 +19,7 @@ import logging
 import threading
 from typing import Iterator
 
-from framework import ApiError
+from framework import ApiError, list_pages
 from plugins.eci_profile import tiers as tiering, timing
 from plugins.eci_profile.cap import SELECTOR_LABEL, counts
 from plugins.eci_profile.profile import NODES, EciProfile, left_alone, strip_virtual_pod
@@ -56,13 +56,8 @@ class LabelSweepController:
         return handed
 
     def unlabelled(self, node: str) -> Iterator[dict]:
-        query = {"fieldSelector": f"spec.nodeName={node}", "labelSelector": f"!{SELECTOR_LABEL}", "limit": PAGE}
-        while True:
-            page = self.profile.kube.get("/api/v1/pods", **query)
-            yield from page.get("items") or ()
-            query["continue"] = (page.get("metadata") or {}).get("continue")
-            if not query["continue"]:
-                return
+        return list_pages(self.profile.kube, "/api/v1/pods", PAGE, fieldSelector=f"spec.nodeName={node}",
+                          labelSelector=f"!{SELECTOR_LABEL}")
 
     def relabel(self, pod: dict, node: str) -> int:
         meta = pod.get("metadata") or {}

@@ -282,8 +282,7 @@ class EciProfile:
         return self._cached_or_get(NAMESPACES, "namespaces", strip_namespace, name, timeout=timeout)
 
     def node_is_virtual(self, name: str, timeout: float = API_TIMEOUT) -> bool:
-        node = self._cached_or_get(NODES, "nodes", strip_node, name, timeout=timeout)
-        return node is not None and self.settings.is_virtual_node(node["metadata"]["labels"])
+        return self.settings.is_virtual_node(self.node_labels(name, timeout))  # an unknown node has no labels
 
     def pending_pod(self, namespace: str, name: str, timeout: float = API_TIMEOUT) -> Optional[dict]:
         return self._cached_or_get(PENDING_PODS, "pods", strip_pod, name, namespace, timeout)
@@ -734,7 +733,7 @@ class _SelectorGauges:
             if sel is None:
                 continue
             for tier in sel.tiers:
-                if not (tier.labelled or tier.virtual):
+                if not tier.counted:
                     continue
                 count = self.profile.virtual.count(tier.cap_key)
                 tier_used.add_metric([sel.name, tier.name], count)

@@ -6,6 +6,7 @@ import dataclasses
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 from plugins.eci_profile.selectors import InvalidSelectorSpec, parse_duration
+from plugins.eci_profile.tiers import missing
 from plugins.eci_profile.timing import DEFAULT_AUTOSCALER_RULES, MEANINGS, AutoscalerRule
 
 DEFAULT_VIRTUAL_NODE_LABELS = {"k8s.aliyun.com/vnode": "true"}
@@ -43,12 +44,6 @@ class Options:
 
     def __post_init__(self):
         Settings.from_options(self)  # a value that means nothing is reported as the host checks options
-
-
-def normalize_toleration(t: Mapping[str, Any]) -> Tuple:
-    """Two tolerations are the same when these agree (an absent operator means Equal)."""
-    return (t.get("key") or "", t.get("operator") or "Equal", t.get("value") or "", t.get("effect") or "",
-            t.get("tolerationSeconds"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,8 +91,7 @@ class Settings:
         return all(node_labels.get(k) == v for k, v in self.virtual_node_labels.items())
 
     def missing_tolerations(self, tolerations) -> List[Dict[str, Any]]:
-        have = {normalize_toleration(t) for t in tolerations or () if isinstance(t, Mapping)}
-        return [dict(t) for t in self.virtual_node_tolerations if normalize_toleration(t) not in have]
+        return missing(tolerations, self.virtual_node_tolerations)
 
 
 def _autoscaler_rules(value) -> Tuple[AutoscalerRule, ...]:

@@ -98,7 +98,7 @@ class SelectorStatusController:
         counts = {"policy": sel.describe_policy(), "waitingPods": self.waiting_count(sel.name)}
         over, tiers = 0, []
         for tier in sel.tiers:
-            if not (tier.labelled or tier.virtual):
+            if not tier.counted:
                 continue  # a policy's normal nodes: its pods there are not labelled, not counted
             used, cap = self.profile.virtual.count(tier.cap_key), tier.max_pods
             shown = f"{used}/{cap}" if cap is not None else str(used)

@@ -75,6 +75,11 @@ class Tier:
         """Whether its pods carry ``eci.aliyun.com/tier`` (the tiers of ``spec.tiers``)."""
         return "/" in self.cap_key
 
+    @property
+    def counted(self) -> bool:
+        """Whether its pods are counted (labelled): every tier of ``spec.tiers``, a policy's virtual nodes."""
+        return self.labelled or self.virtual
+
 
 def cap_key(selector: str, tier: str) -> str:
     return f"{selector}/{tier}"
@@ -128,9 +133,14 @@ def opening_tolerations(tier: Tier, settings) -> List[Mapping[str, Any]]:
     return list(settings.virtual_node_tolerations if tier.virtual else ()) + list(tier.tolerations)
 
 
-def missing(tolerations: Sequence[Mapping[str, Any]], wanted: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
-    from plugins.eci_profile.settings import normalize_toleration  # settings imports selectors, which imports this
+def normalize_toleration(t: Mapping[str, Any]) -> Tuple:
+    """Two tolerations are the same when these agree (an absent operator means Equal)."""
+    return (t.get("key") or "", t.get("operator") or "Equal", t.get("value") or "", t.get("effect") or "",
+            t.get("tolerationSeconds"))
 
+
+def missing(tolerations: Sequence[Mapping[str, Any]], wanted: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
+    """Those of ``wanted`` that ``tolerations`` lacks, once each."""
     have = {normalize_toleration(t) for t in tolerations or () if isinstance(t, Mapping)}
     out, seen = [], set()
     for t in wanted:

@@ -56,7 +56,8 @@ def test_the_options_come_from_the_configmap_named_or_the_one_the_deployment_mou
 
 
 def test_selectors_reads_the_pods_a_page_at_a_time(capsys):
-    from plugins.eci_profile.kubectl import _pages, cmd_selectors
+    from framework import list_pages
+    from plugins.eci_profile.kubectl import cmd_selectors
 
     class Paging:
         def __init__(self):
@@ -76,7 +77,7 @@ def test_selectors_reads_the_pods_a_page_at_a_time(capsys):
             return {"items": []}
 
     kube = Paging()
-    assert [p["metadata"]["name"] for p in _pages(kube, "/api/v1/pods", limit=2)] == [f"p{i}" for i in range(5)]
+    assert [p["metadata"]["name"] for p in list_pages(kube, "/api/v1/pods", limit=2)] == [f"p{i}" for i in range(5)]
     assert [q.get("continue") for q in kube.pod_queries] == [None, "2", "4"]
     assert cmd_selectors(kube, {}) == 0
     row = capsys.readouterr().out.splitlines()[1].split()
