@@ -132,6 +132,9 @@ def raw_metrics(kube: KubeClient) -> str:
 class Seen:
     first: float
     node: str = ""
+    unschedulable: Optional[float] = None  # PodScheduled=False first seen
+    tolerated: Optional[float] = None  # the virtual-node toleration first seen
+    bound: Optional[float] = None
     running: Optional[float] = None
     labelled: Optional[float] = None
 
@@ -157,6 +160,13 @@ class PodWatch:
         if seen is None:
             seen = self.pods[meta["uid"]] = Seen(now)
         seen.node = spec.get("nodeName") or seen.node
+        if seen.bound is None and seen.node:
+            seen.bound = now
+        if seen.tolerated is None and TOLERATION in (spec.get("tolerations") or ()):
+            seen.tolerated = now
+        if seen.unschedulable is None and any(c.get("type") == "PodScheduled" and c.get("status") == "False"
+                                              for c in (pod.get("status") or {}).get("conditions") or ()):
+            seen.unschedulable = now
         if seen.running is None and (pod.get("status") or {}).get("phase") == "Running":
             seen.running = now
         labels = meta.get("labels") or {}
@@ -265,6 +275,10 @@ class Bench:
             before_api = samples(raw_metrics(self.admin), "apiserver_request_total")
             before_host = host.get("/metrics")[1] if host else ""
             cpu_api = cpu_seconds(api_pid)
+            components = {p.name: p.popen.pid for p in (self.cp._etcd, self.cp._scheduler,
+                                                         self.cp._controller_manager, self.cp._kwok)
+                          if p.running}
+            cpu_components = {name: cpu_seconds(pid) for name, pid in components.items()}
             cpu_host = cpu_seconds(host.proc.pid) if host else 0.0
             started = time.monotonic()
             self.admin.post(f"/apis/apps/v1/namespaces/{namespace}/deployments",
@@ -290,6 +304,8 @@ class Bench:
                 "labelled_s": None if labelled_at is None else labelled_at - started,
                 "running": watch.running(),
                 "api_cpu_s": cpu_seconds(api_pid) - cpu_api,
+                "component_cpu_s": {name: round(cpu_seconds(pid) - cpu_components[name], 1)
+                                    for name, pid in components.items()},
                 "window_s": ended - started,
             }
             api = delta(samples(raw_metrics(self.admin), "apiserver_request_total"), before_api)
@@ -315,6 +331,7 @@ class Bench:
                                             counted("eci_profile_binding_labels_total").items()}
             virtual = watch.virtual(self.virtual_nodes)
             result["virtual_pods"] = len(virtual)
+            result["stages"] = stage_timing(virtual)
             if host is not None:
                 result.update(label_timing(virtual))
             watch.stopping.set()
@@ -341,6 +358,21 @@ class Bench:
 
         wait_for(gone, 120, 1.0, f"the pods of {namespace} deleted")
         self.admin.delete(f"/api/v1/namespaces/{namespace}")
+
+
+STAGES = (("created", "first"), ("Unschedulable", "unschedulable"), ("tolerated", "tolerated"),
+          ("bound", "bound"), ("Running", "running"))
+
+
+def stage_timing(virtual: List[Seen]) -> Dict[str, List[float]]:
+    """Where a virtual pod's time went: p50 / p99 seconds from each stage to the next it passed
+    through (a pod tolerated at creation has no Unschedulable stage)."""
+    gaps: Dict[str, List[float]] = {}
+    for s in virtual:
+        times = [(name, getattr(s, attr)) for name, attr in STAGES if getattr(s, attr) is not None]
+        for (a, ta), (b, tb) in zip(times, times[1:]):
+            gaps.setdefault(f"{a} → {b}", []).append(max(0.0, tb - ta))
+    return {k: [len(v), percentile(v, 0.5), percentile(v, 0.99)] for k, v in gaps.items()}
 
 
 def label_timing(virtual: List[Seen]) -> dict:
@@ -382,6 +414,13 @@ def report(results: List[dict], release: str, qps: int) -> str:
             f"{' %' if 'labelled_before_running_pct' in r else ''} | "
             f"{fmt(r.get('label_lag_p50_s'), '.2f')} / {fmt(r.get('label_lag_p99_s'), '.2f')} / "
             f"{fmt(r.get('label_lag_max_s'), '.2f')} |")
+    lines += ["", "Where a virtual pod's time went (pods, p50 / p99 s from one stage to the next, as the watch saw them):", ""]
+    for r in results:
+        lines.append(f"- {r['run']}: {r['way']}: " + "; ".join(
+            f"{k} {n} pods {fmt(p50, '.2f')} / {fmt(p99, '.2f')}" for k, (n, p50, p99) in r.get("stages", {}).items()))
+    lines += ["", "CPU seconds of the other components over each spike:", ""]
+    lines += [f"- {r['run']}: {r['way']}: " + ", ".join(f"{k} {v:.1f}" for k, v in r.get("component_cpu_s", {}).items())
+              for r in results]
     for r in results:
         if "host_calls" in r:
             lines += ["", f"The host's API calls, spike {r['run']} (admission_host_api_requests_total):", "",

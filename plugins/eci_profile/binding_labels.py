@@ -1,5 +1,12 @@
 """The labels of a pod bound to a virtual node, added once the binding is stored, off the admission path.
 
+Since Kubernetes 1.35 (feature PodTopologyLabelsAdmission, on by default) the API server copies a
+Binding's labels onto the pod as it binds, as it always did its annotations: the labels ride on
+the Binding, and the job here only looks for them in the watch of virtual pods a moment later (no
+API call). When they did not come (an older API server, the feature off), it reads the pod, learns
+that this API server does not copy them, and PATCHes them as below; later bindings go straight to
+the PATCH.
+
 A Binding carries annotations (the API server copies them onto the pod) but no labels, so the pod
 gets the Selector's labels by PATCH. Sent while the binding is being admitted, that PATCH made the
 binding wait for an API round trip, and labelled pods whose binding then failed. Here a background
@@ -28,7 +35,11 @@ log = logging.getLogger(__name__)
 FIRST_TRY = 0.02  # seconds after the binding's admission: it is stored a moment after the webhook answers
 FIRST_RETRY = 0.05  # seconds; doubled each time, up to MAX_RETRY
 MAX_RETRY = 1.0
+CONFIRM_AFTER = 1.0  # seconds after the binding's admission: its labels are in the watch by then, if copied
 GIVE_UP_AFTER = 30.0  # a binding not stored by then is not coming
+# PATCHes in flight at once: one at a time trailed a burst's bindings by seconds (each call waits
+# for the API server, which is busiest then), and pods were Running before their labels came.
+WORKERS = 4
 
 
 @dataclass
@@ -44,37 +55,51 @@ class _Job:
     conflicts: int = 0
     #: the pod had labels when admitted: PATCH before reading it (a refusal is read to tell why)
     blind: bool = False
+    #: the labels rode on the Binding: look for them in the watch first
+    on_binding: bool = False
+    #: the next read of the pod tells whether the API server copied the Binding's labels
+    learn: bool = False
 
 
 class BindingLabeler:
-    """``label(...)`` returns at once; a daemon thread does the rest, many pods at a time."""
+    """``label(...)`` returns at once; daemon threads do the rest, ``WORKERS`` pods at a time."""
 
     def __init__(self, kube, outcome: Callable[[str], None] = lambda _: None,
-                 failed: Callable[[dict, str], None] = lambda pod, why: None, clock=time.monotonic):
+                 failed: Callable[[dict, str], None] = lambda pod, why: None, clock=time.monotonic,
+                 seen: Callable[[str, str, str, Dict[str, str]], bool] = lambda namespace, name, uid, labels: False):
         self.kube, self.outcome, self.failed, self.clock = kube, outcome, failed, clock
+        #: whether the watch shows pod (namespace, name, uid) with these labels
+        self.seen = seen
+        #: whether the API server copies a Binding's labels onto the pod (None: not known yet)
+        self.binding_copies: Optional[bool] = None
         self._due: list = []  # (when, sequence, job)
         self._active = 0  # jobs being tried now
         self._sequence = itertools.count()
         self._wake = threading.Condition()
-        self._thread: Optional[threading.Thread] = None
+        self._threads: list = []
         self._pods: set = set()  # (namespace, name, uid, node) of the jobs not over: one job a pod and node
 
     def label(self, namespace: str, name: str, uid: str, node: str, labels: Dict[str, str],
-              annotations: Optional[Dict[str, str]] = None, has_labels: bool = False) -> None:
+              annotations: Optional[Dict[str, str]] = None, has_labels: bool = False,
+              on_binding: bool = False) -> None:
         """``has_labels``: the pod had a labels map when admitted, so the labels can be sent without
-        reading the pod first (one call instead of two, when the binding is stored by then)."""
+        reading the pod first (one call instead of two, when the binding is stored by then).
+        ``on_binding``: the labels ride on the Binding; only if they do not come are they sent."""
         with self._wake:
             if (namespace, name, uid, node) in self._pods:
                 return  # labelled already on its way (a sweep finding it again before that is done)
             self._pods.add((namespace, name, uid, node))
         now = self.clock()
         blind = has_labels and not annotations
-        self._schedule(now + (FIRST_TRY if blind else 0.0),
+        self._schedule(now + (CONFIRM_AFTER if on_binding else FIRST_TRY if blind else 0.0),
                        _Job(namespace, name, uid, node, dict(labels), until=now + GIVE_UP_AFTER,
-                            annotations=dict(annotations or {}), blind=blind))
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="eci-profile-binding-labels", daemon=True)
-            self._thread.start()
+                            annotations=dict(annotations or {}), blind=blind, on_binding=on_binding))
+        with self._wake:
+            while len(self._threads) < WORKERS:
+                thread = threading.Thread(target=self._run, name=f"eci-profile-binding-labels-{len(self._threads)}",
+                                          daemon=True)
+                self._threads.append(thread)
+                thread.start()
 
     def pending(self) -> int:
         with self._wake:
@@ -115,6 +140,12 @@ class BindingLabeler:
         the job is over (labelled, gone, elsewhere, failed), else None."""
         path = object_path("v1", "pods", job.name, job.namespace)
         why = ""
+        if job.on_binding:
+            job.on_binding = False
+            if self.seen(job.namespace, job.name, job.uid, job.labels):
+                self.binding_copies = True
+                return self._over(job, "withBinding")
+            job.blind, job.learn = False, True  # read the pod: copied (the watch is behind), or not?
         try:
             if job.blind:
                 job.blind = False  # once: a refusal (not bound yet, replaced, elsewhere) is read to tell which
@@ -135,6 +166,13 @@ class BindingLabeler:
             if bound:
                 current = meta.get("labels") or {}
                 missing = {k: v for k, v in job.labels.items() if current.get(k) != v}
+                if job.learn:
+                    job.learn = False
+                    self.binding_copies = not missing
+                    if missing:
+                        log.info("the API server does not copy a Binding's labels onto the pod (before Kubernetes "
+                                 "1.35, or PodTopologyLabelsAdmission off): labels of pods bound to virtual nodes "
+                                 "are PATCHed once the binding is stored")
                 have = meta.get("annotations") or {}
                 annotations = {k: v for k, v in job.annotations.items() if k not in have}
                 if missing or annotations:

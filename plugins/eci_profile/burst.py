@@ -20,7 +20,7 @@ from typing import Callable, Dict, Optional, Set, Tuple
 
 from framework import JSON_PATCH, ApiError, WorkQueue, object_path
 from plugins.eci_profile import tiers as tiering, timing
-from plugins.eci_profile.profile import PENDING_PODS, SELECTORS, VIRTUAL_PODS, EciProfile, strip_pod
+from plugins.eci_profile.profile import OWNER_INDEX, PENDING_PODS, SELECTORS, VIRTUAL_PODS, EciProfile, strip_pod
 
 log = logging.getLogger("admission_host.eci_profile.burst")
 
@@ -64,6 +64,7 @@ class BurstController:
         self.pods.add_handler(self.on_pod)
         profile.host.store(SELECTORS).add_handler(self.on_selector)
         profile.host.store(VIRTUAL_PODS).add_handler(self.on_virtual_pod)
+        profile.on_tier_full.append(self.on_tier_full)
 
     def on_pod(self, event, old, new) -> None:
         if new is None:
@@ -84,6 +85,13 @@ class BurstController:
         gone = old if new is None or new.get("deleting") else None
         if self.active and gone is not None:
             self.queue.add(self.waiting.get(gone.get("selector"), ()))
+
+    def on_tier_full(self, selector: str, tier: int, owner: str) -> None:
+        """A pod of ``owner`` was found Unschedulable: its siblings the scheduler has not tried yet
+        move on now rather than fail a try each (full_tiers.py)."""
+        if self.active:
+            self.queue.add(f"{p['metadata']['namespace']}/{p['metadata']['name']}"
+                           for p in self.pods.by_index(OWNER_INDEX, owner) if "createdAt" in p)
 
     def enqueue_unschedulable(self) -> None:
         self.queue.add(f"{p['metadata']['namespace']}/{p['metadata']['name']}"
@@ -175,10 +183,15 @@ class BurstController:
             if not missing:
                 here = tiering.furthest(tiers, pod["tolerations"], self.profile.settings)
                 tried = key in self.failed_scheduling and "createdAt" in pod
-                if here == len(tiers) - 1 or not tiers[here].moves_on or not (pod.get("unschedulable") or tried):
+                sibling = ("createdAt" in pod and not tried and tiers[here].moves_on_at_once
+                           and self.profile.full_tiers.full(selector.name, here, pod.get("owner", "")))
+                if here == len(tiers) - 1 or not tiers[here].moves_on or not (pod.get("unschedulable") or tried
+                                                                               or sibling):
                     self._not_waiting(key)
                     return
-                decision = self.decide(pod, tiers[here], self.failed_scheduling.get(key) if tried else None)
+                decision = (timing.Decision(True, self.clock(), "siblingUnschedulable", "a pod of the same "
+                                            "workload was found Unschedulable there moments ago") if sibling else
+                            self.decide(pod, tiers[here], self.failed_scheduling.get(key) if tried else None))
                 tier = self._next_tier(key, pod, selector, here, decision)
                 if tier is None:
                     return

@@ -76,13 +76,15 @@ def admission_host_mutators(host):
                 nonblocking=True, skip=("daemonset-pods", "static-pods", "mirror-pods")),
         # The whole deadline: a capped binding's record (a GET and a PUT, retried on conflict) may need it.
         Mutator(name="eci-profile-binding", mutate=profile.mutate_binding, resources=("pods/binding",),
-                operations=("CREATE",), paths=("metadata.annotations",), nonblocking=True, budget_seconds=30.0),
+                operations=("CREATE",), paths=("metadata.annotations", "metadata.labels"), nonblocking=True,
+                budget_seconds=30.0),
     ]
 
 
 @hookimpl
 def admission_host_controllers(host):
     profile = profile_of(host)
+    profile.track_full_tiers()  # every replica: admission reads it
     burst = BurstController(profile)
     status = SelectorStatusController(profile, waiting_count=burst.waiting_count)
     burst.on_waiting_changed = lambda selector: status.queue.add([selector])

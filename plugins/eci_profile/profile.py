@@ -14,6 +14,7 @@ from prometheus_client.core import GaugeMetricFamily
 from framework import ApiError, Denied, Watch, object_path
 from plugins.eci_profile import selectors, tiers as tiering, timing
 from plugins.eci_profile.binding_labels import BindingLabeler
+from plugins.eci_profile.full_tiers import FullTiers, controller_uid
 from plugins.eci_profile.cap import SELECTOR_INDEX, SELECTOR_LABEL, CapRecords, RecordBusy, VirtualPods
 from plugins.eci_profile.resources import node_fit, requests_of
 from plugins.eci_profile.selectors import InvalidSelectorSpec, Selector
@@ -23,6 +24,8 @@ from plugins.eci_profile.settings import Settings
 log = logging.getLogger("admission_host.eci_profile")
 
 SELECTORS, NAMESPACES, NODES, PENDING_PODS = "eci-selectors", "eci-namespaces", "eci-nodes", "eci-pending-pods"
+OWNER_INDEX = "owner"  # of the pending pods' cache: their controller's uid
+OPENED_AT_CREATION = "eci.aliyun.com/opened-at-creation"  # the tier a pod was let into at creation (full_tiers.py)
 TIERED_INDEX = "tiered"  # of the Selectors' cache: "true" for those written with spec.tiers
 VIRTUAL_PODS = "eci-virtual-pods"
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
@@ -122,6 +125,9 @@ def strip_pod(obj: dict) -> dict:
         "tolerations": (obj.get("spec") or {}).get("tolerations") or [],
         "unschedulable": is_unschedulable(obj),
     }
+    owner = controller_uid(meta)
+    if owner:  # its siblings: what the scheduler found for one it would find for all (full_tiers.py)
+        stripped["owner"] = owner
     if stripped["unschedulable"]:
         stripped["unschedulableSince"] = unschedulable_since(obj)
     elif not any(c.get("type") == "PodScheduled" for c in (obj.get("status") or {}).get("conditions") or ()):
@@ -182,7 +188,8 @@ class EciProfile:
                                      registry=host.metrics.registry)
         self.burst_decisions = Counter("eci_profile_burst_decisions", "Pods burst to virtual nodes, by why they "
                                        "burst then (unschedulable, burstAfter, noAutoscaler, autoscalerCannotHelp, "
-                                       "maxWait).", ["reason"], registry=host.metrics.registry)
+                                       "maxWait; siblingUnschedulable, openedAtCreation: a pod of the same workload "
+                                       "was found Unschedulable moments before).", ["reason"], registry=host.metrics.registry)
         self.cap_denials = Counter("eci_profile_cap_denials", "Bindings to virtual nodes refused and bursts held "
                                    "because a Selector's maxVirtualPods was reached.", ["selector", "phase"],
                                    registry=host.metrics.registry)
@@ -201,17 +208,21 @@ class EciProfile:
                                "answered, or whose writes were lost (tolerations on pending pods; effect on pods on "
                                "virtual nodes).", ["what"], registry=host.metrics.registry)
         host.metrics.registry.register(_SelectorGauges(self))
+        self.full_tiers = FullTiers(full_for=settings.full_tier_for)
+        #: called with (Selector, tier index, controller uid) when a tier is newly found full
+        self.on_tier_full: List = []
         self._virtual: Optional[VirtualPods] = None
         self._cap_records: Optional[CapRecords] = None
         self._events: "queue.Queue" = queue.Queue(maxsize=1000)
         self._events_sent: Dict[tuple, float] = {}
         self._event_thread: Optional[threading.Thread] = None
         self.binding_labels = Counter("eci_profile_binding_labels", "Pods bound to virtual nodes given their "
-                                      "Selector's labels, by outcome (labelled; gone, elsewhere: the pod was "
-                                      "deleted or bound to another node; failed).", ["outcome"],
+                                      "Selector's labels, by outcome (withBinding: the API server copied them from "
+                                      "the Binding; labelled: by PATCH; gone, elsewhere: the pod was deleted or bound "
+                                      "to another node; failed).", ["outcome"],
                                       registry=host.metrics.registry)
         self.labeler: Optional[BindingLabeler] = None if self.kube is None else BindingLabeler(
-            self.kube, outcome=lambda outcome: self.binding_labels.labels(outcome).inc(),
+            self.kube, outcome=lambda outcome: self.binding_labels.labels(outcome).inc(), seen=self.labels_seen,
             failed=lambda pod_meta, why: self.event_later(
                 pod_meta, "VirtualNodeLabelsFailed", f"could not add the Selector's labels: {why}", "Warning"))
 
@@ -221,6 +232,13 @@ class EciProfile:
         if self._virtual is None:
             self._virtual = VirtualPods(self.host.store(VIRTUAL_PODS))
         return self._virtual
+
+    def labels_seen(self, namespace: str, name: str, uid: str, labels: Mapping[str, str]) -> bool:
+        """Whether the watch of virtual pods shows the pod with the Selector (and tier) labels of
+        ``labels``: a Binding's labels are copied onto the pod all at once, or not at all."""
+        pod = self.host.store(VIRTUAL_PODS).get(f"{namespace}/{name}")
+        wanted = "/".join(filter(None, (labels.get(SELECTOR_LABEL), labels.get(TIER_LABEL))))
+        return pod is not None and pod["metadata"]["uid"] == uid and pod["capKey"] == wanted
 
     @property
     def cap_records(self) -> Optional[CapRecords]:
@@ -245,11 +263,39 @@ class EciProfile:
             Watch(name=NODES, resource="nodes", kind="Node", transform=strip_node),
             Watch(name=PENDING_PODS, resource="pods", kind="Pod",
                   field_selector="spec.nodeName=,status.phase!=Succeeded,status.phase!=Failed",
-                  transform=strip_pod),
+                  transform=strip_pod, indexers={OWNER_INDEX: lambda p: [p["owner"]] if p.get("owner") else []}),
             # Pods this host bound to virtual nodes: the caps, the status counts and drain-back.
             Watch(name=VIRTUAL_PODS, resource="pods", kind="Pod", label_selector=SELECTOR_LABEL,
                   transform=strip_virtual_pod, indexers={SELECTOR_INDEX: lambda p: [p["capKey"]]}),
         ]
+
+    def track_full_tiers(self) -> None:
+        """Every replica learns from the pending pods which tiers the scheduler found full (full_tiers.py)."""
+        self.host.store(PENDING_PODS).add_handler(self._on_pending_pod)
+        self.host.store(NODES).add_handler(self._on_node)
+
+    def _on_pending_pod(self, event, old, new) -> None:
+        if new is None or not new.get("unschedulable") or not new.get("owner") or new.get("leftAlone"):
+            return
+        if old is not None and old.get("unschedulable") and old.get("tolerations") == new.get("tolerations"):
+            return  # the same verdict again, or a write that is not the scheduler's
+        meta = new["metadata"]
+        selector = self.resolve(new, meta["namespace"]).selector
+        if selector is None:
+            return
+        here = tiering.furthest(selector.tiers, new["tolerations"], self.settings)
+        if here < len(selector.tiers) - 1 and selector.tiers[here].moves_on_at_once:
+            if self.full_tiers.saw_unschedulable(selector.name, here, new["owner"]):
+                for call in self.on_tier_full:
+                    call(selector.name, here, new["owner"])
+
+    def _on_node(self, event, old, new) -> None:
+        node = new or old
+        if self.settings.is_virtual_node(node["metadata"]["labels"]):
+            return
+        if old is None or new is None or old["metadata"]["labels"] != new["metadata"]["labels"] \
+                or old.get("fit") != new.get("fit"):
+            self.full_tiers.forget()  # room may have come with it
 
     def compile_selector(self, obj: dict) -> dict:
         """The cached form of a Selector: compiled, or the reason it is left out of matching."""
@@ -471,6 +517,7 @@ class EciProfile:
         changes = policy.at_create(pod, request) if policy is not None else []
         changes += tiering.place_at_create(selector.tiers, pod, self.settings, lambda message: request.warn(
             f"eci-profile: {message} (Selector {selector.name})"))
+        changes += self.open_past_full(selector, pod)
         if all(tier.virtual for tier in selector.tiers):  # certain to run on a virtual node
             meta = pod.setdefault("metadata", {})
             changes += self.apply_effect(selector, meta, meta, "annotations", selector.annotations, request)
@@ -480,6 +527,38 @@ class EciProfile:
                 request.warn(f"eci-profile: Selector {selector.name} lets this pod run on virtual nodes, "
                              f"which may not support {field}")
         self.record(request, selector, "create", changes)
+
+    def open_past_full(self, selector: Selector, pod: dict) -> List[str]:
+        """A pod created moments after the scheduler found a sibling Unschedulable in the tiers open
+        to it (tiers that move on at once): the next tier now (unless it has a cap), with a preference
+        for the earlier ones; it skips a try that would fail (full_tiers.py)."""
+        meta, spec = pod.setdefault("metadata", {}), pod["spec"]
+        owner = controller_uid(meta)
+        tiers = selector.tiers
+        here = tiering.furthest(tiers, spec.get("tolerations") or (), self.settings)
+        if (not owner or here == len(tiers) - 1 or not tiers[here].moves_on_at_once
+                or not self.full_tiers.full(selector.name, here, owner)):
+            return []
+        tier = tiers[here + 1]
+        if tier.max_pods is not None:
+            # Pods opened here are not known until created; the burst controller counts those it
+            # let in, so a capped tier is only let into by it, and its bursts stay within the cap.
+            return []
+        added = tiering.missing(spec.get("tolerations"), tiering.opening_tolerations(tier, self.settings))
+        spec["tolerations"] = list(spec.get("tolerations") or ()) + added
+        preferred = (spec.setdefault("affinity", {}).setdefault("nodeAffinity", {})
+                     .setdefault("preferredDuringSchedulingIgnoredDuringExecution", []))
+        preferred.extend(t for t in tiering.prefer_before(tiers, here, self.settings) if t not in preferred)
+        meta.setdefault("annotations", {})[OPENED_AT_CREATION] = tier.name
+        self.burst_decisions.labels("openedAtCreation").inc()
+        owner_ref = next(o for o in meta["ownerReferences"] if isinstance(o, Mapping) and o.get("controller"))
+        self.event_later({"name": owner_ref.get("name"), "namespace": meta.get("namespace"), "uid": owner},
+                         "OpenedAtCreation", f"Selector {selector.name}: the scheduler found a pod of this "
+                         f"{owner_ref.get('kind')} Unschedulable in tier {tiers[here].name}; its new pods are let into "
+                         f"tier {tier.name} at creation, preferring {tiers[here].name}", once_per=60.0,
+                         kind=owner_ref.get("kind") or "", api_version=owner_ref.get("apiVersion") or "")
+        return [f"toleration {t.get('key', '')}" for t in added] + [f"annotation {OPENED_AT_CREATION}",
+                                                                    "preferred node affinity"]
 
     def effect_on_named_node(self, request, selector: Selector, node: str) -> None:
         """A pod created with ``spec.nodeName`` of a virtual node bypasses the scheduler, so no
@@ -540,12 +619,18 @@ class EciProfile:
                 if key in pod_meta["labels"] and pod_meta["labels"][key] != selector.labels[key]:
                     self._warn_kept(request, selector, "label", key)
         if labels:
+            # Since 1.35 the API server copies a Binding's labels onto the pod as it binds; before,
+            # or with that feature off, the labeler PATCHes them once the binding is stored.
+            on_binding = self.labeler is None or self.labeler.binding_copies is not False
+            if on_binding:
+                binding["metadata"].setdefault("labels", {}).update(labels)
+                changes += [f"label {k}" for k in labels]
             if request.dry_run:
-                changes.append("labels (skipped: dry run)")
-            elif self.labeler is not None:  # Bindings carry no labels: the pod gets them once bound
+                changes += [] if on_binding else ["labels (skipped: dry run)"]
+            elif self.labeler is not None:
                 self.labeler.label(namespace, name, pod_meta.get("uid") or "", target["name"], labels,
-                                   has_labels=bool(pod_meta["labels"]))
-                changes += [f"label {k} (once bound)" for k in labels]
+                                   has_labels=bool(pod_meta["labels"]), on_binding=on_binding)
+                changes += [] if on_binding else [f"label {k} (once bound)" for k in labels]
         self.record(request, selector, "binding", changes, target["name"])
 
     @staticmethod
@@ -657,8 +742,9 @@ class EciProfile:
 
     # -- events -----------------------------------------------------------------------------------------
     def event_later(self, pod_meta: Mapping, reason: str, message: str, type_: str = "Normal",
-                    once_per: float = 0.0, key: str = "") -> None:
-        """An Event on a pod, posted by a background thread: never an API call on the request path.
+                    once_per: float = 0.0, key: str = "", kind: str = "Pod", api_version: str = "v1") -> None:
+        """An Event on a pod (or another ``kind``), posted by a background thread: never an API call on
+        the request path.
 
         With ``once_per``, the same reason (and ``key``) on the same pod is posted at most that often.
         """
@@ -673,7 +759,7 @@ class EciProfile:
                 for k, _ in sorted(self._events_sent.items(), key=lambda kv: kv[1])[:5000]:
                     del self._events_sent[k]
             self._events_sent[dedupe] = now
-        involved = {"apiVersion": "v1", "kind": "Pod", "name": pod_meta.get("name"),
+        involved = {"apiVersion": api_version, "kind": kind, "name": pod_meta.get("name"),
                     "namespace": pod_meta.get("namespace"), "uid": pod_meta.get("uid") or ""}
         try:
             self._events.put_nowait((involved, reason, message, type_))

@@ -42,6 +42,11 @@ class Options:
                    "replica that stopped before sending them, or never given while the webhook was "
                    "unreachable); 0s turns the check off")
 
+    full_tier_for: str = _option(
+        "10s", help="how long after the scheduler found a workload's pod Unschedulable in a tier that moves on "
+                    "at once its next pods are let into the next tier at creation (preferring the earlier), "
+                    "skipping a try that would fail; 0s turns it off")
+
     def __post_init__(self):
         Settings.from_options(self)  # a value that means nothing is reported as the host checks options
 
@@ -56,6 +61,7 @@ class Settings:
     autoscaler_rules: Tuple[AutoscalerRule, ...] = DEFAULT_AUTOSCALER_RULES
     default_max_wait: float = 600.0
     label_sweep_interval: float = 60.0
+    full_tier_for: float = 10.0
 
     @classmethod
     def from_options(cls, options: Options) -> "Settings":
@@ -80,12 +86,13 @@ class Settings:
         try:
             max_wait = parse_duration(options.default_max_wait, "defaultMaxWait")
             sweep = parse_duration(options.label_sweep_interval, "labelSweepInterval")
+            full_tier_for = parse_duration(options.full_tier_for, "fullTierFor")
         except InvalidSelectorSpec as exc:
             raise ValueError(str(exc)) from None
         return cls(virtual_node_labels=labels, virtual_node_tolerations=tuple(checked),
                    audit_annotation=options.audit_annotation, events=options.events,
                    autoscaler_rules=_autoscaler_rules(options.autoscaler_events), default_max_wait=max_wait,
-                   label_sweep_interval=sweep)
+                   label_sweep_interval=sweep, full_tier_for=full_tier_for)
 
     def is_virtual_node(self, node_labels: Mapping[str, str]) -> bool:
         return all(node_labels.get(k) == v for k, v in self.virtual_node_labels.items())

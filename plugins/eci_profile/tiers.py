@@ -67,6 +67,12 @@ class Tier:
         return 30.0 if self.wait_for_autoscaler else 0.0
 
     @property
+    def moves_on_at_once(self) -> bool:
+        """Its pods move on as soon as the scheduler finds them Unschedulable here (no burstAfter, no
+        autoscaler to wait for): what lets their siblings skip the try (full_tiers.py)."""
+        return self.moves_on and self.burst_delay == 0 and not self.wait_for_autoscaler
+
+    @property
     def fenced(self) -> bool:
         return self.virtual or bool(self.tolerations)
 
@@ -202,6 +208,20 @@ def preference(tiers: Sequence[Tier], open_tiers: Sequence[int]) -> List[Dict[st
     return [{"weight": max(1, 100 - 10 * rank), "preference": {"matchExpressions": [
         {"key": k, "operator": "In", "values": [v]} for k, v in sorted(tier.node_labels.items())]}}
         for rank, tier in enumerate(ranked)]
+
+
+def prefer_before(tiers: Sequence[Tier], upto: int, settings) -> List[Dict[str, Any]]:
+    """Preferred node affinity terms for the tiers up to ``upto`` (earlier first) over the later
+    ones a pod was let into early: a tier's node labels, or for a tier of any normal node, the
+    virtual-node labels' absence (NotIn matches a node without the label too)."""
+    terms = []
+    for rank, tier in enumerate(tiers[:upto + 1]):
+        if tier.virtual:
+            continue
+        exprs = _expressions(tier.node_labels) + [{"key": k, "operator": "NotIn", "values": [v]}
+                                                  for k, v in sorted(settings.virtual_node_labels.items())]
+        terms.append({"weight": max(1, 100 - 10 * rank), "preference": {"matchExpressions": exprs}})
+    return terms
 
 
 def _expressions(labels: Mapping[str, str]) -> List[Dict[str, Any]]:

@@ -209,3 +209,57 @@ def match_condition_exclusions(k8s, what: str = "exclusions") -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                if line.startswith(f"apiserver_admission_match_condition_{what}_total{{")
                and 'name="admission-host.eci.aliyun.com"' in line)
+
+
+OPENED_AT_CREATION = "eci.aliyun.com/opened-at-creation"
+
+
+def tried_and_failed(k8s, ns, pod) -> bool:
+    return any(e["reason"] == "FailedScheduling" for e in events_for(k8s.admin, ns, pod["metadata"]["name"]))
+
+
+def test_siblings_of_a_pod_found_unschedulable_take_one_try_and_a_normal_node_with_room_still_wins(k8s):
+    """The burst path of many pods (docs/selectors.md, "A burst of many pods: one try each"), on the
+    real scheduler: once one pod of the Deployment is found Unschedulable, its next siblings are let
+    onto virtual nodes at creation and bound at their first try; the normalNodePrefer guarantee holds
+    on that path: a normal node with room (a pod gone, a node added) takes the next pods."""
+    ns = k8s.namespace()
+    normal, _ = k8s.node(cpu="2"), k8s.node("virtual")
+    prefer(k8s, k8s.id)
+    labels = {"app": k8s.id}
+    k8s.deployment("web", ns, labels, replicas=4, cpu="500m")
+    first = k8s.wait_running(ns, labels, 4)
+    assert {p["spec"]["nodeName"] for p in first} == {normal}  # room on normal nodes is used first
+
+    # One more: the scheduler finds it Unschedulable, the burst controller lets it onto virtual nodes.
+    k8s.scale(ns, "web", 5)
+    wait_for(lambda: [p for p in k8s.pods(ns, labels) if tolerated(p)], 20, 0.05, "the fifth pod burst")
+
+    # A normal pod goes: its replacement, created while normal nodes are believed full, is let onto
+    # virtual nodes at creation, and still takes the room on the normal node.
+    gone = first[0]["metadata"]["name"]
+    k8s.admin.delete(f"/api/v1/namespaces/{ns}/pods/{gone}", gracePeriodSeconds=0)
+    pods = k8s.wait_running(ns, labels, 5)
+    replacement, = [p for p in pods if p["metadata"]["name"] not in {q["metadata"]["name"] for q in first}
+                    and not tried_and_failed(k8s, ns, p)]
+    assert replacement["metadata"]["annotations"].get(OPENED_AT_CREATION) == "virtual" and tolerated(replacement)
+    assert replacement["spec"]["nodeName"] == normal
+
+    # The siblings created now: on virtual nodes at their first try.
+    k8s.scale(ns, "web", 20)
+    pods = k8s.wait_running(ns, labels, 20, timeout=90)
+    opened = [p for p in pods if (p["metadata"].get("annotations") or {}).get(OPENED_AT_CREATION) == "virtual"]
+    assert sum(1 for p in pods if p["spec"]["nodeName"] == normal) == 4
+    assert len(opened) >= 12, len(opened)
+    assert not [p["metadata"]["name"] for p in opened if tried_and_failed(k8s, ns, p)]
+    assert metric(k8s.host.get("/metrics")[1], "eci_profile_burst_decisions_total",
+                  reason="openedAtCreation") >= len(opened)
+
+    # A normal node added: the host stops believing the normal nodes full, so new pods take the
+    # step-by-step path, and the new node's room is all theirs.
+    added = k8s.node(cpu="2")
+    time.sleep(1)  # the host's node watch sees it (the scheduler's did before create_node returned)
+    k8s.scale(ns, "web", 24)
+    pods = k8s.wait_running(ns, labels, 24, timeout=60)
+    assert sum(1 for p in pods if p["spec"]["nodeName"] == added) == 4
+    assert sum(1 for p in pods if p["spec"]["nodeName"] == normal) == 4

@@ -155,8 +155,12 @@ def test_a_binding_into_a_tier_gets_its_deletion_cost_and_labels_and_a_full_tier
     virtual = harness.create(binding("c", "vk-1"))
     assert virtual.allowed and virtual.object["metadata"]["annotations"] == {
         "eci": "yes", "controller.kubernetes.io/pod-deletion-cost": "-2000"}
+    assert virtual.object["metadata"]["labels"] == {"burst": "yes", "eci.aliyun.com/selector": "web",
+                                                    "eci.aliyun.com/tier": "virtual"}
     first = harness.create(binding("d", "od-1"))
-    assert first.allowed and first.patch == []  # tier 0: no cost, nothing to annotate
+    # Tier 0: no cost, nothing to annotate; the labels the tier's pods are counted by ride on the Binding.
+    assert first.allowed and first.patch == [{"op": "add", "path": "/metadata/labels", "value": {
+        "eci.aliyun.com/selector": "web", "eci.aliyun.com/tier": "on-demand"}}]
 
 
 def test_a_cost_the_pod_or_the_effect_carries_is_kept(make_harness):
@@ -164,7 +168,7 @@ def test_a_cost_the_pod_or_the_effect_carries_is_kept(make_harness):
     own = pending("own")
     own["metadata"]["annotations"] = {"controller.kubernetes.io/pod-deletion-cost": "50"}
     harness = make_harness(sel, objects=objects() + [own, pending("b")], kube=FakeKube())
-    assert harness.create(binding("own", "vk-1")).patch == []
+    assert "annotations" not in harness.create(binding("own", "vk-1")).object["metadata"]
     assert harness.create(binding("b", "vk-1")).object["metadata"]["annotations"] == {
         "controller.kubernetes.io/pod-deletion-cost": "7"}
 
