@@ -17,13 +17,20 @@ The ``constant`` variant swaps the admission pipeline for one that returns one a
 by the real pipeline (for the benchmark's review, or for ``--constant-body``): the difference
 between the two is the pipeline's cost (parse, working copy, mutators, patch, serialise, metrics,
 the log line).
+
+The ``echo`` variant answers a real API server (which checks each answer's uid against its
+request's): every pod CREATE gets one precomputed patch, the virtual-node toleration, and every
+other request is allowed unchanged, each with its request's uid. It is the fastest webhook this
+stack can be that still sends a burst's pods to virtual nodes: ``python -m bench.spike``'s ceiling.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import logging
 import os
+import re
 import sys
 
 import orjson
@@ -50,7 +57,7 @@ class ConstantPipeline:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.serve_variant")
-    parser.add_argument("--variant", choices=("real", "constant"), required=True)
+    parser.add_argument("--variant", choices=("real", "constant", "echo"), required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--tls-cert-file")
     parser.add_argument("--tls-private-key-file")
@@ -90,6 +97,26 @@ def main(argv=None) -> int:
     return Supervisor(args.workers, work).run()
 
 
+class EchoPipeline(ConstantPipeline):
+    """A pod CREATE's toleration patch, or an unchanged answer, with the request's uid (found, not parsed)."""
+
+    UID = re.compile(rb'"uid"\s*:\s*"([^"]*)"')
+    TOLERATION = {"key": "k8s.aliyun.com/vnode", "operator": "Equal", "value": "true", "effect": "NoSchedule"}
+
+    def __init__(self, pipeline):
+        super().__init__(b"", pipeline)
+        patch = base64.b64encode(orjson.dumps([{"op": "add", "path": "/spec/tolerations", "value": [self.TOLERATION]}]))
+        self.answers = {pod: orjson.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": {
+            "uid": "UID", "allowed": True, **({"patchType": "JSONPatch", "patch": patch.decode()} if pod else {})}})
+            .split(b'"UID"') for pod in (True, False)}
+
+    def handle(self, body: bytes, timeout=None, arrived=None) -> bytes:
+        uid = self.UID.search(body, body.find(b'"request"'))
+        pod = b'"subResource":"binding"' not in body  # the webhook is registered for pods and pods/binding
+        head, tail = self.answers[pod]
+        return head + b'"' + (uid.group(1) if uid else b"") + b'"' + tail
+
+
 def serve(args, config: Config, sock=None) -> int:
     if args.plugin == "eci":
         host = Host(config, None)
@@ -99,7 +126,9 @@ def serve(args, config: Config, sock=None) -> int:
         assert not unused, f"{len(unused)} generated objects fit no watch"
     else:
         host = Host(config, None, extra_plugins=[plugin])
-    if args.variant == "constant":
+    if args.variant == "echo":
+        host.pipeline = EchoPipeline(host.pipeline)
+    elif args.variant == "constant":
         level = logging.getLogger().level
         logging.getLogger().setLevel(logging.WARNING)  # the precomputing call is not a request
         if args.constant_body:

@@ -1,6 +1,7 @@
 """A burst as the cluster feels it: a 1,000-replica Deployment with room for 40 pods on normal nodes.
 
-    python -m bench.spike                  # ~3 minutes: one spike without the webhook, one with the host
+    python -m bench.spike                  # ~4 minutes: one spike without the webhook, one with a
+                                           # constant-answer webhook, one with the host
     python -m bench.spike --runs 2 --pods 500
     python -m bench.spike --qps 0          # the controller manager and scheduler at their own rate limits
 
@@ -13,12 +14,16 @@ of ``--pods`` replicas (1 CPU each) in a namespace of its own, two ways:
 
 - **without** the webhook: no host, no webhook configuration, the pods tolerate the virtual nodes
   from the start: the cluster's own limit;
+- with a **constant-answer webhook** (the ceiling): the same serving stack (waitress, TLS, falcon)
+  answering every pod CREATE with one precomputed patch, the toleration, and every binding with an
+  unchanged answer (``bench.serve_variant --variant echo``): what two webhook calls per pod cost
+  the cluster, whatever the webhook does (``--no-ceiling`` leaves it out);
 - **with** the host: ``admission-host serve`` as a process (the suite's way: deploy/'s RBAC, its
   ServiceAccount's token, HTTPS), deploy/'s webhook configuration registered, started afresh for
   the spike; pods burst as the Selector says (Unschedulable, the burst controller's toleration,
   the binding's effect, the label PATCH after it).
 
-A run is one spike each way (the order alternates from run to run). Figures: the time until every
+A run is one spike each way (the order rotates from run to run). Figures: the time until every
 pod is Running (and, with the host, every pod on a virtual node labelled); HTTP 429 on the
 scheduler's bindings and 409 on pod PATCHes (the API server's ``apiserver_request_total``);
 CPU seconds of the webhook and of the API server over the spike (``/proc/PID/stat``); the
@@ -52,6 +57,7 @@ from tests.e2e.host import (HostProcess, install_crds, register_webhook, service
                             wait_for)
 
 APP = "spike"
+WAYS = {"without": "without the webhook", "ceiling": "constant-answer webhook", "with": "with the host"}
 VNODE = {"k8s.aliyun.com/vnode": "true"}
 TOLERATION = {"key": "k8s.aliyun.com/vnode", "operator": "Equal", "value": "true", "effect": "NoSchedule"}
 EFFECT_LABEL = "spike-effect"
@@ -118,6 +124,36 @@ def delta(after: Dict[tuple, float], before: Dict[tuple, float]) -> Dict[tuple, 
 
 def requests_total(counts: Dict[tuple, float], **labels) -> int:
     return int(sum(v for k, v in counts.items() if all((name, value) in k for name, value in labels.items())))
+
+
+def connections(port: int) -> int:
+    """TCP connections to ``port`` open or closed in the last minute (TIME-WAIT): how many the API
+    server opened to the webhook over a spike, from ``ss``."""
+    import subprocess
+
+    out = subprocess.run(["ss", "-Htan", f"( sport = :{port} )"], capture_output=True, text=True).stdout
+    return sum(1 for line in out.splitlines() if line.split()[0] in ("ESTAB", "TIME-WAIT", "FIN-WAIT-2", "CLOSE-WAIT"))
+
+
+def webhook_quantiles(counts: Dict[tuple, float], quantiles=(0.5, 0.99)) -> Dict[str, List[float]]:
+    """Quantiles (upper bucket bounds) of the API server's calls to the webhook over a spike, per
+    resource (pods: creations; pods/binding), from the delta of its
+    ``apiserver_admission_webhook_admission_duration_seconds_bucket``."""
+    per: Dict[str, Dict[float, float]] = {}
+    for key, value in counts.items():
+        labels = dict(key)
+        if labels.get("type") != "admit" or "le" not in labels:
+            continue
+        resource = labels.get("operation", "")
+        bound = float(labels["le"])
+        per.setdefault(resource, {})[bound] = per.setdefault(resource, {}).get(bound, 0.0) + value
+    out = {}
+    for resource, buckets in per.items():
+        ordered = sorted(buckets.items())
+        total = ordered[-1][1]
+        if total:
+            out[resource] = [next(le for le, n in ordered if n >= q * total) for q in quantiles] + [total]
+    return out
 
 
 def raw_metrics(kube: KubeClient) -> str:
@@ -247,6 +283,24 @@ class Bench:
         wait_for(lambda: re.search(r"^admission_host_leader 1\.0$", host.get("/metrics")[1], re.M), 60,
                  what="the host leading (its burst controller running)")
         register_webhook(self.admin, f"{host.url}/mutate", self.cp.certs.ca_pem)
+        self.wait_in_use(namespace)
+        return host
+
+    def start_ceiling(self, namespace: str):
+        """The fastest webhook the stack can be that still tolerates a burst's pods at creation:
+        ``bench.serve_variant --variant echo`` (a precomputed answer per call, the uid put in)."""
+        import subprocess
+
+        cert, key = self.cp.certs.serving_cert("webhook", ips=["127.0.0.1"])
+        port = cluster.free_port()
+        proc = subprocess.Popen([sys.executable, "-m", "bench.serve_variant", "--variant", "echo", "--port", str(port),
+                                 "--tls-cert-file", str(cert), "--tls-private-key-file", str(key)], cwd=REPO,
+                                stderr=open(self.work / f"ceiling-{self.spikes}.log", "wb"))
+        register_webhook(self.admin, f"https://127.0.0.1:{port}/mutate", self.cp.certs.ca_pem)
+        self.wait_in_use(namespace)
+        return proc, port
+
+    def wait_in_use(self, namespace: str) -> None:
         probes = iter(range(1000))
 
         def in_use():  # the API server calls the webhook: a probe pod comes back tolerated
@@ -258,7 +312,6 @@ class Bench:
             return TOLERATION in (pod["spec"].get("tolerations") or ())
 
         wait_for(in_use, 30, 0.2, "the webhook in use")
-        return host
 
     def spike(self, way: str) -> dict:
         """One Deployment of ``pods`` replicas, from its creation until every pod is Running (and,
@@ -268,21 +321,24 @@ class Bench:
         self.admin.post("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
                                                "metadata": {"name": namespace}})
         host = self.start_host(namespace) if way == "with" else None
+        ceiling, ceiling_port = self.start_ceiling(namespace) if way == "ceiling" else (None, 0)
         api_pid = self.cp._apiserver.popen.pid
         try:
             watch = PodWatch(self.admin, namespace).start()
             watch.listed.wait(30)
-            before_api = samples(raw_metrics(self.admin), "apiserver_request_total")
+            before_text = raw_metrics(self.admin)
+            before_api = samples(before_text, "apiserver_request_total")
+            before_hook = samples(before_text, "apiserver_admission_webhook_admission_duration_seconds_bucket")
             before_host = host.get("/metrics")[1] if host else ""
             cpu_api = cpu_seconds(api_pid)
             components = {p.name: p.popen.pid for p in (self.cp._etcd, self.cp._scheduler,
                                                          self.cp._controller_manager, self.cp._kwok)
                           if p.running}
             cpu_components = {name: cpu_seconds(pid) for name, pid in components.items()}
-            cpu_host = cpu_seconds(host.proc.pid) if host else 0.0
+            cpu_host = cpu_seconds(host.proc.pid) if host else cpu_seconds(ceiling.pid) if ceiling else 0.0
             started = time.monotonic()
             self.admin.post(f"/apis/apps/v1/namespaces/{namespace}/deployments",
-                            deployment(self.pods, tolerated=host is None))
+                            deployment(self.pods, tolerated=way == "without"))
             running_at = labelled_at = None
             deadline = started + 600
             while time.monotonic() < deadline:
@@ -308,13 +364,21 @@ class Bench:
                                     for name, pid in components.items()},
                 "window_s": ended - started,
             }
-            api = delta(samples(raw_metrics(self.admin), "apiserver_request_total"), before_api)
+            after_text = raw_metrics(self.admin)
+            api = delta(samples(after_text, "apiserver_request_total"), before_api)
+            result["webhook_latency"] = webhook_quantiles(delta(samples(
+                after_text, "apiserver_admission_webhook_admission_duration_seconds_bucket"), before_hook))
             result["binding_429"] = requests_total(api, code="429", resource="pods", subresource="binding")
             result["pod_patch_409"] = requests_total(api, code="409", resource="pods", subresource="", verb="PATCH")
             result["pod_patch_422"] = requests_total(api, code="422", resource="pods", subresource="", verb="PATCH")
             result["pod_patch"] = requests_total(api, resource="pods", subresource="", verb="PATCH")
+            if ceiling is not None:
+                result["webhook_cpu_s"] = cpu_seconds(ceiling.pid) - cpu_host
+                result["webhook_peak_rss_mb"] = peak_rss_mb(ceiling.pid)
+                result["webhook_connections"] = connections(ceiling_port)
             if host is not None:
                 result["webhook_cpu_s"] = cpu_seconds(host.proc.pid) - cpu_host
+                result["webhook_connections"] = connections(host.port)
                 result["webhook_peak_rss_mb"] = peak_rss_mb(host.proc.pid)
                 after_host = host.get("/metrics")[1]
 
@@ -337,9 +401,13 @@ class Bench:
             watch.stopping.set()
             return result
         finally:
-            if host is not None:
+            if host is not None or ceiling is not None:
                 self.admin.delete(f"{WEBHOOKS}/admission-host")
+            if host is not None:
                 host.stop()
+            if ceiling is not None:
+                ceiling.terminate()
+                ceiling.wait(10)
             self.clean(namespace)
 
     def clean(self, namespace: str) -> None:
@@ -407,7 +475,7 @@ def report(results: List[dict], release: str, qps: int) -> str:
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         lines.append(
-            f"| {r['run']}: {r['way']} the webhook | {fmt(r['running_s'])} | {fmt(r.get('labelled_s'))} | "
+            f"| {r['run']}: {WAYS[r['way']]} | {fmt(r['running_s'])} | {fmt(r.get('labelled_s'))} | "
             f"{r['binding_429']} | {r['pod_patch']} / {r['pod_patch_409']} / {r['pod_patch_422']} | {fmt(r.get('webhook_cpu_s'))} | "
             f"{fmt(r['api_cpu_s'])} | {fmt(r.get('webhook_peak_rss_mb'), '.0f')} | {r['virtual_pods']} | "
             f"{fmt(r.get('labelled_before_running_pct'), '.0f')}"
@@ -418,6 +486,10 @@ def report(results: List[dict], release: str, qps: int) -> str:
     for r in results:
         lines.append(f"- {r['run']}: {r['way']}: " + "; ".join(
             f"{k} {n} pods {fmt(p50, '.2f')} / {fmt(p99, '.2f')}" for k, (n, p50, p99) in r.get("stages", {}).items()))
+    lines += ["", "The API server's calls to the webhook (p50 / p99 bucket bounds, s; calls; TCP connections):", ""]
+    lines += [f"- {r['run']}: {r['way']}: " + "; ".join(f"{res} {p50:g} / {p99:g} ({int(n)})" for res, (p50, p99, n)
+                                                         in sorted(r["webhook_latency"].items()))
+              + f"; {r.get('webhook_connections')} connections" for r in results if r.get("webhook_latency")]
     lines += ["", "CPU seconds of the other components over each spike:", ""]
     lines += [f"- {r['run']}: {r['way']}: " + ", ".join(f"{k} {v:.1f}" for k, v in r.get("component_cpu_s", {}).items())
               for r in results]
@@ -438,6 +510,8 @@ def main(argv=None) -> int:
     parser.add_argument("--pods", type=int, default=1000, help="replicas of the Deployment (1000)")
     parser.add_argument("--qps", type=int, default=500,
                         help="--kube-api-qps of the controller manager and the scheduler (500; 0: their default)")
+    parser.add_argument("--no-ceiling", dest="ceiling", action="store_false",
+                        help="leave out the spike with the constant-answer webhook")
     args = parser.parse_args(argv)
 
     bench = Bench(Path(tempfile.mkdtemp(prefix="bench-spike-")), args.pods, args.qps)
@@ -445,12 +519,13 @@ def main(argv=None) -> int:
     try:
         bench.start()
         for run in range(1, args.runs + 1):
-            for way in (("without", "with") if run % 2 else ("with", "without")):
+            ways = tuple(w for w in WAYS if args.ceiling or w != "ceiling")
+            for way in ways[run % len(ways):] + ways[:run % len(ways)]:  # the order rotates from run to run
                 load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
                 result = bench.spike(way)
                 result.update(run=run, load_before=load)
                 results.append(result)
-                print(f"run {run} {way:>7} the webhook: all Running in {fmt(result['running_s'])} s "
+                print(f"run {run} {WAYS[way]}: all Running in {fmt(result['running_s'])} s "
                       f"({result['running']} Running), load before {load}", flush=True)
     finally:
         bench.stop()

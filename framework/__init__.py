@@ -9,8 +9,8 @@ from framework.admission.patch import make_patch
 from framework.admission.review import AdmissionRequest
 from framework.event_loop import LeaveEventLoop, leave_event_loop
 from framework.hookspecs import hookimpl, hookspec
-from framework.kube.client import (JSON_PATCH, MERGE_PATCH, ApiError, CredentialsError, KubeClient, list_pages,
-                                   object_path)
+from framework.kube.client import (JSON_PATCH, MERGE_PATCH, METADATA_ONLY, ApiError, CredentialsError, KubeClient,
+                                   list_pages, object_path)
 from framework.kube.frozen import ReadOnlyError, thaw
 from framework.kube.labels import InvalidSelector, LabelSelector
 from framework.kube.reflector import Reflector
@@ -22,6 +22,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AdmissionRequest", "ApiError", "Controller", "CredentialsError", "Denied", "FAIL", "IGNORE", "InvalidSelector", "JSON_PATCH",
-    "KubeClient", "LabelSelector", "LeaveEventLoop", "MERGE_PATCH", "Mutator", "ReadOnlyError", "Reflector", "Store", "Watch",
+    "KubeClient", "LabelSelector", "LeaveEventLoop", "MERGE_PATCH", "METADATA_ONLY", "Mutator", "ReadOnlyError", "Reflector", "Store", "Watch",
     "WorkQueue", "hookimpl", "hookspec", "leave_event_loop", "list_pages", "make_patch", "object_path", "thaw",
 ]

@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
+# A LIST of only each object's metadata (PartialObjectMetadata), the JSON of a whole list if the
+# server cannot: a pod's spec and status are most of its bytes.
+METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
 
 
 class ApiError(Exception):
@@ -141,17 +144,20 @@ class KubeClient:
         return self.host + path + ("?" + urlencode(q) if q else "")
 
     def request(self, method: str, path: str, *, query: Optional[dict] = None, body: Any = None,
-                content_type: Optional[str] = None, timeout: float = 30.0) -> Any:
-        """Send one request; return the parsed JSON answer or raise :class:`ApiError`."""
+                content_type: Optional[str] = None, timeout: float = 30.0, accept: Optional[str] = None) -> Any:
+        """Send one request; return the parsed JSON answer or raise :class:`ApiError`. ``accept``
+        replaces the Accept header (e.g. :data:`METADATA_ONLY`)."""
         leave_event_loop(f"{method} {path}")  # the answer is waited for: never on the event loop
         data = None
         if body is not None:
             data = body if isinstance(body, bytes) else orjson.dumps(body)
             content_type = content_type or "application/json"
+        headers = self._headers(content_type)
+        if accept:
+            headers["Accept"] = accept
         started = time.perf_counter()
         try:
-            resp = self.pool.request(method, self.url(path, query), body=data,
-                                     headers=self._headers(content_type),
+            resp = self.pool.request(method, self.url(path, query), body=data, headers=headers,
                                      timeout=urllib3.Timeout(connect=min(5.0, timeout), read=max(timeout, 0.001)))
         except urllib3.exceptions.HTTPError as exc:
             self._count(method, path, query, "error", started)
@@ -175,9 +181,9 @@ class KubeClient:
         message = parsed.get("message", "") if isinstance(parsed, dict) else str(parsed)[:500]
         raise ApiError(status, f"{method} {path}: {message}", parsed)
 
-    # Keyword arguments other than ``timeout`` (seconds) become query parameters.
-    def get(self, path: str, timeout: float = 30.0, **query) -> Any:
-        return self.request("GET", path, query=query, timeout=timeout)
+    # Keyword arguments other than ``timeout`` (seconds) and ``accept`` become query parameters.
+    def get(self, path: str, timeout: float = 30.0, accept: Optional[str] = None, **query) -> Any:
+        return self.request("GET", path, query=query, timeout=timeout, accept=accept)
 
     def post(self, path: str, body: Any, timeout: float = 30.0, **query) -> Any:
         return self.request("POST", path, body=body, query=query, timeout=timeout)

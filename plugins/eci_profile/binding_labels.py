@@ -36,6 +36,7 @@ FIRST_TRY = 0.02  # seconds after the binding's admission: it is stored a moment
 FIRST_RETRY = 0.05  # seconds; doubled each time, up to MAX_RETRY
 MAX_RETRY = 1.0
 CONFIRM_AFTER = 1.0  # seconds after the binding's admission: its labels are in the watch by then, if copied
+CONFIRM_LOOKS = 4  # more looks, a second apart, once the API server is known to copy them (a busy watch lags)
 GIVE_UP_AFTER = 30.0  # a binding not stored by then is not coming
 # PATCHes in flight at once: one at a time trailed a burst's bindings by seconds (each call waits
 # for the API server, which is busiest then), and pods were Running before their labels came.
@@ -59,6 +60,7 @@ class _Job:
     on_binding: bool = False
     #: the next read of the pod tells whether the API server copied the Binding's labels
     learn: bool = False
+    looks: int = 0  # in the watch, for labels that rode on the Binding
 
 
 class BindingLabeler:
@@ -141,10 +143,14 @@ class BindingLabeler:
         path = object_path("v1", "pods", job.name, job.namespace)
         why = ""
         if job.on_binding:
-            job.on_binding = False
             if self.seen(job.namespace, job.name, job.uid, job.labels):
                 self.binding_copies = True
                 return self._over(job, "withBinding")
+            if self.binding_copies and job.looks < CONFIRM_LOOKS:  # known to copy them: the watch is behind
+                job.looks += 1
+                self._schedule(self.clock() + CONFIRM_AFTER, job)
+                return None
+            job.on_binding = False
             job.blind, job.learn = False, True  # read the pod: copied (the watch is behind), or not?
         try:
             if job.blind:

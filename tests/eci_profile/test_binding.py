@@ -157,3 +157,16 @@ def test_a_label_patch_that_fails_is_tried_again_off_the_admission_path(make_har
 def test_unknown_pod_is_left_alone(make_harness):
     result = make_harness(seed("fair.yaml"), kube=RecordingKube()).create(binding("ghost", "vk-1"))
     assert result.allowed and result.patch == []
+
+
+def test_a_watch_behind_is_waited_for_once_the_api_server_is_known_to_copy_the_labels(make_harness, monkeypatch):
+    monkeypatch.setattr(binding_labels, "CONFIRM_AFTER", 0.05)
+    kube = RecordingKube()
+    harness = make_harness(seed("fair.yaml"), objects=default_objects() + [pending()], kube=kube)
+    eci.profile_of(harness.host).labeler.binding_copies = True
+    harness.create(binding("web", "vk-1"))
+    time.sleep(0.12)  # two looks: not in the watch yet
+    harness.host.store(VIRTUAL_PODS).upsert(strip_virtual_pod(stored(RecordingKube(), labels={
+        "app": "nginx", "foo": "boo", "eci.aliyun.com/selector": "test-fair"})))
+    wait_for(lambda: outcomes(harness) == {"withBinding": 1.0})
+    assert kube.calls == []  # never read, never sent

@@ -82,3 +82,58 @@ def test_selectors_reads_the_pods_a_page_at_a_time(capsys):
     assert cmd_selectors(kube, {}) == 0
     row = capsys.readouterr().out.splitlines()[1].split()
     assert row[0] == "web" and row[3] == "5"  # every page counted
+
+
+def test_selectors_asks_for_the_metadata_of_unfinished_pods_only():
+    from framework import METADATA_ONLY
+    from plugins.eci_profile.kubectl import UNFINISHED, cmd_selectors
+
+    class Recording:
+        def __init__(self):
+            self.pod_queries = []
+
+        def get(self, path, **query):
+            if path == "/api/v1/pods":
+                self.pod_queries.append(dict(query))
+            return {"items": []}
+
+    kube = Recording()
+    assert cmd_selectors(kube, {}) == 0
+    assert [(q.get("accept"), q.get("fieldSelector")) for q in kube.pod_queries] == [(METADATA_ONLY, UNFINISHED)]
+
+
+class _Profile:
+    """Resolves by the app label, counting its calls."""
+
+    def __init__(self, custom=False):
+        self.custom_match, self.custom_resolve, self.calls = False, custom, 0
+
+    def resolve(self, pod, namespace):
+        from types import SimpleNamespace
+
+        self.calls += 1
+        app = pod["metadata"]["labels"].get("app")
+        return SimpleNamespace(selector=SimpleNamespace(name=f"{namespace}-{app}") if app != "none" else None)
+
+
+def _pods():
+    def pod(i, namespace, app, **extra):
+        return {"metadata": {"name": f"p{i}", "namespace": namespace, "labels": {"app": app}}, **extra}
+
+    return ([pod(i, "shop", "web") for i in range(1000)] + [pod(i, "shop", "db") for i in range(10)]
+            + [pod(i, "ops", "web") for i in range(5)] + [pod(i, "shop", "none") for i in range(3)]
+            + [pod(1, "shop", "web", status={"phase": "Succeeded"}), pod(2, "shop", "alone")])
+
+
+def test_the_pods_of_one_workload_are_resolved_once():
+    from plugins.eci_profile.kubectl import count_wins
+
+    def left_alone(pod):
+        return "a static pod" if pod["metadata"]["labels"]["app"] == "alone" else None
+
+    profile = _Profile()
+    wins = count_wins(profile, iter(_pods()), left_alone)
+    assert wins == {"shop-web": 1000, "shop-db": 10, "ops-web": 5}  # finished and left-alone pods not counted
+    assert profile.calls == 4  # one per namespace and labels
+    custom = _Profile(custom=True)  # a plugin's eci_resolve may look at more than the labels: every pod
+    assert count_wins(custom, iter(_pods()), left_alone) == wins and custom.calls == 1018

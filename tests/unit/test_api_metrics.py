@@ -76,3 +76,27 @@ def test_the_host_counts_its_clients_requests_by_verb_resource_and_code(fake_api
                                                   {"verb": "PATCH", "resource": "pods"}) == 1
     assert b'admission_host_api_requests_total{code="409",resource="pods",verb="PATCH"} 1.0' \
         in host.metrics.exposition()
+
+
+def test_a_get_may_ask_for_another_representation():
+    from framework.kube.client import METADATA_ONLY
+
+    sent = []
+
+    class Pool:
+        def request(self, method, url, body=None, headers=None, timeout=None):
+            sent.append((headers["Accept"], url.rpartition("?")[2]))
+
+            class Resp:
+                status, data = 200, b'{"items": []}'
+            return Resp()
+
+    import kubernetes.client
+
+    cfg = kubernetes.client.Configuration()
+    cfg.host = "http://127.0.0.1:1"
+    kube = KubeClient(cfg)
+    kube.pool = Pool()
+    kube.get("/api/v1/pods", limit=5)
+    kube.get("/api/v1/pods", accept=METADATA_ONLY, limit=5)
+    assert sent == [("application/json", "limit=5"), (METADATA_ONLY, "limit=5")]  # a header, not a parameter
