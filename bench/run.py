@@ -1,8 +1,8 @@
 """The benchmark suite: ``python -m bench`` (see bench/README.md).
 
-    python -m bench                          # everything, ~5 minutes on 2 cores
+    python -m bench                          # everything, ~7 minutes on 2 cores
     python -m bench --quick                  # shorter phases, ~2 minutes
-    python -m bench --only headline          # or scaling, micro (comma-separated)
+    python -m bench --only headline          # or small, scaling, micro (comma-separated)
     python -m bench --pin                    # servers on CPU 0, load generators on CPU 1
 
 **headline**: ECI-Profile served over HTTPS (``bench/serve_variant.py --plugin eci``: the real
@@ -11,9 +11,12 @@ and 20,000 pending pods), side by side with the same server answering a constant
 (the ceiling), and the ECI server again at log level WARNING. The load is the mix of
 ``bench/world.py`` (pod CREATE matching / not matching a Selector, pods/binding to virtual / normal
 nodes). Saturation: ``wrk`` (C, keep-alive, Lua script), in rounds alternating the servers. Fixed
-rates 200, 500 and 1,500 req/s: ``bench/loadgen.py`` (asyncio, open loop: latency counted from each
+rates 200 and 500 req/s: ``bench/loadgen.py`` (asyncio, open loop: latency counted from each
 request's scheduled time, so the percentiles are free of coordinated omission). Server CPU from
 /proc/PID/stat, RSS from /proc/PID/status.
+
+**small**: the same comparison, shorter (fewer rounds, 500 req/s only), in a world of 10 Selectors
+(``--small-selectors``), everything else as the headline's: the targets hold in both worlds.
 
 **scaling**: saturation throughput, CPU per request and RSS as Selectors (10 .. 10,000),
 namespaces (100 .. 10,000) and pod size (2 .. 50 KB; pod CREATE only, each size with its own
@@ -21,6 +24,10 @@ ceiling) grow, everything else at the headline's values; printed and plotted to
 ``bench/out/scaling.png``.
 
 **micro**: ``python -m pytest bench/micro --benchmark-only``: the pipeline's stages in-process.
+
+**targets**: what the admission work may add to the ceiling, in each world: at most
+``TARGETS["cpu_over_ceiling_us"]`` of server CPU per admission at saturation, and a p99 at 500
+req/s at most ``TARGETS["p99_over_ceiling_ms"]`` above the ceiling's (exit code 1 if one is missed).
 
 Results: printed, and saved to ``bench/out/results.json`` (and ``report.md``, the tables).
 """
@@ -41,21 +48,20 @@ import orjson
 
 from bench import world
 from bench.certs import write_certificates
-from bench.server import OUT, RATIO_TARGET, REPO, TICK, WRK_MIX_SCRIPT, Variant, phase, run_loadgen, run_wrk
+from bench.server import OUT, REPO, TICK, WRK_MIX_SCRIPT, Variant, phase, run_loadgen, run_wrk
 
-PARTS = ("headline", "scaling", "micro")
+PARTS = ("headline", "small", "scaling", "micro")
 CLASSES_PATCHED = {"create-match": True, "create-nomatch": False, "bind-virtual": True, "bind-normal": False}
 
+# Relative to the ceiling (the same server answering a constant review, in the same run): what the
+# admission work adds is what the host controls; the HTTP stack's own cost moves with the machine.
 TARGETS = {
-    "ratio": RATIO_TARGET,  # ours / ceiling at saturation, in each round
-    "cpu_us": 300.0,        # server CPU per admission at saturation
-    "cpu_us_500": 450.0,    # the same at 500 req/s
-    "p99_ms": 2.5,          # at 500 req/s, 1,000 Selectors, 10,000 namespaces
-    "p999_ms": 5.0,         # at 500 req/s
-    "p99_ms_1500": 5.0,     # at 1,500 req/s
-    "selector_scaling": 0.9,  # throughput at 10,000 Selectors / at 10
-    "rss_mb": 100.0,        # 10,000 namespaces, 5,000 nodes, 20,000 pending pods
+    "cpu_over_ceiling_us": 100.0,  # server CPU per admission at saturation, over the ceiling's
+    "p99_over_ceiling_ms": 1.0,    # p99 at 500 req/s, over the ceiling's
+    "selector_scaling": 0.9,       # throughput at 10,000 Selectors / at 10
+    "rss_mb": 100.0,               # 10,000 namespaces, 5,000 nodes, 20,000 pending pods
 }
+TARGET_RATE = 500.0
 
 
 class Report:
@@ -280,6 +286,60 @@ class Bench:
         self.results["headline"] = summary
         self.results["headline_params"] = dataclass_dict(params)
 
+    # -- small world ---------------------------------------------------------------------------------------
+    def small(self) -> None:
+        """The ceiling and ECI-Profile (at the run's log level) in a world of few Selectors, all
+        else as the headline's: saturation in fewer rounds, then 500 req/s."""
+        a = self.args
+        params = world.Params(selectors=a.small_selectors, namespaces=a.namespaces, nodes=a.nodes,
+                              pending_pods=a.pending_pods, pod_size=a.pod_size)
+        requests = world.mix(params, weights=a.mix)
+        mix = self.write_mix("small", requests)
+        constant_body = next(body for cls, body in requests if cls == "create-match")
+        rounds, seconds = max(1, a.rounds - 1), a.small_rate_duration
+        say = self.say
+        say(f"## Small world: {params.describe()}")
+        say()
+        say(f"the headline's mix and servers; saturation {rounds} x {a.duration:g} s per server; "
+            f"{TARGET_RATE:g} req/s for {seconds:g} s per server")
+        servers = {"ceiling": self.start("small-ceiling", params, "constant", constant_body=constant_body),
+                   "ours": self.start("small-ours", params)}
+        try:
+            self.ready(list(servers.values()))
+            self.check(servers["ours"], requests)
+            self.warm(list(servers.values()), mix[0], a.warmup)
+            sat = self.rounds(list(servers.values()), {s.name: mix for s in servers.values()}, rounds, a.duration,
+                              label="small: ")
+            rates: Dict[str, dict] = {}
+            for key in ("ceiling", "ours"):
+                res = rates[key] = self.fixed_rate(servers[key], mix[0], TARGET_RATE, seconds)
+                lat = res["latency_ms"]
+                print(f"  small: {TARGET_RATE:g} req/s {servers[key].name:>13}: p50 {lat['p50']:.2f} ms, "
+                      f"p99 {lat['p99']:.2f} ms, p99.9 {lat['p99.9']:.2f} ms, {res['cpu_us_per_request']:.0f} µs "
+                      f"CPU/request, errors {res['errors']}", flush=True)
+        finally:
+            for s in servers.values():
+                s.stop()
+        names = {"ceiling": "ceiling (constant)", "ours": f"ECI-Profile ({a.log_level})"}
+        say()
+        say(f"| server | saturation req/s | CPU µs / admission (sat.) | p50 / p99 / p99.9 ms at {TARGET_RATE:g}/s "
+            f"| CPU µs / admission at {TARGET_RATE:g}/s | RSS MB | errors |")
+        say("|---|---:|---:|---:|---:|---:|---:|")
+        summary = {}
+        for key, server in servers.items():
+            rs, res = sat[server.name], rates[key]
+            n = sum(r["requests"] for r in rs)
+            cpu = sum(r["cpu_us_per_request"] * r["requests"] for r in rs) / max(1, n)
+            rps = n / sum(r["seconds"] for r in rs)
+            lat = res["latency_ms"]
+            errors = sum(r["errors"] for r in rs) + res["errors"]
+            say(f"| {names[key]} | {rps:,.0f} | {cpu:.0f} | {lat['p50']:.2f} / {lat['p99']:.2f} / {lat['p99.9']:.2f} | "
+                f"{res['cpu_us_per_request']:.0f} | {res['VmRSS'] / 1024:.1f} | {errors} |")
+            summary[key] = {"saturation_rps": rps, "cpu_us_per_request_saturation": cpu, "rounds": rs,
+                            "rates": {str(TARGET_RATE): res}, "rss_mb": res["VmRSS"] / 1024, "errors": errors}
+        self.results["small"] = summary
+        self.results["small_params"] = dataclass_dict(params)
+
     # -- scaling ------------------------------------------------------------------------------------------
     def curve(self, title: str, points: List[Tuple[str, world.Params]], classes=world.CLASSES,
               weights=None, ceiling: bool = False, rounds: Optional[int] = None) -> List[dict]:
@@ -396,60 +456,50 @@ class Bench:
 
     # -- targets --------------------------------------------------------------------------------------------
     def targets(self) -> bool:
+        """The targets, each beside the ceiling's own figure; True when all are met."""
         say = self.say
-        rows = []
-        h = self.results.get("headline")
-        if h:
-            p = self.results["headline_params"]
-            world_ = f"{p['selectors']:,} Selectors, {p['namespaces']:,} namespaces"
+        rows = []  # (target, world, wanted, ceiling, ECI-Profile, over the ceiling, met)
+        cpu_max, p99_max = TARGETS["cpu_over_ceiling_us"], TARGETS["p99_over_ceiling_ms"]
+        worlds = [(self.results.get(k), self.results.get(f"{k}_params")) for k in ("small", "headline")]
+        for h, p in worlds:
+            if not h:
+                continue
+            world_ = f"{p['selectors']:,} Selectors"
             ours, ceiling = h["ours"], h["ceiling"]
-            rounds = h["ratio_rounds"]
-            rows.append((f"ours / ceiling at saturation (log level {self.args.log_level}), in each of {len(rounds)} rounds",
-                         f"≥ {TARGETS['ratio']:.2f}", ", ".join(f"{r:.2f}" for r in rounds), "-",
-                         min(rounds) >= TARGETS["ratio"]))
-            if "ratio_warning" in h:
-                rows.append(("ours / ceiling at saturation (WARNING)", f"≥ {TARGETS['ratio']:.2f}",
-                             f"{h['ratio_warning']:.3f}", "-", h["ratio_warning"] >= TARGETS["ratio"]))
-            rows.append((f"server CPU per admission at saturation ({world_})", f"≤ {TARGETS['cpu_us']:g} µs",
-                         f"{ours['cpu_us_per_request_saturation']:.0f} µs",
-                         f"{ceiling['cpu_us_per_request_saturation']:.0f} µs",
-                         ours["cpu_us_per_request_saturation"] <= TARGETS["cpu_us"]))
-
-            def at(server, rate):
-                return server["rates"].get(str(float(rate)))
-
-            if at(ours, 500):
-                mine, theirs = at(ours, 500), at(ceiling, 500)
-                rows.append(("server CPU per admission at 500 req/s", f"≤ {TARGETS['cpu_us_500']:g} µs",
-                             f"{mine['cpu_us_per_request']:.0f} µs", f"{theirs['cpu_us_per_request']:.0f} µs",
-                             mine["cpu_us_per_request"] <= TARGETS["cpu_us_500"]))
-            for rate, pct, target in ((500, "p99", "p99_ms"), (500, "p99.9", "p999_ms"), (1500, "p99", "p99_ms_1500")):
-                if at(ours, rate):
-                    mine, theirs = at(ours, rate)["latency_ms"][pct], at(ceiling, rate)["latency_ms"][pct]
-                    rows.append((f"{pct} at {rate:,} req/s ({world_})", f"≤ {TARGETS[target]:g} ms",
-                                 f"{mine:.2f} ms", f"{theirs:.2f} ms", mine <= TARGETS[target]))
-            rows.append((f"RSS ({p['namespaces']:,} namespaces, {p['nodes']:,} nodes, {p['pending_pods']:,} pending pods)",
-                         f"≤ {TARGETS['rss_mb']:g} MB", f"{ours['rss_mb']:.0f} MB (peak {ours['peak_rss_mb']:.0f})",
-                         "-", ours["peak_rss_mb"] <= TARGETS["rss_mb"]))
+            mine, theirs = ours["cpu_us_per_request_saturation"], ceiling["cpu_us_per_request_saturation"]
+            rows.append((f"server CPU per admission at saturation ({self.args.log_level})", world_,
+                         f"≤ ceiling + {cpu_max:g} µs", f"{theirs:.0f} µs", f"{mine:.0f} µs",
+                         f"{mine - theirs:+.0f} µs", mine - theirs <= cpu_max))
+            at_ours, at_ceiling = ours["rates"].get(str(TARGET_RATE)), ceiling["rates"].get(str(TARGET_RATE))
+            if at_ours and at_ceiling:
+                mine, theirs = at_ours["latency_ms"]["p99"], at_ceiling["latency_ms"]["p99"]
+                rows.append((f"p99 at {TARGET_RATE:g} req/s", world_, f"≤ ceiling + {p99_max:g} ms",
+                             f"{theirs:.2f} ms", f"{mine:.2f} ms", f"{mine - theirs:+.2f} ms", mine - theirs <= p99_max))
+        h, p = self.results.get("headline"), self.results.get("headline_params")
+        if h:
+            rows.append(("RSS", f"{p['namespaces']:,} namespaces, {p['nodes']:,} nodes, {p['pending_pods']:,} pending pods",
+                         f"≤ {TARGETS['rss_mb']:g} MB", "-", f"{h['ours']['rss_mb']:.0f} MB (peak {h['ours']['peak_rss_mb']:.0f})",
+                         "-", h["ours"]["peak_rss_mb"] <= TARGETS["rss_mb"]))
         s = self.results.get("scaling")
         if s and len(s.get("selectors") or ()) > 1:
             first, last = s["selectors"][0], s["selectors"][-1]
             r = last["ours"]["rps"] / first["ours"]["rps"]
-            rows.append((f"req/s at {last['params']['selectors']:,} Selectors / at {first['params']['selectors']:,}",
-                         f"≥ {TARGETS['selector_scaling']:g}", f"{r:.3f}", "-", r >= TARGETS["selector_scaling"]))
+            rows.append(("req/s at saturation, ratio", f"{last['params']['selectors']:,} / {first['params']['selectors']:,} Selectors",
+                         f"≥ {TARGETS['selector_scaling']:g}", "-", f"{r:.3f}", "-", r >= TARGETS["selector_scaling"]))
         if not rows:
             return True
         say("## Targets")
         say()
-        say("The ceiling's column: the same figure for the constant-answer server (the HTTP stack alone).")
+        say("The ceiling: the same server answering a constant review (the HTTP stack alone), in the same run; "
+            "the admission work may add at most what the target says to it.")
         say()
-        say("| target | wanted | measured | ceiling | |")
-        say("|---|---:|---:|---:|---|")
-        for name, want, got, ceiling, ok in rows:
-            say(f"| {name} | {want} | {got} | {ceiling} | {'met' if ok else 'NOT met'} |")
-        self.results["targets"] = [{"target": n, "wanted": w, "measured": g, "ceiling": c, "met": ok}
-                                   for n, w, g, c, ok in rows]
-        return all(ok for *_, ok in rows)
+        say("| target | world | wanted | ceiling | ECI-Profile | over the ceiling | |")
+        say("|---|---|---:|---:|---:|---:|---|")
+        for name, where, want, ceiling, got, over, ok in rows:
+            say(f"| {name} | {where} | {want} | {ceiling} | {got} | {over} | {'met' if ok else 'missed'} |")
+        self.results["targets"] = [{"target": n, "world": w, "wanted": want, "ceiling": c, "measured": g,
+                                    "over_ceiling": o, "met": ok} for n, w, want, c, g, o, ok in rows]
+        return all(row[-1] for row in rows)
 
 
 def machine_cpu() -> Tuple[float, float]:
@@ -582,7 +632,8 @@ def _ints(text: str) -> List[int]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", default=",".join(PARTS), help="comma-separated parts: headline, scaling, micro")
+    parser.add_argument("--only", default=",".join(PARTS),
+                        help="comma-separated parts: headline, small, scaling, micro")
     parser.add_argument("--quick", action="store_true", help="shorter phases (~2 minutes in all)")
     parser.add_argument("--pin", action="store_true", help="servers on CPU 0, load generators on CPU 1")
     parser.add_argument("--loadgen", choices=("auto", "wrk", "python"), default="auto",
@@ -601,7 +652,10 @@ def main(argv=None) -> int:
     parser.add_argument("--pod-size", type=int, default=d.pod_size)
     parser.add_argument("--mix", type=_ints, default=list(world.DEFAULT_MIX),
                         help="percent of create-match,create-nomatch,bind-virtual,bind-normal (25,25,25,25)")
-    parser.add_argument("--rates", default="200,500,1500", help="fixed rates, req/s (200,500,1500)")
+    parser.add_argument("--rates", default="200,500", help="headline: fixed rates, req/s (200,500)")
+    parser.add_argument("--small-selectors", type=int, default=10, help="Selectors of the small world (10)")
+    parser.add_argument("--small-rate-duration", type=float, default=None,
+                        help="small world: seconds at 500 req/s per server (10)")
     parser.add_argument("--duration", type=int, default=None, help="headline saturation seconds per server per round (5)")
     parser.add_argument("--rounds", type=int, default=None, help="headline saturation rounds (3)")
     parser.add_argument("--rate-duration", default=None,
@@ -627,6 +681,7 @@ def main(argv=None) -> int:
     args.scaling_warmup = 0.5 if quick else 1.0
     args.micro_max_time = 0.1 if quick else 0.2
     args.rates = [float(r) for r in args.rates.split(",") if r]
+    args.small_rate_duration = args.small_rate_duration or (6.0 if quick else 10.0)
     if args.rate_duration:
         durations = [float(d) for d in args.rate_duration.split(",") if d]
     else:  # 500 req/s longest: its p99.9 is a target

@@ -19,7 +19,8 @@ between the two is the pipeline's cost (parse, working copy, mutators, patch, se
 the log line).
 
 The ``echo`` variant answers a real API server (which checks each answer's uid against its
-request's): every pod CREATE gets one precomputed patch, the virtual-node toleration, and every
+request's): every pod CREATE gets one precomputed patch appending the virtual-node toleration (the
+API server's DefaultTolerationSeconds has given every pod a list to append to), and every
 other request is allowed unchanged, each with its request's uid. It is the fastest webhook this
 stack can be that still sends a burst's pods to virtual nodes: ``python -m bench.spike``'s ceiling.
 """
@@ -105,7 +106,9 @@ class EchoPipeline(ConstantPipeline):
 
     def __init__(self, pipeline):
         super().__init__(b"", pipeline)
-        patch = base64.b64encode(orjson.dumps([{"op": "add", "path": "/spec/tolerations", "value": [self.TOLERATION]}]))
+        # Appended: replacing the list would drop the tolerations DefaultTolerationSeconds added,
+        # which it adds again, and the API server then calls the webhook again (IfNeeded).
+        patch = base64.b64encode(orjson.dumps([{"op": "add", "path": "/spec/tolerations/-", "value": self.TOLERATION}]))
         self.answers = {pod: orjson.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": {
             "uid": "UID", "allowed": True, **({"patchType": "JSONPatch", "patch": patch.decode()} if pod else {})}})
             .split(b'"UID"') for pod in (True, False)}

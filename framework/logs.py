@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import re
 import sys
 import threading
 import time
@@ -22,6 +23,10 @@ class _WorkerField(logging.Filter):
         return True
 
 
+# The text format setup() installs: "time LEVEL[ [worker N]] logger: message".
+_PLAIN = re.compile(r"%\(asctime\)s %\(levelname\)s([^%]*) %\(name\)s: %\(message\)s")
+
+
 class Formatter(logging.Formatter):
     """The stdlib's, with the time of day formatted once a second rather than once a line (the host
     writes a line per changed admission)."""
@@ -29,16 +34,33 @@ class Formatter(logging.Formatter):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._second = (None, None, "")  # (second, datefmt, formatted)
+        # What sits between the level and the logger's name, when this is setup()'s format: then
+        # line() can write a line without a LogRecord.
+        plain = _PLAIN.fullmatch(self._fmt or "") if type(self._style) is logging.PercentStyle else None
+        self._between = (plain.group(1) if plain and self.datefmt is None and self.default_msec_format == "%s,%03d"
+                         else None)
 
-    def formatTime(self, record: logging.LogRecord, datefmt: Optional[str] = None) -> str:
-        second = int(record.created)
+    def line(self, name: str, levelname: str, message: str, created: float) -> Optional[str]:
+        """What format() makes of a record of these fields (no exception, no stack), or None when
+        this formatter's format is not setup()'s."""
+        if self._between is None:
+            return None
+        return f"{self._time(created, None)},{int((created - int(created)) * 1000):03d} {levelname}{self._between} " \
+               f"{name}: {message}"
+
+    def _time(self, created: float, datefmt: Optional[str]) -> str:
+        second = int(created)
         cached = self._second
         if cached[0] != second or cached[1] != datefmt:
             cached = self._second = (second, datefmt, time.strftime(datefmt or self.default_time_format,
                                                                      self.converter(second)))
+        return cached[2]
+
+    def formatTime(self, record: logging.LogRecord, datefmt: Optional[str] = None) -> str:
+        formatted = self._time(record.created, datefmt)
         if datefmt:
-            return cached[2]
-        return self.default_msec_format % (cached[2], record.msecs)
+            return formatted
+        return self.default_msec_format % (formatted, record.msecs)
 
 
 class JSONFormatter(Formatter):
@@ -49,6 +71,13 @@ class JSONFormatter(Formatter):
             entry["worker"] = record.worker
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry).decode()
+
+    def line(self, name: str, levelname: str, message: str, created: float, worker: Optional[int] = None) -> str:
+        entry = {"time": self._time(created, "%Y-%m-%dT%H:%M:%S"), "level": levelname.lower(), "logger": name,
+                 "message": message}
+        if worker is not None:
+            entry["worker"] = worker
         return orjson.dumps(entry).decode()
 
 
@@ -97,18 +126,22 @@ class BufferedStreamHandler(logging.StreamHandler):
             self.handleError(record)
             return
         if record.levelno < logging.WARNING:
-            if len(self._pending) >= self.max_pending:
-                self._dropped += 1
-                return
-            self._pending.append(line)
-            if not self._wake.is_set():  # one wake-up per batch, not per line
-                self._wake.set()
+            self.queue(line)
             return
         self._pending.append(line)
         try:
             self.flush()
         except Exception:
             self.handleError(record)
+
+    def queue(self, line: str) -> None:
+        """Queue a line below WARNING, formatted: written within ``interval``."""
+        if len(self._pending) >= self.max_pending:
+            self._dropped += 1
+            return
+        self._pending.append(line)
+        if not self._wake.is_set():  # one wake-up per batch, not per line
+            self._wake.set()
 
     def flush(self) -> None:
         """Write everything queued, in one write, and flush the stream."""
@@ -152,6 +185,59 @@ class BufferedStreamHandler(logging.StreamHandler):
             pass
         finally:
             super().close()
+
+
+def write(logger: logging.Logger, level: int, msg: str, args: tuple) -> None:
+    """``logger.log(level, msg, *args)`` for a level below WARNING, the caller having checked
+    ``logger.isEnabledFor(level)``: a line logged on every request (the host's line per changed
+    admission).
+
+    When logging is as setup() left it (the record would reach its handler alone, unfiltered), the
+    same line is formatted from the message and the time and queued, without a LogRecord and the
+    stdlib's walk from logger to handler, which cost ~4 µs a line, more than formatting it. Anything
+    else (another handler, a filter, a test's capture) gets the record, as from ``logger.log``."""
+    handler = _sole_handler(logger, level)
+    if handler is None:
+        logger.log(level, msg, *args)
+        return
+    created = time.time()
+    formatter = handler.formatter
+    try:
+        if type(formatter) is JSONFormatter:
+            worker = handler.filters[0].worker if handler.filters else None
+            line = formatter.line(logger.name, logging.getLevelName(level), msg % args, created, worker)
+        else:
+            line = formatter.line(logger.name, logging.getLevelName(level), msg % args, created)
+    except Exception:  # what logging does with a message that cannot be formatted
+        logger.log(level, msg, *args)
+        return
+    if line is None:
+        logger.log(level, msg, *args)
+        return
+    handler.queue(line)
+
+
+def _sole_handler(logger: logging.Logger, level: int) -> Optional[BufferedStreamHandler]:
+    """setup()'s handler, when a record of ``logger`` at ``level`` would reach it and nothing else
+    would see the record: no filter on the logger, no handler on its way up to the root logger,
+    the root's one handler a BufferedStreamHandler of this module whose only filter adds the
+    worker's number."""
+    if logger.filters or logger.disabled:
+        return None
+    node = logger
+    while node.parent is not None:
+        if node.handlers or not node.propagate:
+            return None
+        node = node.parent
+    handlers = node.handlers
+    if len(handlers) != 1:
+        return None
+    handler = handlers[0]
+    if (type(handler) is not BufferedStreamHandler or level < handler.level
+            or type(handler.formatter) not in (Formatter, JSONFormatter)
+            or (handler.filters and (len(handler.filters) != 1 or type(handler.filters[0]) is not _WorkerField))):
+        return None
+    return handler
 
 
 def setup(level: str = "INFO", fmt: str = "text", worker: Optional[int] = None, buffered: bool = True) -> None:

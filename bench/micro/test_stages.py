@@ -124,7 +124,7 @@ def test_handle_with_info_line(benchmark, setups):
     saved = root.handlers[:], root.level
     with open(os.devnull, "w") as devnull:
         handler = logs.BufferedStreamHandler(devnull)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(logs.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))  # as setup()
         root.handlers[:] = [handler]
         root.setLevel(logging.INFO)
         try:

@@ -11,6 +11,7 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 import orjson
 
+from framework import logs
 from framework.admission import review
 from framework.admission.deadline import Runner
 from framework.admission.patch import NotJSON, Snapshot, not_json_at
@@ -67,13 +68,13 @@ class _Run:
                  "changers", "ops", "index", "current", "attempt", "over", "late", "denied", "lock")
 
     def __init__(self, req: AdmissionRequest, mutators: Tuple[Mutator, ...], budgets: Tuple[float, ...], paths,
-                 before: Snapshot):
+                 before: Snapshot, several_plugins: bool):
         self.req, self.mutators, self.budgets, self.paths = req, mutators, budgets, paths
         self.before = self.state = before
         self.warnings, self.audit = list(req.warnings), dict(req.audit_annotations)
         self.ran: List[Mutator] = []
         # Which plugin set which value (JSON pointer: plugin), when several plugins share the request.
-        self.writers: Optional[Dict[str, str]] = {} if len({m.plugin for m in mutators}) > 1 else None
+        self.writers: Optional[Dict[str, str]] = {} if several_plugins else None
         # How many mutators changed something, and the operations of the last one that did.
         self.changers = 0
         self.ops: List[dict] = []
@@ -121,17 +122,21 @@ class Pipeline:
 
     def _route(self, group: str, resource: str, operation: str) -> tuple:
         """The mutators for a request, the paths they may change (None: anywhere), how many of them
-        run in the request's own thread before a runner thread takes over, and their budgets."""
+        run in the request's own thread before a runner thread takes over, their budgets, the
+        parents of the paths (each must be an object for the paths alone to be snapshotted), and
+        whether the mutators belong to more than one plugin."""
         key = (group, resource, operation)
         found = self._routes.get(key)
         if found is None:
             mutators = tuple(m for m in self.mutators if m.wants(group, resource, operation))
-            paths = None
+            paths = parents = None
             if mutators and all(m.paths is not None for m in mutators):
                 paths = tuple(dict.fromkeys(tuple(p.split(".")) for m in mutators for p in m.paths))
+                parents = tuple(dict.fromkeys(keys[:-1] for keys in paths))
             inline = next((i for i, m in enumerate(mutators) if not m.inline), len(mutators))
             budgets = tuple(self.budget if m.budget_seconds is None else m.budget_seconds for m in mutators)
-            found = self._routes[key] = (mutators, paths, inline, budgets)
+            several = len({m.plugin for m in mutators}) > 1
+            found = self._routes[key] = (mutators, paths, inline, budgets, parents, several)
         return found
 
     def handle(self, body: bytes, timeout: Optional[float] = None, arrived: Optional[float] = None) -> bytes:
@@ -171,11 +176,12 @@ class Pipeline:
             # audit annotations they added, and the JSON pointers changed. Never a value: not of
             # the object, and not of an audit annotation either, whatever a plugin puts there
             # (the API server's audit log records those, under its own access rules).
-            log.info("patched %s %s %s/%s by %s%s: %s", req.operation, req.resource_path, req.namespace,
-                     req.name or ((req.raw.get("object") or {}).get("metadata") or {}).get("generateName", ""),
-                     ",".join(m.name for m in outcome.mutators),
-                     f" (audit {','.join(outcome.audit_annotations)})" if outcome.audit_annotations else "",
-                     " ".join(f"{op['op']} {op['path']}" for op in outcome.patch))
+            logs.write(log, logging.INFO, "patched %s %s %s/%s by %s%s: %s", (
+                req.operation, req.resource_path, req.namespace,
+                req.name or ((req.raw.get("object") or {}).get("metadata") or {}).get("generateName", ""),
+                ",".join([m.name for m in outcome.mutators]),
+                f" (audit {','.join(outcome.audit_annotations)})" if outcome.audit_annotations else "",
+                " ".join([f"{op['op']} {op['path']}" for op in outcome.patch])))
         self.metrics.admission(req.resource_path, req.operation, outcome.status, time.perf_counter() - start)
         return outcome
 
@@ -186,14 +192,15 @@ class Pipeline:
         abandoned past its budget: then the outcome's patch is all there is (that mutator may
         still hold the object).
         """
-        mutators, paths, inline, budgets = self._route(req.group, req.resource_path, req.operation)
+        mutators, paths, inline, budgets, parents, several = self._route(req.group, req.resource_path,
+                                                                          req.operation)
         if not mutators or not isinstance(req.object, dict):
             return Outcome(req)
         # Mutators edit the object itself; the state before them is kept encoded (only the parts
         # they declared, when all of them did), which is what the patch and a rollback need.
-        if paths is not None and not Snapshot.covers(req.object, paths):
+        if paths is not None and not _objects_at(req.object, parents):
             paths = None
-        run = _Run(req, mutators, budgets, paths, Snapshot(req.object, paths=paths))
+        run = _Run(req, mutators, budgets, paths, Snapshot(req.object, paths=paths), several)
         whole = Snapshot(req.object) if self.strict and paths is not None else None
         # With declared paths only those are snapshotted, and a change elsewhere is dropped. Two more
         # encodings of the whole object tell whether that happened; they cost as much as the rest
@@ -486,6 +493,20 @@ def _wake_at(run: _Run, deadline: float) -> float:
     if index != i:  # the next one has not begun: its budget cannot end sooner than this
         started = time.monotonic()
     return min(deadline, started + run.budgets[i])
+
+
+def _objects_at(obj: dict, parents: Tuple[Tuple[str, ...], ...]) -> bool:
+    """Whether each of ``parents`` is an object in ``obj`` (``Snapshot.covers``, with the parents
+    of the declared paths found once per route)."""
+    if type(obj) is not dict:
+        return False
+    for keys in parents:
+        node = obj
+        for key in keys:
+            node = node.get(key) if type(node) is dict else None
+        if type(node) is not dict:
+            return False
+    return True
 
 
 def _null(value) -> None:

@@ -84,13 +84,18 @@ def _fail(message: str) -> None:
 
 def parse(body: bytes) -> tuple:
     """Return ``(apiVersion, request dict)`` or raise :class:`ReviewError` saying what is wrong."""
-    if not body or not body.strip():
-        _fail("empty body: expected an AdmissionReview JSON document")
     try:
         review = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
+        # Told apart only here: strip() copies the whole body.
+        if not body or not body.strip():
+            _fail("empty body: expected an AdmissionReview JSON document")
         _fail(f"body is not valid JSON: {exc}")
     return validate(review)
+
+
+_FIELD_TYPES = (("kind", dict), ("resource", dict), ("operation", str), ("subResource", str), ("namespace", str),
+                ("name", str), ("dryRun", bool), ("userInfo", dict), ("object", dict), ("oldObject", dict))
 
 
 def validate(review: Any) -> tuple:
@@ -109,11 +114,10 @@ def validate(review: Any) -> tuple:
     uid = request.get("uid")
     if not isinstance(uid, str) or not uid:
         _fail("request.uid is missing or not a non-empty string")
-    for field, types in (("kind", dict), ("resource", dict), ("operation", str), ("subResource", str),
-                         ("namespace", str), ("name", str), ("dryRun", bool), ("userInfo", dict),
-                         ("object", dict), ("oldObject", dict)):
-        value = request.get(field)
-        if value is not None and not isinstance(value, types):
+    get = request.get
+    for field, types in _FIELD_TYPES:
+        value = get(field)
+        if value is not None and type(value) is not types and not isinstance(value, types):
             _fail(f"request.{field} must be a {types.__name__}, got a JSON {type(value).__name__}")
     resource = request.get("resource") or {}
     if not isinstance(resource.get("resource"), str) or not resource.get("resource"):

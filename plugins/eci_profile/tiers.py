@@ -147,7 +147,7 @@ def normalize_toleration(t: Mapping[str, Any]) -> Tuple:
 
 def missing(tolerations: Sequence[Mapping[str, Any]], wanted: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
     """Those of ``wanted`` that ``tolerations`` lacks, once each."""
-    have = {normalize_toleration(t) for t in tolerations or () if isinstance(t, Mapping)}
+    have = {normalize_toleration(t) for t in tolerations or () if isinstance(t, dict)}  # (cached: dict subclasses)
     out, seen = [], set()
     for t in wanted:
         key = normalize_toleration(t)

@@ -85,9 +85,11 @@ def test_local_says_what_its_files_cannot_fill_and_answers_the_reviews_piped_to_
 
         toleration = {"key": "k8s.aliyun.com/vnode", "operator": "Equal", "value": "true", "effect": "NoSchedule"}
         assert decoded_patch(sent()) == [{"op": "add", "path": "/spec/tolerations", "value": [toleration]}]
-        # Bound to the virtual node: the Selector's effect on the Binding (the pod is in the cache).
-        assert decoded_patch(sent("--binding", "vk-1")) == [{"op": "add", "path": "/metadata/annotations",
-                                                             "value": {"foo": "boo"}}]
+        # Bound to the virtual node: the Selector's effect on the Binding (the pod is in the cache); the
+        # API server copies its annotations, and since 1.35 its labels, onto the pod.
+        assert decoded_patch(sent("--binding", "vk-1")) == [
+            {"op": "add", "path": "/metadata/annotations", "value": {"foo": "boo"}},
+            {"op": "add", "path": "/metadata/labels", "value": {"foo": "boo", "eci.aliyun.com/selector": "test-fair"}}]
         assert decoded_patch(sent("--operation", "DELETE")) == []
     finally:
         assert server.stop() == 0

@@ -3,6 +3,7 @@
 import io
 import json
 import logging
+import re
 
 from framework import logs
 
@@ -40,3 +41,46 @@ def test_the_time_formatted_once_a_second_is_the_stdlibs():
         assert ours.format(record) == stdlib.format(record)
         assert ours.formatTime(record, "%Y-%m-%dT%H:%M:%S") == stdlib.formatTime(record, "%Y-%m-%dT%H:%M:%S")
         assert ours.formatTime(record) == stdlib.formatTime(record)
+
+
+def _lines(monkeypatch, fmt, worker, emit):
+    stream = io.StringIO()
+    monkeypatch.setattr(logs.sys, "stderr", stream)
+    for flag in ("_srcfile", "logThreads", "logProcesses", "logMultiprocessing"):
+        monkeypatch.setattr(logging, flag, getattr(logging, flag))
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        logs.setup("INFO", fmt, worker=worker)
+        emit(logging.getLogger("admission_host.admission"))
+        root.handlers[0].flush()
+    finally:
+        for handler in root.handlers:
+            handler.close()
+        root.handlers[:], _ = saved
+        root.setLevel(saved[1])
+    return stream.getvalue().splitlines()
+
+
+def test_a_line_written_without_a_record_is_the_line_logging_writes(monkeypatch):
+    msg, args = "patched %s %s %s/%s by %s%s: %s", ("CREATE", "pods", "ns-1", "web-", "eci-profile-pod", "",
+                                                    "add /spec/tolerations/- add /metadata/labels/a~1b")
+    for fmt in ("text", "json"):
+        for worker in (None, 3):
+            fast = _lines(monkeypatch, fmt, worker, lambda log: logs.write(log, logging.INFO, msg, args))
+            slow = _lines(monkeypatch, fmt, worker, lambda log: log.info(msg, *args))
+            assert len(fast) == len(slow) == 1
+            if fmt == "json":
+                fast, slow = json.loads(fast[0]), json.loads(slow[0])
+                assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", fast.pop("time")) and slow.pop("time")
+                assert fast == slow
+            else:  # the same but for the time
+                assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}", fast[0][:23]) and fast[0][23:] == slow[0][23:]
+                assert fast[0].endswith(f" INFO{'' if worker is None else ' [worker 3]'} admission_host.admission: "
+                                        + msg % args)
+
+
+def test_a_line_goes_through_logging_when_something_else_would_see_it(monkeypatch, caplog):
+    with caplog.at_level(logging.INFO, logger="admission_host.admission"):
+        logs.write(logging.getLogger("admission_host.admission"), logging.INFO, "patched %s", ("default/web",))
+    assert [r.getMessage() for r in caplog.records] == ["patched default/web"]
