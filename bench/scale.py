@@ -56,7 +56,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench import world  # noqa: E402
-from bench.spike import HOST_CONFIG, cpu_seconds, delta, raw_metrics, samples  # noqa: E402
+from bench.spike import HOST_CONFIG, cpu_seconds, delta, histogram, quantile, raw_metrics, samples, watch_pods  # noqa: E402
 from framework import METADATA_ONLY, ApiError, KubeClient, list_pages  # noqa: E402
 from tests.e2e import cluster  # noqa: E402
 from tests.e2e.host import (HostProcess, install_crds, register_webhook, service_account_kubeconfig,  # noqa: E402
@@ -309,57 +309,8 @@ class BurstWatch:
             self.running.setdefault(uid, now)
 
     def _run(self) -> None:
-        path, selector, version = f"/api/v1/namespaces/{BURST_NAMESPACE}/pods", f"app={BURST_APP}", ""
-        while not self.stopping.is_set():
-            try:
-                if not version:
-                    listing = self.kube.get(path, labelSelector=selector)
-                    for pod in listing.get("items") or ():
-                        self.see(pod, time.monotonic())
-                    version = listing["metadata"]["resourceVersion"]
-                    self.listed.set()
-                for event in self.kube.stream(path, {"watch": "true", "labelSelector": selector,
-                                                     "resourceVersion": version, "allowWatchBookmarks": "true",
-                                                     "timeoutSeconds": 30}, timeout=60):
-                    if event.get("type") == "ERROR":
-                        version = ""
-                        break
-                    obj = event.get("object") or {}
-                    version = obj["metadata"]["resourceVersion"]
-                    if event.get("type") in ("ADDED", "MODIFIED"):
-                        self.see(obj, time.monotonic())
-            except ApiError:
-                version = ""
-                time.sleep(0.2)
-
-
-# -- the histogram ------------------------------------------------------------------------------------------------
-
-
-def histogram(text: str, metric: str, **labels) -> Dict[float, float]:
-    """``{le: cumulative count}`` of a histogram, summed over the series that carry ``labels``."""
-    out: Dict[float, float] = {}
-    for key, value in samples(text, metric + "_bucket").items():
-        d = dict(key)
-        if all(d.get(k) == v for k, v in labels.items()):
-            le = float("inf") if d["le"] == "+Inf" else float(d["le"])
-            out[le] = out.get(le, 0.0) + value
-    return out
-
-
-def quantile(buckets: Dict[float, float], q: float) -> Optional[float]:
-    """The quantile of a cumulative histogram, interpolated inside its bucket (as Prometheus does)."""
-    bounds = sorted(buckets)
-    if not bounds or not buckets[bounds[-1]]:
-        return None
-    rank, lower, below = q * buckets[bounds[-1]], 0.0, 0.0
-    for le in bounds:
-        if buckets[le] >= rank:
-            if le == float("inf"):
-                return lower
-            return lower + (le - lower) * ((rank - below) / (buckets[le] - below) if buckets[le] > below else 1.0)
-        lower, below = le, buckets[le]
-    return lower
+        watch_pods(self.kube, f"/api/v1/namespaces/{BURST_NAMESPACE}/pods", f"app={BURST_APP}", self.see,
+                   self.stopping, self.listed)
 
 
 # -- the rehearsal ------------------------------------------------------------------------------------------------

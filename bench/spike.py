@@ -44,7 +44,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -57,6 +57,7 @@ from tests.e2e.host import (HostProcess, install_crds, register_webhook, service
                             wait_for)
 
 APP = "spike"
+WEBHOOK_SECONDS = "apiserver_admission_webhook_admission_duration_seconds"
 WAYS = {"without": "without the webhook", "ceiling": "constant-answer webhook", "with": "with the host"}
 VNODE = {"k8s.aliyun.com/vnode": "true"}
 TOLERATION = {"key": "k8s.aliyun.com/vnode", "operator": "Equal", "value": "true", "effect": "NoSchedule"}
@@ -135,25 +136,30 @@ def connections(port: int) -> int:
     return sum(1 for line in out.splitlines() if line.split()[0] in ("ESTAB", "TIME-WAIT", "FIN-WAIT-2", "CLOSE-WAIT"))
 
 
-def webhook_quantiles(counts: Dict[tuple, float], quantiles=(0.5, 0.99)) -> Dict[str, List[float]]:
-    """Quantiles (upper bucket bounds) of the API server's calls to the webhook over a spike, per
-    resource (pods: creations; pods/binding), from the delta of its
-    ``apiserver_admission_webhook_admission_duration_seconds_bucket``."""
-    per: Dict[str, Dict[float, float]] = {}
-    for key, value in counts.items():
-        labels = dict(key)
-        if labels.get("type") != "admit" or "le" not in labels:
-            continue
-        resource = labels.get("operation", "")
-        bound = float(labels["le"])
-        per.setdefault(resource, {})[bound] = per.setdefault(resource, {}).get(bound, 0.0) + value
-    out = {}
-    for resource, buckets in per.items():
-        ordered = sorted(buckets.items())
-        total = ordered[-1][1]
-        if total:
-            out[resource] = [next(le for le, n in ordered if n >= q * total) for q in quantiles] + [total]
+def histogram(text: str, metric: str, **labels) -> Dict[float, float]:
+    """``{le: cumulative count}`` of a histogram, summed over the series that carry ``labels``."""
+    out: Dict[float, float] = {}
+    for key, value in samples(text, metric + "_bucket").items():
+        d = dict(key)
+        if all(d.get(k) == v for k, v in labels.items()):
+            le = float("inf") if d["le"] == "+Inf" else float(d["le"])
+            out[le] = out.get(le, 0.0) + value
     return out
+
+
+def quantile(buckets: Dict[float, float], q: float) -> Optional[float]:
+    """The quantile of a cumulative histogram, interpolated inside its bucket (as Prometheus does)."""
+    bounds = sorted(buckets)
+    if not bounds or not buckets[bounds[-1]]:
+        return None
+    rank, lower, below = q * buckets[bounds[-1]], 0.0, 0.0
+    for le in bounds:
+        if buckets[le] >= rank:
+            if le == float("inf"):
+                return lower
+            return lower + (le - lower) * ((rank - below) / (buckets[le] - below) if buckets[le] > below else 1.0)
+        lower, below = le, buckets[le]
+    return lower
 
 
 def raw_metrics(kube: KubeClient) -> str:
@@ -162,6 +168,35 @@ def raw_metrics(kube: KubeClient) -> str:
 
 
 # -- the pods as a watch sees them -------------------------------------------------------------------------
+
+
+def watch_pods(kube: KubeClient, path: str, selector: str, see: Callable[[dict, float], None],
+               stopping: threading.Event, listed: threading.Event, restarted: Callable[[], None] = lambda: None) -> None:
+    """List then watch the pods at ``path`` with ``selector`` until ``stopping``, passing each as seen
+    and when to ``see``; listed again after an error (``restarted`` told)."""
+    version = ""
+    while not stopping.is_set():
+        try:
+            if not version:
+                listing = kube.get(path, labelSelector=selector)
+                now = time.monotonic()
+                for pod in listing.get("items") or ():
+                    see(pod, now)
+                version = listing["metadata"]["resourceVersion"]
+                listed.set()
+            for event in kube.stream(path, {"watch": "true", "labelSelector": selector, "resourceVersion": version,
+                                            "allowWatchBookmarks": "true", "timeoutSeconds": 10}, timeout=30):
+                obj = event.get("object") or {}
+                if event.get("type") == "ERROR":
+                    version = ""
+                    break
+                version = obj["metadata"]["resourceVersion"]
+                if event.get("type") in ("ADDED", "MODIFIED"):
+                    see(obj, time.monotonic())
+        except ApiError:
+            version = ""
+            restarted()
+            time.sleep(0.2)
 
 
 @dataclass
@@ -210,30 +245,11 @@ class PodWatch:
             seen.labelled = now
 
     def _run(self) -> None:
-        path, selector, version = f"/api/v1/namespaces/{self.namespace}/pods", f"app={APP}", ""
-        while not self.stopping.is_set():
-            try:
-                if not version:
-                    listing = self.kube.get(path, labelSelector=selector)
-                    now = time.monotonic()
-                    for pod in listing.get("items") or ():
-                        self.see(pod, now)
-                    version = listing["metadata"]["resourceVersion"]
-                    self.listed.set()
-                for event in self.kube.stream(path, {"watch": "true", "labelSelector": selector,
-                                                     "resourceVersion": version, "allowWatchBookmarks": "true",
-                                                     "timeoutSeconds": 10}, timeout=30):
-                    obj = event.get("object") or {}
-                    if event.get("type") == "ERROR":
-                        version = ""
-                        break
-                    version = obj["metadata"]["resourceVersion"]
-                    if event.get("type") in ("ADDED", "MODIFIED"):
-                        self.see(obj, time.monotonic())
-            except ApiError:
-                version = ""
-                self.restarts += 1
-                time.sleep(0.2)
+        def restarted():
+            self.restarts += 1
+
+        watch_pods(self.kube, f"/api/v1/namespaces/{self.namespace}/pods", f"app={APP}", self.see, self.stopping,
+                   self.listed, restarted)
 
     def running(self) -> int:
         return sum(1 for s in list(self.pods.values()) if s.running is not None)
@@ -328,7 +344,6 @@ class Bench:
             watch.listed.wait(30)
             before_text = raw_metrics(self.admin)
             before_api = samples(before_text, "apiserver_request_total")
-            before_hook = samples(before_text, "apiserver_admission_webhook_admission_duration_seconds_bucket")
             before_host = host.get("/metrics")[1] if host else ""
             cpu_api = cpu_seconds(api_pid)
             components = {p.name: p.popen.pid for p in (self.cp._etcd, self.cp._scheduler,
@@ -366,8 +381,10 @@ class Bench:
             }
             after_text = raw_metrics(self.admin)
             api = delta(samples(after_text, "apiserver_request_total"), before_api)
-            result["webhook_latency"] = webhook_quantiles(delta(samples(
-                after_text, "apiserver_admission_webhook_admission_duration_seconds_bucket"), before_hook))
+            before = histogram(before_text, WEBHOOK_SECONDS, type="admit")
+            calls = {le: n - before.get(le, 0.0) for le, n in histogram(after_text, WEBHOOK_SECONDS, type="admit").items()}
+            if calls and max(calls.values()):
+                result["webhook_latency"] = [quantile(calls, 0.5), quantile(calls, 0.99), max(calls.values())]
             result["binding_429"] = requests_total(api, code="429", resource="pods", subresource="binding")
             result["pod_patch_409"] = requests_total(api, code="409", resource="pods", subresource="", verb="PATCH")
             result["pod_patch_422"] = requests_total(api, code="422", resource="pods", subresource="", verb="PATCH")
@@ -486,10 +503,11 @@ def report(results: List[dict], release: str, qps: int) -> str:
     for r in results:
         lines.append(f"- {r['run']}: {r['way']}: " + "; ".join(
             f"{k} {n} pods {fmt(p50, '.2f')} / {fmt(p99, '.2f')}" for k, (n, p50, p99) in r.get("stages", {}).items()))
-    lines += ["", "The API server's calls to the webhook (p50 / p99 bucket bounds, s; calls; TCP connections):", ""]
-    lines += [f"- {r['run']}: {r['way']}: " + "; ".join(f"{res} {p50:g} / {p99:g} ({int(n)})" for res, (p50, p99, n)
-                                                         in sorted(r["webhook_latency"].items()))
-              + f"; {r.get('webhook_connections')} connections" for r in results if r.get("webhook_latency")]
+    lines += ["", "The API server's calls to the webhook (p50 / p99 ms, interpolated in its histogram's buckets; "
+                  "calls; TCP connections):", ""]
+    lines += [f"- {r['run']}: {r['way']}: {fmt(r['webhook_latency'][0] * 1000, '.0f')} / "
+              f"{fmt(r['webhook_latency'][1] * 1000, '.0f')} ms; {int(r['webhook_latency'][2])} calls; "
+              f"{r.get('webhook_connections')} connections" for r in results if r.get("webhook_latency")]
     lines += ["", "CPU seconds of the other components over each spike:", ""]
     lines += [f"- {r['run']}: {r['way']}: " + ", ".join(f"{k} {v:.1f}" for k, v in r.get("component_cpu_s", {}).items())
               for r in results]
