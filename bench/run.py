@@ -153,14 +153,20 @@ class Bench:
                       f"errors {res['errors']}", flush=True)
         return out
 
+    def make_world(self, name: str, selectors: int) -> tuple:
+        """The generated cluster with ``selectors`` Selectors (all else the run's), its request mix,
+        the mix written for the load generators, and the body the ceiling answers."""
+        a = self.args
+        params = world.Params(selectors=selectors, namespaces=a.namespaces, nodes=a.nodes,
+                              pending_pods=a.pending_pods, pod_size=a.pod_size)
+        requests = world.mix(params, weights=a.mix)
+        return (params, requests, self.write_mix(name, requests),
+                next(body for cls, body in requests if cls == "create-match"))
+
     # -- headline ------------------------------------------------------------------------------------
     def headline(self) -> None:
         a = self.args
-        params = world.Params(selectors=a.selectors, namespaces=a.namespaces, nodes=a.nodes,
-                              pending_pods=a.pending_pods, pod_size=a.pod_size)
-        requests = world.mix(params, weights=a.mix)
-        mix = self.write_mix("headline", requests)
-        constant_body = next(body for cls, body in requests if cls == "create-match")
+        params, requests, mix, constant_body = self.make_world("headline", a.selectors)
         say = self.say
         say(f"## Headline: {params.describe()}")
         say()
@@ -291,11 +297,7 @@ class Bench:
         """The ceiling and ECI-Profile (at the run's log level) in a world of few Selectors, all
         else as the headline's: saturation in fewer rounds, then 500 req/s."""
         a = self.args
-        params = world.Params(selectors=a.small_selectors, namespaces=a.namespaces, nodes=a.nodes,
-                              pending_pods=a.pending_pods, pod_size=a.pod_size)
-        requests = world.mix(params, weights=a.mix)
-        mix = self.write_mix("small", requests)
-        constant_body = next(body for cls, body in requests if cls == "create-match")
+        params, requests, mix, constant_body = self.make_world("small", a.small_selectors)
         rounds, seconds = max(1, a.rounds - 1), a.small_rate_duration
         say = self.say
         say(f"## Small world: {params.describe()}")

@@ -126,12 +126,11 @@ class Metrics:
 
     def api_request(self, verb: str, resource: str, code: str, seconds: float) -> None:
         key = (verb, resource, code)
-        children = self._api_children.get(key)
-        if children is None:
-            children = self._api_children[key] = (
+        counted = self._api_children.get(key)
+        if counted is None:
+            counted = self._api_children[key] = _Counted(
                 self.api_requests.labels(verb, resource, code), self.api_request_seconds.labels(verb, resource))
-        children[0].inc()
-        children[1].observe(seconds)
+        counted.add(seconds)
 
     def event_loop(self, plugin: str, name: str, seconds: float) -> None:
         counted = self._event_loop_children.get((plugin, name))

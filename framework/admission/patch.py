@@ -82,21 +82,14 @@ class Snapshot:
         self.tree = None
         if paths is None:
             self.tree = _encode(obj, depth)
-            return
-        # _encode(_walk(obj, keys), 0) for each path, inlined: taken twice per admission.
-        dumps, parts = orjson.dumps, []
-        for keys in paths:
-            node = obj
-            for key in keys:
-                node = node.get(key, MISSING) if type(node) is dict else MISSING
-            kind = type(node)
-            parts.append((keys, dumps(node) if kind is dict or kind is list else _encode(node, 0)))
-        self.paths = parts
+        else:
+            self.paths = [(keys, _encode(_walk(obj, keys), 0)) for keys in paths]
 
     @classmethod
-    def covers(cls, obj: Any, paths: Iterable[Tuple[str, ...]]) -> bool:
-        """Whether every declared path's parent exists as an object (else snapshot it all)."""
-        return type(obj) is dict and all(type(_walk(obj, keys[:-1])) is dict for keys in paths)
+    def covers(cls, obj: Any, parents: Iterable[Tuple[str, ...]]) -> bool:
+        """Whether each of ``parents`` (the declared paths' parents) exists as an object in ``obj``
+        (else snapshot it all)."""
+        return type(obj) is dict and all(type(_walk(obj, keys)) is dict for keys in parents)
 
     def restore(self, obj: Any = None) -> Any:
         """The object as it was: a fresh copy, or with ``paths``, ``obj`` with those parts put back."""
@@ -209,7 +202,7 @@ class Snapshot:
             _changes_node(self.tree, later.tree, obj, "", "", out)
             return out
         for (keys, a), (_, b) in zip(self.paths, later.paths):
-            if a is not b and (type(a) is not type(b) or a != b):  # not _same_node(a, b)
+            if not _same_node(a, b):
                 if type(_walk(obj, keys[:-1])) is not dict:
                     raise ValueError(f"{'.'.join(keys[:-1])} was removed or replaced, outside the declared paths")
                 out.parts.append(".".join(keys))

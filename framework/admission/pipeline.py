@@ -198,7 +198,7 @@ class Pipeline:
             return Outcome(req)
         # Mutators edit the object itself; the state before them is kept encoded (only the parts
         # they declared, when all of them did), which is what the patch and a rollback need.
-        if paths is not None and not _objects_at(req.object, parents):
+        if paths is not None and not Snapshot.covers(req.object, parents):
             paths = None
         run = _Run(req, mutators, budgets, paths, Snapshot(req.object, paths=paths), several)
         whole = Snapshot(req.object) if self.strict and paths is not None else None
@@ -493,20 +493,6 @@ def _wake_at(run: _Run, deadline: float) -> float:
     if index != i:  # the next one has not begun: its budget cannot end sooner than this
         started = time.monotonic()
     return min(deadline, started + run.budgets[i])
-
-
-def _objects_at(obj: dict, parents: Tuple[Tuple[str, ...], ...]) -> bool:
-    """Whether each of ``parents`` is an object in ``obj`` (``Snapshot.covers``, with the parents
-    of the declared paths found once per route)."""
-    if type(obj) is not dict:
-        return False
-    for keys in parents:
-        node = obj
-        for key in keys:
-            node = node.get(key) if type(node) is dict else None
-        if type(node) is not dict:
-            return False
-    return True
 
 
 def _null(value) -> None:

@@ -38,6 +38,7 @@ class FullTiers:
     def __init__(self, clock: Callable[[], float] = time.monotonic, full_for: float = FULL_FOR):
         self.clock, self.full_for = clock, full_for
         self._seen: Dict[Tuple[str, int, str], float] = {}  # (Selector, tier index, controller uid) -> when
+        self._newest = 0.0
         self._lock = threading.Lock()
 
     def saw_unschedulable(self, selector: str, tier: int, owner: str) -> bool:
@@ -48,10 +49,14 @@ class FullTiers:
         now = self.clock()
         with self._lock:
             news = not self._fresh(selector, tier, owner, now)
-            self._seen[(selector, tier, owner)] = now
+            self._seen[(selector, tier, owner)] = self._newest = now
             if len(self._seen) > 10000:  # workloads come and go: forget the stale
                 self._seen = {k: t for k, t in self._seen.items() if now - t < self.full_for}
         return news
+
+    def __bool__(self) -> bool:
+        """Whether any tier is believed full now (a cheap check before working out which)."""
+        return bool(self._seen) and self.clock() - self._newest < self.full_for
 
     def full(self, selector: str, tier: int, owner: str) -> bool:
         """Whether the tiers up to ``tier`` were found full for ``owner``'s pods moments ago."""

@@ -534,10 +534,12 @@ class EciProfile:
         for the earlier ones; it skips a try that would fail (full_tiers.py)."""
         meta, spec = pod.setdefault("metadata", {}), pod["spec"]
         owner = controller_uid(meta)
+        if not owner or not self.full_tiers:  # every pod's path: nothing believed, nothing to work out
+            return []
         tiers = selector.tiers
         here = tiering.furthest(tiers, spec.get("tolerations") or (), self.settings)
-        if (not owner or here == len(tiers) - 1 or not tiers[here].moves_on_at_once
-                or not self.full_tiers.full(selector.name, here, owner)):
+        if here == len(tiers) - 1 or not tiers[here].moves_on_at_once or not self.full_tiers.full(
+                selector.name, here, owner):
             return []
         tier = tiers[here + 1]
         if tier.max_pods is not None:
@@ -625,12 +627,13 @@ class EciProfile:
             if on_binding:
                 binding["metadata"].setdefault("labels", {}).update(labels)
                 changes += [f"label {k}" for k in labels]
-            if request.dry_run:
-                changes += [] if on_binding else ["labels (skipped: dry run)"]
-            elif self.labeler is not None:
+            elif request.dry_run:
+                changes.append("labels (skipped: dry run)")
+            else:
+                changes += [f"label {k} (once bound)" for k in labels]
+            if self.labeler is not None and not request.dry_run:
                 self.labeler.label(namespace, name, pod_meta.get("uid") or "", target["name"], labels,
                                    has_labels=bool(pod_meta["labels"]), on_binding=on_binding)
-                changes += [] if on_binding else [f"label {k} (once bound)" for k in labels]
         self.record(request, selector, "binding", changes, target["name"])
 
     @staticmethod
