@@ -62,6 +62,10 @@ class Metrics:
             "When a watch cache last completed a full list.", ["watch"], registry=r, multiprocess_mode="livemax")
         self.leader = Gauge("admission_host_leader", "1 while this replica holds the leader lease.",
                             registry=r, multiprocess_mode="livemax")
+        self.tls_handshakes = Counter(
+            "admission_host_tls_handshakes", "TLS connections set up (each a full handshake: the API server's "
+            "webhook client keeps 25 idle connections a host and resumes no session, so a burst of more "
+            "concurrent calls pays one per call over 25).", registry=r)
         self.certificate_expiry = Gauge(
             "admission_host_certificate_expiry_timestamp_seconds",
             "notAfter of the serving certificate in use.", registry=r, multiprocess_mode="livemin")

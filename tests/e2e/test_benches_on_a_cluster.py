@@ -50,4 +50,6 @@ def test_the_spike_at_a_tiny_size():
     # The labels ride on the Binding (1.35+): on the pod from the moment it is bound.
     assert host["never_labelled"] == 0 and host["labelled_before_running_pct"] == 100
     assert host["webhook_latency"] and host["webhook_cpu_s"] > 0
+    # Each webhook counts the TLS connections the API server opened to it over the spike (at least one).
+    assert all(r["webhook_connections"] >= 1 for r in (host, results["ceiling"])), results
     assert "| 1: with the host |" in proc.stdout and "| 1: constant-answer webhook |" in proc.stdout

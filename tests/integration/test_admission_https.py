@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import ssl
 import subprocess
@@ -71,6 +72,23 @@ def test_health_metrics_and_plugins_endpoints(https_server):
     status, _, body = https_server.request("GET", "/plugins")
     assert status == 200
     assert [m["name"] for m in orjson.loads(body)["mutators"]] == ["pod-deletion-cost"]
+
+
+def _handshakes(server) -> float:
+    _, _, body = server.request("GET", "/metrics")  # a connection of its own: counted before it answers
+    return float(re.search(rb"^admission_host_tls_handshakes_total (\S+)$", body, re.M).group(1))
+
+
+def test_tls_handshakes_count_connections_not_requests(https_server):
+    before = _handshakes(https_server)
+    conn = https_server.connection()
+    try:
+        for uid in ("k-1", "k-2", "k-3"):  # one keep-alive connection, three admissions
+            https_server.mutate(review(labelled_pod("-5"), uid=uid), conn=conn)
+    finally:
+        conn.close()
+    https_server.mutate(review(labelled_pod("-5"), uid="k-4"))  # a connection of its own
+    assert _handshakes(https_server) - before == 3  # the keep-alive one, k-4's, this /metrics call's
 
 
 # -- malformed calls --------------------------------------------------------------------------------
