@@ -83,13 +83,18 @@ class Snapshot:
         if paths is None:
             self.tree = _encode(obj, depth)
         else:
-            self.paths = [(keys, _encode(_walk(obj, keys), 0)) for keys in paths]
+            self.paths = [(keys, _encode_at(obj, keys)) for keys in paths]
 
     @classmethod
     def covers(cls, obj: Any, parents: Iterable[Tuple[str, ...]]) -> bool:
         """Whether each of ``parents`` (the declared paths' parents) exists as an object in ``obj``
         (else snapshot it all)."""
-        return type(obj) is dict and all(type(_walk(obj, keys)) is dict for keys in parents)
+        if type(obj) is not dict:
+            return False
+        for keys in parents:
+            if type(_walk(obj, keys)) is not dict:
+                return False
+        return True
 
     def restore(self, obj: Any = None) -> Any:
         """The object as it was: a fresh copy, or with ``paths``, ``obj`` with those parts put back."""
@@ -510,6 +515,19 @@ def _encode(obj: Any, depth: int) -> Node:
     if kind is list or isinstance(obj, list):
         return orjson.dumps(obj)
     return obj
+
+
+def _encode_at(obj: Any, keys: Tuple[str, ...]) -> Node:
+    """``_encode(_walk(obj, keys), 0)`` in one call: a snapshot takes it for each declared path,
+    on every admission."""
+    for key in keys:
+        if type(obj) is not dict:
+            return MISSING
+        obj = obj.get(key, MISSING)
+    kind = type(obj)
+    if kind is dict or kind is list:
+        return orjson.dumps(obj)
+    return _encode(obj, 0)
 
 
 def _decode(node: Node) -> Any:

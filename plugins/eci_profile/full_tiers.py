@@ -29,7 +29,7 @@ FULL_FOR = 10.0  # the default of the option fullTierFor
 def controller_uid(meta: Mapping) -> str:
     """The uid of the object that made the pod (its controller owner), or "" for a pod of its own."""
     for owner in meta.get("ownerReferences") or ():
-        if isinstance(owner, Mapping) and owner.get("controller"):
+        if isinstance(owner, dict) and owner.get("controller"):
             return owner.get("uid") or ""
     return ""
 

@@ -76,9 +76,9 @@ def left_alone(pod: dict) -> Optional[str]:
     """Why ECI-Profile never changes this pod (None: it may). Such pods must never move."""
     meta = pod.get("metadata") or {}
     for owner in meta.get("ownerReferences") or ():
-        if isinstance(owner, Mapping) and owner.get("kind") == "DaemonSet":
+        if isinstance(owner, dict) and owner.get("kind") == "DaemonSet":
             return "owned by a DaemonSet"
-        if isinstance(owner, Mapping) and owner.get("kind") == "Node":
+        if isinstance(owner, dict) and owner.get("kind") == "Node":
             return "a mirror pod (static pod of a kubelet)"
     annotations = meta.get("annotations") or {}
     if MIRROR_ANNOTATION in annotations or annotations.get("kubernetes.io/config.source") in ("file", "http"):
@@ -144,7 +144,7 @@ def strip_virtual_pod(obj: dict) -> dict:
     meta = obj.get("metadata") or {}
     spec = obj.get("spec") or {}
     status = obj.get("status") or {}
-    owner = next((o for o in meta.get("ownerReferences") or () if isinstance(o, Mapping) and o.get("controller")),
+    owner = next((o for o in meta.get("ownerReferences") or () if isinstance(o, dict) and o.get("controller")),
                  None)
     return {
         "metadata": {"name": meta.get("name"), "namespace": meta.get("namespace"), "uid": meta.get("uid")},
@@ -553,7 +553,7 @@ class EciProfile:
         preferred.extend(t for t in tiering.prefer_before(tiers, here, self.settings) if t not in preferred)
         meta.setdefault("annotations", {})[OPENED_AT_CREATION] = tier.name
         self.burst_decisions.labels("openedAtCreation").inc()
-        owner_ref = next(o for o in meta["ownerReferences"] if isinstance(o, Mapping) and o.get("controller"))
+        owner_ref = next(o for o in meta["ownerReferences"] if isinstance(o, dict) and o.get("controller"))
         self.event_later({"name": owner_ref.get("name"), "namespace": meta.get("namespace"), "uid": owner},
                          "OpenedAtCreation", f"Selector {selector.name}: the scheduler found a pod of this "
                          f"{owner_ref.get('kind')} Unschedulable in tier {tiers[here].name}; its new pods are let into "
@@ -840,11 +840,11 @@ def host_features(pod: Mapping) -> List[str]:
     spec = pod.get("spec") or {}
     found = [f"spec.{f}" for f in HOST_FIELDS if spec.get(f) is True]
     for v in spec.get("volumes") or ():
-        if isinstance(v, Mapping) and v.get("hostPath") is not None:
+        if isinstance(v, dict) and v.get("hostPath") is not None:
             found.append(f"spec.volumes[{v.get('name')}].hostPath")
     for kind in ("initContainers", "containers"):
         for c in spec.get(kind) or ():
-            context = c.get("securityContext") if isinstance(c, Mapping) else None
+            context = c.get("securityContext") if isinstance(c, dict) else None
             if context and context.get("privileged") is True:
                 found.append(f"spec.{kind}[{c.get('name')}].securityContext.privileged")
     return found
