@@ -183,6 +183,7 @@ class EciProfile:
         self.matches = Counter("eci_profile_selector_matches", "Pods a Selector won, by Selector, policy and "
                                "phase (create, binding).", ["selector", "policy", "phase"],
                                registry=host.metrics.registry)
+        self._match_counts: Dict[tuple, object] = {}  # its children, found once (labels() costs ~2 µs)
         self.burst_actions = Counter("eci_profile_burst_actions", "Burst controller decisions on Unschedulable "
                                      "pods (patched, conflict, gone, error).", ["outcome"],
                                      registry=host.metrics.registry)
@@ -718,7 +719,11 @@ class EciProfile:
 
     def record(self, request, selector: Selector, phase: str, changes: List[str], node: str = "") -> None:
         request.audit(self.settings.audit_annotation, selector.name)
-        self.matches.labels(selector.name, selector.policy, phase).inc()
+        key = (selector.name, selector.policy, phase)
+        counted = self._match_counts.get(key)
+        if counted is None:
+            counted = self._match_counts[key] = self.matches.labels(*key)
+        counted.inc()
         if not log.isEnabledFor(logging.DEBUG):
             return
         where = f" to {node}" if node else ""
