@@ -393,6 +393,11 @@ class Bench:
             if calls and max(calls.values()):
                 result["webhook_latency"] = [quantile(calls, 0.5), quantile(calls, 0.99), max(calls.values())]
             result["binding_429"] = requests_total(api, code="429", resource="pods", subresource="binding")
+            # Who the API server's priority and fairness turned away, and why (queue-full, time-out, ...).
+            rejected = delta(samples(after_text, "apiserver_flowcontrol_rejected_requests_total"),
+                             samples(before_text, "apiserver_flowcontrol_rejected_requests_total"))
+            result["apf_rejected"] = {f"{d.get('priority_level')}/{d.get('flow_schema')}/{d.get('reason')}": int(v)
+                                      for d, v in ((dict(k), v) for k, v in rejected.items())}
             result["pod_patch_409"] = requests_total(api, code="409", resource="pods", subresource="", verb="PATCH")
             result["pod_patch_422"] = requests_total(api, code="422", resource="pods", subresource="", verb="PATCH")
             result["pod_patch"] = requests_total(api, resource="pods", subresource="", verb="PATCH")
@@ -529,6 +534,10 @@ def report(results: List[dict], release: str, qps: int) -> str:
     lines += [f"- {r['run']}: {r['way']}: {fmt(r['webhook_latency'][0] * 1000, '.0f')} / "
               f"{fmt(r['webhook_latency'][1] * 1000, '.0f')} ms; {int(r['webhook_latency'][2])} calls; "
               f"{r.get('webhook_connections')} connections" for r in results if r.get("webhook_latency")]
+    lines += ["", "Requests the API server's priority and fairness turned away (priority level / flow schema / "
+                  "reason: count):", ""]
+    lines += [f"- {r['run']}: {r['way']}: " + (", ".join(f"{k}: {v}" for k, v in sorted(r["apf_rejected"].items()))
+                                               or "none") for r in results if "apf_rejected" in r]
     lines += ["", "CPU seconds of the other components over each spike:", ""]
     lines += [f"- {r['run']}: {r['way']}: " + ", ".join(f"{k} {v:.1f}" for k, v in r.get("component_cpu_s", {}).items())
               for r in results]
