@@ -23,13 +23,15 @@ of ``--pods`` replicas (1 CPU each) in a namespace of its own, two ways:
   the spike; pods burst as the Selector says (Unschedulable, the burst controller's toleration,
   the binding's effect, the label PATCH after it).
 
-A run is one spike each way (the order rotates from run to run). Figures: the time until every
+A run is one spike each way (the order rotates from run to run); each spike starts once the last
+one's namespace is gone and the control plane idles. Figures: the time until every
 pod is Running (and, with the host, every pod on a virtual node labelled); HTTP 429 on the
-scheduler's bindings and 409 on pod PATCHes (the API server's ``apiserver_request_total``);
-CPU seconds of the webhook and of the API server over the spike (``/proc/PID/stat``); the
-webhook's peak RSS; the host's API calls by verb and resource (its ``admission_host_api_requests_total``);
-and, from a watch on the pods, when each virtual pod was first seen Running and first seen with
-its labels.
+scheduler's bindings and 409 on pod PATCHes (the API server's ``apiserver_request_total``), and
+what its priority and fairness rejected; CPU seconds of the webhook and of the API server over the
+spike (``/proc/PID/stat``); the webhook's peak RSS and the TLS connections the API server opened to
+it (the webhook's ``admission_host_tls_handshakes_total``); the host's API calls by verb and
+resource (its ``admission_host_api_requests_total``); and, from a watch on the pods, when each
+virtual pod was first seen Running and first seen with its labels.
 """
 
 from __future__ import annotations

@@ -13,9 +13,11 @@ mutators are idempotent) and the request starts again on a worker thread, where 
 from __future__ import annotations
 
 import threading
-from contextlib import contextmanager
 
-_here = threading.local()
+# The thread answering an admission on the event loop now, if any (one per process: the loop's).
+# A plain global read with get_ident() is cheaper than a threading.local, on every admission.
+_answering = None
+_get_ident = threading.get_ident
 
 
 class LeaveEventLoop(BaseException):
@@ -25,7 +27,7 @@ class LeaveEventLoop(BaseException):
 
 def on_event_loop() -> bool:
     """Whether this thread is answering an admission on the event loop."""
-    return getattr(_here, "answering", False)
+    return _answering is not None and _answering == _get_ident()
 
 
 def leave_event_loop(why: str = "") -> None:
@@ -36,11 +38,16 @@ def leave_event_loop(why: str = "") -> None:
         raise LeaveEventLoop(why)
 
 
-@contextmanager
-def answering_on_event_loop():
-    """The extent of one admission answered on the event-loop thread."""
-    _here.answering = True
-    try:
-        yield
-    finally:
-        _here.answering = False
+class answering_on_event_loop:  # noqa: N801 (used as a function: ``with answering_on_event_loop():``)
+    """The extent of one admission answered on the event-loop thread (a class rather than a
+    generator-based context manager: it is entered on every admission)."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        global _answering
+        _answering = _get_ident()
+
+    def __exit__(self, *exc) -> None:
+        global _answering
+        _answering = None
