@@ -398,8 +398,8 @@ class Bench:
             # Who the API server's priority and fairness turned away, and why (queue-full, time-out, ...).
             rejected = delta(samples(after_text, "apiserver_flowcontrol_rejected_requests_total"),
                              samples(before_text, "apiserver_flowcontrol_rejected_requests_total"))
-            result["apf_rejected"] = {f"{d.get('priority_level')}/{d.get('flow_schema')}/{d.get('reason')}": int(v)
-                                      for d, v in ((dict(k), v) for k, v in rejected.items())}
+            result["apf_rejected"] = {"/".join(dict(k).get(n, "") for n in ("priority_level", "flow_schema", "reason")):
+                                      int(v) for k, v in rejected.items()}
             result["pod_patch_409"] = requests_total(api, code="409", resource="pods", subresource="", verb="PATCH")
             result["pod_patch_422"] = requests_total(api, code="422", resource="pods", subresource="", verb="PATCH")
             result["pod_patch"] = requests_total(api, resource="pods", subresource="", verb="PATCH")

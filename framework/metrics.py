@@ -168,7 +168,7 @@ class _Counted:
             self.add = add
             return
         bucket = bisect.bisect_left  # the first bound >= seconds: observe()'s bucket (the last is +Inf)
-        if all(type(v) is MutexValue for v in (value or total, total, *buckets)):
+        if all(type(v) is MutexValue for v in (total, *buckets, *([] if value is None else [value]))):
             lock = _COUNTED_LOCK
 
             def add(seconds: float) -> None:
