@@ -66,10 +66,6 @@ class CertificateReloader:
         if hasattr(ssl, "OP_NO_RENEGOTIATION"):
             ctx.options |= ssl.OP_NO_RENEGOTIATION
         ctx.set_alpn_protocols(["http/1.1"])
-        # No TLS 1.3 session tickets: the API server's webhook client keeps no session cache
-        # (client-go's transport sets none), so each ticket would be encrypted and sent for nothing,
-        # ~15 % of a handshake's CPU here, and a burst opens hundreds of connections.
-        ctx.num_tickets = 0
         ctx.load_cert_chain(self.cert_file, self.key_file)
         self.not_after = _not_after(self.cert_file)
         if self.metrics is not None and self.not_after is not None:
