@@ -40,9 +40,10 @@ class Formatter(logging.Formatter):
         self._between = (plain.group(1) if plain and self.datefmt is None and self.default_msec_format == "%s,%03d"
                          else None)
 
-    def line(self, name: str, levelname: str, message: str, created: float) -> Optional[str]:
+    def line(self, name: str, levelname: str, message: str, created: float,
+             worker: Optional[int] = None) -> Optional[str]:
         """What format() makes of a record of these fields (no exception, no stack), or None when
-        this formatter's format is not setup()'s."""
+        this formatter's format is not setup()'s (whose text carries the worker already)."""
         if self._between is None:
             return None
         return f"{self._time(created, None)},{int((created - int(created)) * 1000):03d} {levelname}{self._between} " \
@@ -197,20 +198,13 @@ def write(logger: logging.Logger, level: int, msg: str, args: tuple) -> None:
     stdlib's walk from logger to handler, which cost ~4 µs a line, more than formatting it. Anything
     else (another handler, a filter, a test's capture) gets the record, as from ``logger.log``."""
     handler = _sole_handler(logger, level)
-    if handler is None:
-        logger.log(level, msg, *args)
-        return
-    created = time.time()
-    formatter = handler.formatter
-    try:
-        if type(formatter) is JSONFormatter:
-            worker = handler.filters[0].worker if handler.filters else None
-            line = formatter.line(logger.name, logging.getLevelName(level), msg % args, created, worker)
-        else:
-            line = formatter.line(logger.name, logging.getLevelName(level), msg % args, created)
-    except Exception:  # what logging does with a message that cannot be formatted
-        logger.log(level, msg, *args)
-        return
+    line = None
+    if handler is not None:
+        worker = handler.filters[0].worker if handler.filters else None
+        try:
+            line = handler.formatter.line(logger.name, logging.getLevelName(level), msg % args, time.time(), worker)
+        except Exception:  # logging says what it makes of a message that cannot be formatted
+            line = None
     if line is None:
         logger.log(level, msg, *args)
         return

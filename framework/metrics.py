@@ -114,36 +114,31 @@ class Metrics:
 
     def admission(self, resource: str, operation: str, outcome: str, seconds: float) -> None:
         key = (resource, operation, outcome)
-        counted = self._admission_children.get(key)
-        if counted is None:
-            counted = self._admission_children[key] = _Counted(
-                self.admissions.labels(resource, operation, outcome),
-                self.admission_seconds.labels(resource, operation))
-        counted.add(seconds)
+        (self._admission_children.get(key)
+         or self._pair(self._admission_children, key, self.admissions, self.admission_seconds)).add(seconds)
 
     def mutator(self, plugin: str, name: str, outcome: str, seconds: float) -> None:
         key = (plugin, name, outcome)
-        counted = self._mutator_children.get(key)
-        if counted is None:
-            counted = self._mutator_children[key] = _Counted(
-                self.mutator_calls.labels(plugin, name, outcome),
-                self.mutator_seconds.labels(plugin, name))
-        counted.add(seconds)
+        (self._mutator_children.get(key)
+         or self._pair(self._mutator_children, key, self.mutator_calls, self.mutator_seconds)).add(seconds)
 
     def api_request(self, verb: str, resource: str, code: str, seconds: float) -> None:
         key = (verb, resource, code)
-        counted = self._api_children.get(key)
-        if counted is None:
-            counted = self._api_children[key] = _Counted(
-                self.api_requests.labels(verb, resource, code), self.api_request_seconds.labels(verb, resource))
-        counted.add(seconds)
+        (self._api_children.get(key)
+         or self._pair(self._api_children, key, self.api_requests, self.api_request_seconds)).add(seconds)
 
     def event_loop(self, plugin: str, name: str, seconds: float) -> None:
-        counted = self._event_loop_children.get((plugin, name))
-        if counted is None:
-            counted = self._event_loop_children[(plugin, name)] = _Counted(
-                None, self.event_loop_mutator_seconds.labels(plugin, name))
-        counted.add(seconds)
+        key = (plugin, name)
+        (self._event_loop_children.get(key)
+         or self._pair(self._event_loop_children, key, None, self.event_loop_mutator_seconds)).add(seconds)
+
+    @staticmethod
+    def _pair(children: dict, key: tuple, counter, histogram) -> "_Counted":
+        """The counter's and histogram's children for ``key`` (the histogram's labels are its first
+        ones), made once and kept in ``children``."""
+        counted = children[key] = _Counted(None if counter is None else counter.labels(*key),
+                                           histogram.labels(*key[:len(histogram._labelnames)]))
+        return counted
 
 
 class _Counted:
