@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import heapq
 import logging
 import threading
@@ -30,8 +31,12 @@ class WorkQueue:
     - A reconcile that raises is logged, passed to ``on_error`` and retried for that key after
       :func:`retry_delay`; a success forgets the key's failures. Other keys go on meanwhile.
 
+    - With several workers, a key is never reconciled by two at once: one added while it is being
+      handled waits for that reconcile to end.
+
     Store handlers ``add`` keys (cheap, from the watch thread); :meth:`run` hands them to
-    ``reconcile`` one by one in the controller's thread until ``stop`` is set. With ``metrics``
+    ``reconcile`` in the controller's thread (and its workers' threads) until ``stop`` is set,
+    in sorted order within each round of ready keys. With ``metrics``
     (the host's :class:`framework.metrics.Metrics`) the queue counts adds, retries and work
     duration, and shows its depth and longest running reconcile.
     """
@@ -43,13 +48,14 @@ class WorkQueue:
         self._due: Dict[str, float] = {}  # key -> when its one waiting entry comes due
         self._later: List[Tuple[float, str]] = []  # (due, key), a heap; entries not in _due are stale
         self._failures: Dict[str, int] = {}
-        self._running: Optional[Tuple[str, float]] = None  # (key, started) of the reconcile under way
+        self._round: collections.deque = collections.deque()  # ready keys taken, sorted, not yet handed out
+        self._running: Dict[str, float] = {}  # key -> when its reconcile started
         self._cond = threading.Condition()
-        self._adds = self._retries = self._work = None
+        self._adds = self._retries = self._work_seconds = None
         if metrics is not None:
             self._adds = metrics.workqueue_adds.labels(name)
             self._retries = metrics.workqueue_retries.labels(name)
-            self._work = metrics.workqueue_work_seconds.labels(name)
+            self._work_seconds = metrics.workqueue_work_seconds.labels(name)
             metrics.workqueues.append(self)
 
     def add(self, keys: Iterable[str]) -> None:
@@ -92,7 +98,7 @@ class WorkQueue:
 
     def __len__(self) -> int:
         """Keys ready to be handled (the queue's depth)."""
-        return len(self._ready)
+        return len(self._ready) + len(self._round)
 
     def has(self, key: str) -> bool:
         """``key`` is ready or waiting (its reconcile is scheduled)."""
@@ -107,27 +113,62 @@ class WorkQueue:
         return self._failures.get(key, 0)
 
     def longest_running(self) -> float:
-        """Seconds the reconcile under way has been running (0 when none is)."""
-        running = self._running
-        return self.clock() - running[1] if running else 0.0
+        """Seconds the longest reconcile under way has been running (0 when none is)."""
+        started = min(self._running.values(), default=None)
+        return self.clock() - started if started is not None else 0.0
 
     def run(self, stop: threading.Event, reconcile: Callable[[str], None],
-            on_error: Callable[[str], None] = lambda key: None) -> None:
+            on_error: Callable[[str], None] = lambda key: None, workers: int = 1) -> None:
+        """Reconcile keys until ``stop`` is set: in this thread, and ``workers - 1`` more."""
+        threads = [threading.Thread(target=self._work, args=(stop, reconcile, on_error), daemon=True,
+                                    name=f"{self.name}-{i}") for i in range(1, workers)]
+        for thread in threads:
+            thread.start()
+        try:
+            self._work(stop, reconcile, on_error)
+        finally:
+            with self._cond:
+                self._cond.notify_all()
+            for thread in threads:
+                thread.join(5.0)  # a reconcile still in its call ends on its own (the threads are daemons)
+
+    def _work(self, stop: threading.Event, reconcile: Callable[[str], None],
+              on_error: Callable[[str], None]) -> None:
         while not stop.is_set():
             with self._cond:
-                wait = self._take_due()
-                if not self._ready:
-                    self._cond.wait(timeout=wait)
-                    self._take_due()
-                batch, self._ready = self._ready, set()
-            for key in sorted(batch):
-                if stop.is_set():
-                    return
+                key = self._next()
+                if key is None:
+                    self._cond.wait(timeout=self._take_due())
+                    continue
+                if self._round or self._ready:
+                    self._cond.notify()  # more to do: wake another worker
+            try:
                 self._handle(key, reconcile, on_error)
+            finally:
+                with self._cond:
+                    if key in self._ready:
+                        self._cond.notify()  # added again while it ran: it may go now
+
+    def _next(self) -> Optional[str]:
+        """(Holding the lock) the next key to reconcile, claimed, or None. A round is the ready
+        keys at the time, sorted; a key still being reconciled stays ready for a later round."""
+        while True:
+            if not self._round:
+                self._take_due()
+                taken = self._ready - self._running.keys()
+                if not taken:
+                    return None
+                self._ready -= taken
+                self._round.extend(sorted(taken))
+            key = self._round.popleft()
+            if key in self._running:
+                self._ready.add(key)
+                continue
+            self._running[key] = self.clock()
+            return key
 
     def _handle(self, key: str, reconcile: Callable[[str], None], on_error: Callable[[str], None]) -> None:
-        started = self.clock()
-        self._running = (key, started)
+        started = self._running[key] = self.clock()
         try:
             reconcile(key)
         except Exception:
@@ -145,6 +186,6 @@ class WorkQueue:
         else:
             self._failures.pop(key, None)
         finally:
-            self._running = None
-            if self._work is not None:
-                self._work.observe(self.clock() - started)
+            self._running.pop(key, None)
+            if self._work_seconds is not None:
+                self._work_seconds.observe(self.clock() - started)

@@ -31,6 +31,10 @@ RESYNC_SECONDS = 30.0
 # A pod with no PodScheduled condition this long after its creation: did the scheduler say
 # FailedScheduling in an Event whose condition write was lost?
 STRANDED_AFTER_SECONDS = 30.0
+# Pods reconciled at once. Each reconcile is mostly waiting for the API server (a PATCH, maybe a
+# GET of Events); one at a time, a burst's first verdict reached its siblings at ~20 a second and
+# most were tried and found Unschedulable by the scheduler first.
+WORKERS = 8
 
 
 def _only_version_changed(old: Optional[dict], new: dict) -> bool:
@@ -57,9 +61,12 @@ class BurstController:
         #: Pods with no PodScheduled condition that a FailedScheduling Event says the scheduler
         #: tried: key -> when it first said so. Handled as Unschedulable since then.
         self.failed_scheduling: Dict[str, float] = {}
-        #: Selector name -> keys of pods this controller tolerated that are not bound yet: they
-        #: count against the cap before their binding does (else a burst tolerates past it).
+        #: Cap key -> pods this controller tolerated (or is tolerating) for a capped tier that
+        #: are not bound yet: they count against the cap before their binding does (else a burst
+        #: tolerates past it).
         self.tolerated: Dict[str, Set[str]] = {}
+        # The bookkeeping above is shared by the workers and the watch's handlers.
+        self._lock = threading.RLock()
         self.on_waiting_changed: Callable[[str], None] = lambda selector: None
         self.pods.add_handler(self.on_pod)
         profile.host.store(SELECTORS).add_handler(self.on_selector)
@@ -70,9 +77,10 @@ class BurstController:
         if new is None:
             key = f"{old['metadata']['namespace']}/{old['metadata']['name']}"
             self.failed_scheduling.pop(key, None)
-            for keys in self.tolerated.values():
-                keys.discard(key)
-            self._not_waiting(key)
+            with self._lock:
+                for keys in self.tolerated.values():
+                    keys.discard(key)
+                self._not_waiting(key)
         elif self.active and new.get("unschedulable") and not _only_version_changed(old, new):
             self.queue.add([f"{new['metadata']['namespace']}/{new['metadata']['name']}"])
 
@@ -103,7 +111,8 @@ class BurstController:
                          name=f"{self.name}-resync", daemon=True).start()
         try:
             self.enqueue_unschedulable()
-            self.queue.run(stop, self.reconcile, on_error=lambda key: self.actions.labels("error").inc())
+            self.queue.run(stop, self.reconcile, on_error=lambda key: self.actions.labels("error").inc(),
+                           workers=WORKERS)
         finally:
             self.active = False
 
@@ -153,18 +162,20 @@ class BurstController:
 
     def _not_waiting(self, key: str, keep: str = "") -> None:
         """``key`` waits for no Selector (but ``keep``)."""
-        for name, pods in self.waiting.items():
-            if name != keep and key in pods:
-                pods.discard(key)
-                self.on_waiting_changed(name)
+        with self._lock:
+            for name, pods in self.waiting.items():
+                if name != keep and key in pods:
+                    pods.discard(key)
+                    self.on_waiting_changed(name)
 
     def _wait(self, key: str, selector, pod_meta: dict, message: str, event_key: str) -> None:
         """``key`` waits to burst for ``selector``; its pod is told why, once an hour per ``event_key``."""
-        self._not_waiting(key, keep=selector.name)  # it may have moved to another Selector
-        pods = self.waiting.setdefault(selector.name, set())
-        if key not in pods:
-            pods.add(key)
-            self.on_waiting_changed(selector.name)
+        with self._lock:
+            self._not_waiting(key, keep=selector.name)  # it may have moved to another Selector
+            pods = self.waiting.setdefault(selector.name, set())
+            if key not in pods:
+                pods.add(key)
+                self.on_waiting_changed(selector.name)
         self.profile.event_later(pod_meta, "BurstDelayed", f"Selector {selector.name}: {message}",
                                  key=event_key, once_per=3600)
 
@@ -196,7 +207,13 @@ class BurstController:
                 if tier is None:
                     return
                 missing = tiering.missing(pod["tolerations"], tiering.opening_tolerations(tier, self.profile.settings))
-            patched, fresh = self._tolerate(pod, missing)
+            patched = False
+            try:
+                patched, fresh = self._tolerate(pod, missing)
+            finally:
+                if not patched and tier is not None and tier.max_pods is not None:
+                    with self._lock:  # the place _next_tier reserved is free again
+                        self.tolerated[tier.cap_key].discard(key)
             if fresh is not None:
                 pod = fresh  # changed under us: decide again on the pod as it is now
                 continue
@@ -211,8 +228,6 @@ class BurstController:
                                          f"{selector.name} ({selector.policy}) at creation: the pod was admitted "
                                          "without them")
                 return
-            if tier.max_pods is not None:
-                self.tolerated.setdefault(tier.cap_key, set()).add(key)
             self.profile.burst_decisions.labels(decision.reason).inc()
             if tier.virtual and not selector.tiered:
                 log.info("burst: pod %s is Unschedulable on normal nodes; added virtual-node tolerations "
@@ -227,8 +242,8 @@ class BurstController:
             return
 
     def _next_tier(self, key: str, pod: dict, selector, here: int, decision: timing.Decision):
-        """The tier the pod moves on to now (the first after ``here`` with room), or None: it waits
-        (told why) and is looked at again when due."""
+        """The tier the pod moves on to now (the first after ``here`` with room, reserved for it
+        there), or None: it waits (told why) and is looked at again when due."""
         meta, rules = pod["metadata"], selector.tiers[here]
         if not decision.burst:
             until = timing.iso_time(decision.at)
@@ -241,9 +256,13 @@ class BurstController:
             return None
         full = []
         for tier in selector.tiers[here + 1:]:
-            in_flight = len(self.tolerated.get(tier.cap_key, set()) - {key})
-            if tier.max_pods is None or self.profile.virtual.count(tier.cap_key) + in_flight < tier.max_pods:
+            if tier.max_pods is None:
                 return tier
+            with self._lock:  # counted and reserved at once: two workers never take the last place
+                tolerated = self.tolerated.setdefault(tier.cap_key, set())
+                if self.profile.virtual.count(tier.cap_key) + len(tolerated - {key}) < tier.max_pods:
+                    tolerated.add(key)
+                    return tier
             full.append(tier)  # full: passed over (fenced, so the scheduler cannot use it either)
         # Held until a place comes free (on_virtual_pod), or looked at again.
         self.profile.cap_denials.labels(selector.name, "burst").inc()

@@ -1,5 +1,6 @@
 """Pods waiting to burst: looked at once per trigger or due time, never in a loop, and told why once."""
 
+import threading
 import time
 
 from framework.testing import pod
@@ -143,3 +144,38 @@ def test_pods_tolerated_and_not_yet_bound_count_against_the_cap(make_harness):
     harness.store(PENDING_PODS).delete("default/w0")  # bound to a normal node after all
     controller.reconcile("default/w2")
     assert [path.rsplit("/", 1)[1] for _, path, _ in kube.writes()] == ["w0", "w1", "w2"]
+
+
+def test_workers_reconciling_at_once_never_tolerate_past_the_cap(make_harness):
+    class SlowKube(RecordingKube):
+        def __init__(self):
+            super().__init__()
+            self.lock, self.in_flight, self.most = threading.Lock(), 0, 0
+
+        def patch(self, path, body, content_type=None, timeout=None, **query):
+            with self.lock:
+                self.in_flight += 1
+                self.most = max(self.most, self.in_flight)
+            time.sleep(0.05)  # the API server's answer: the other workers go on meanwhile
+            with self.lock:
+                self.in_flight -= 1
+            return super().patch(path, body, content_type, timeout, **query)
+
+    kube, clock, stop = SlowKube(), Clock(), threading.Event()
+    sel = selector("capped", "normalNodePrefer", object_labels={"matchLabels": {"app": "nginx"}})
+    sel["spec"]["maxVirtualPods"] = 6
+    harness = make_harness(sel, objects=default_objects() + [on_virtual("v1")] + [
+        waiting_pod(f"w{i:02}") for i in range(40)], kube=kube)
+    controller = BurstController(eci.profile_of(harness.host), clock=clock)
+    thread = threading.Thread(target=controller.run, args=(stop,))
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while controller.waiting_count("capped") < 35 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        stop.set()
+        thread.join(30)
+    # One place is taken: five pods are tolerated, by PATCHes under way at once, and 35 wait.
+    assert len(kube.writes()) == 5 and kube.most > 1
+    assert controller.waiting_count("capped") == 35

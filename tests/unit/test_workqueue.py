@@ -150,3 +150,35 @@ def test_the_longest_running_reconcile_shows_while_it_runs():
 
     queue._handle("slow", reconcile, lambda key: None)
     assert seen == [7.0] and queue.longest_running() == 0.0
+
+
+def test_several_workers_reconcile_at_once_but_never_one_key_twice_at_once():
+    queue, stop, lock = WorkQueue("test"), threading.Event(), threading.Lock()
+    running, most, handled = {}, {"all": 0, "one key": 0}, []
+    together = threading.Barrier(4, timeout=10)
+
+    def reconcile(key):
+        with lock:
+            running[key] = running.get(key, 0) + 1
+            most["all"] = max(most["all"], sum(running.values()))
+            most["one key"] = max(most["one key"], running[key])
+        if key in ("a", "b", "c", "d"):
+            together.wait()  # four reconciles under way at once, or this raises
+        if key == "again" and handled.count("again") == 0:
+            queue.add(["again"])  # added while it runs: handled afterwards, not alongside
+            time.sleep(0.1)
+        with lock:
+            running[key] -= 1
+            handled.append(key)
+
+    queue.add(["a", "b", "c", "d", "again"])
+    thread = threading.Thread(target=queue.run, args=(stop, reconcile), kwargs={"workers": 4})
+    thread.start()
+    deadline = time.monotonic() + 30
+    while handled.count("again") < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stop.set()
+    thread.join(30)
+    assert not thread.is_alive()
+    assert sorted(handled) == ["a", "again", "again", "b", "c", "d"]
+    assert most["all"] >= 4 and most["one key"] == 1
