@@ -92,8 +92,10 @@ class Store:
 
     # -- writing (the reflector, or static objects) ----------------------------------------------
     def upsert(self, obj: dict) -> None:
-        obj = freeze(obj)
         key = key_of(obj)
+        if self._items.get(key) == obj:
+            return  # nothing a reader sees changed (a status write the transform leaves out): no event
+        obj = freeze(obj)
         with self._lock:
             old = self._items.get(key)
             if old is not None:

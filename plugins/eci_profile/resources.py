@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from decimal import Decimal, InvalidOperation
 from typing import Mapping, Optional, Tuple
@@ -35,8 +36,19 @@ def parse_quantity(value) -> Decimal:
 
 
 def _request(req: Mapping, name: str, scale: int) -> int:
+    value = req.get(name, 0)
     try:
-        return int(parse_quantity(req.get(name, 0)) * scale)
+        return _scaled(value, scale)
+    except TypeError:  # unhashable: not a quantity
+        return 0
+
+
+@functools.lru_cache(maxsize=4096, typed=True)  # typed: True is not 1 here
+def _scaled(value, scale: int) -> int:
+    """A quantity in units of 1/``scale``. Every watch event of a pod asks again, and a cluster's
+    pods ask for a few distinct amounts: each is parsed once."""
+    try:
+        return int(parse_quantity(value) * scale)
     except (ValueError, TypeError, ArithmeticError):  # the API server validates them; objects from files may not be
         return 0
 

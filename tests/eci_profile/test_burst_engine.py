@@ -222,3 +222,14 @@ def test_what_is_not_a_quantity_is_refused(value):
 
     with pytest.raises(ValueError):
         parse_quantity(value)
+
+
+def test_a_pods_requests_are_summed_the_same_when_its_amounts_come_again():
+    from plugins.eci_profile.resources import requests_of
+
+    spec = {"containers": [{"resources": {"requests": {"cpu": "250m", "memory": "1Gi"}}},
+                           {"resources": {"requests": {"cpu": 1, "memory": "512Mi"}}},
+                           {"resources": {"requests": {"cpu": True, "memory": ["1Gi"]}}}],  # not amounts: 0
+               "initContainers": [{"resources": {"requests": {"cpu": "2"}}}]}
+    for _ in range(3):  # parsed once, then remembered: the same sums each time
+        assert requests_of(spec) == (2000, 1536 * 2 ** 20)

@@ -80,6 +80,7 @@ def test_handlers_see_adds_updates_deletes_and_list_differences():
     store.add_handler(lambda event, old, new: events.append(
         (event, old and old["metadata"]["name"], new and new["metadata"].get("labels"))))
     store.upsert(pod("a", labels={"v": "1"}))
+    store.upsert(pod("a", labels={"v": "1"}))  # the same again (a write the transform left out): no event
     store.upsert(pod("a", labels={"v": "2"}))
     store.delete("default/a")
     store.delete("default/missing")  # nothing to tell
