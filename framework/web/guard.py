@@ -1,14 +1,23 @@
-"""Deadlines waitress does not have: a request must finish arriving, a TLS handshake must finish.
+"""What waitress does not have: deadlines for a request and a handshake, and a lingering close.
 
 waitress closes connections that are *idle* (``channel_timeout``), but a client that sends one
 byte every few seconds is never idle: enough of them (slowloris) fill ``connection_limit`` and
 lock the API server out. Here every request must arrive whole within ``request_timeout`` of its
 first byte, and a TLS handshake must finish within ``handshake_timeout``.
+
+A request refused before its body was read (413 for a body over the limit, 400) is answered and
+its connection closed while the client may still be sending the body. Closing a socket with
+unread input makes the kernel reset the connection, and the reset can reach the client before
+it has read the answer, which is then lost: it sees "connection reset" instead of why. So such a
+close is lingering: the write side is shut (the client gets the answer, then the end), and what
+still comes in is read and dropped until the client closes too, for at most ``LINGER_SECONDS``.
 """
 
 from __future__ import annotations
 
+import socket
 import time
+from typing import Optional
 
 from waitress.channel import HTTPChannel
 from waitress.server import TcpWSGIServer
@@ -21,6 +30,9 @@ from framework.web.parser import RequestParser
 #: admission's deadline counts the time it waited for a free thread.
 ARRIVED = "admission_host.arrived"
 
+
+#: How long a lingering close waits for the client to stop sending (Apache httpd waits 2 s too).
+LINGER_SECONDS = 2.0
 
 _date = (0, "")
 
@@ -88,6 +100,54 @@ class DeadlineChannelMixin:
         return result
 
 
+class LingeringCloseMixin:
+    """A close after refusing a request's body shuts the write side and drops input first (see
+    above). Put it before HTTPChannel in the bases."""
+
+    _linger_until: Optional[float] = None  # set while lingering
+    _refused = False  # a request was answered with waitress's error (its body unread)
+
+    def service(self):
+        if self.requests and self.requests[0].error is not None:
+            self._refused = True
+        return super().service()
+
+    def readable(self):
+        return self._linger_until is not None or super().readable()
+
+    def writable(self):
+        return self._linger_until is None and super().writable()
+
+    def handle_read(self):
+        if self._linger_until is not None:
+            self.drop_input()
+            return
+        super().handle_read()
+
+    def handle_close(self):
+        if self._refused and self._linger_until is None and self.connected and self.socket is not None:
+            try:
+                self.socket.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass  # the client is gone already: close
+            else:
+                self._linger_until = time.monotonic() + LINGER_SECONDS
+                return
+        super().handle_close()
+
+    def drop_input(self) -> None:
+        """While lingering: read and drop what comes in; close once the client has closed, or the
+        time is up (also checked by DeadlineServerMixin.maintenance, when nothing comes)."""
+        try:
+            data = self.socket.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data or time.monotonic() > self._linger_until:
+            self.handle_close()
+
+
 class DeadlineServerMixin:
     """Closes connections whose request or handshake overran its deadline (checked every second)."""
 
@@ -104,9 +164,12 @@ class DeadlineServerMixin:
                 channel.will_close = True
             elif not channel.handshaken and now - channel.creation_time > self.handshake_timeout:
                 channel.will_close = True
+            linger = getattr(channel, "_linger_until", None)
+            if linger is not None and mono > linger:
+                channel.handle_close()
 
 
-class GuardedChannel(DeadlineChannelMixin, HTTPChannel):
+class GuardedChannel(LingeringCloseMixin, DeadlineChannelMixin, HTTPChannel):
     pass
 
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import re
+import select
 import socket
 import ssl
 import subprocess
 import sys
-import threading
 import time
 
 import orjson
@@ -129,35 +129,31 @@ def _post_reading_concurrently(server, head: bytes, body: bytes) -> bytes:
     """Send a request while reading the answer, as the API server's HTTP client does.
 
     A server refuses an over-limit body after the headers and closes; a client that only reads
-    once its whole body is written would see the close instead of the answer.
+    once its whole body is written would see the close instead of the answer. One thread does
+    both, in turns (an SSLSocket must not be read and written by two threads at once).
     """
     raw = socket.create_connection(("127.0.0.1", server.port), timeout=10)
     s = server.context().wrap_socket(raw, server_hostname="127.0.0.1")
-    got = []
-
-    def read():
-        data = b""
-        try:
-            while b"\r\n\r\n" not in data:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-        except OSError:
-            pass
-        got.append(data)
-
     try:
         s.sendall(head)
-        reader = threading.Thread(target=read, daemon=True)
-        reader.start()
-        try:
-            s.sendall(body)
-        except OSError:
-            pass  # the server answered and closed before the whole body was sent
-        reader.join(10)
-        assert got, "no answer"
-        return got[0]
+        s.setblocking(False)
+        unsent, data, deadline = memoryview(body), b"", time.monotonic() + 10
+        while b"\r\n\r\n" not in data and time.monotonic() < deadline:
+            readable, writable, _ = select.select([s], [s] if unsent else [], [], 0.5)
+            try:
+                if readable or s.pending():
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break  # closed without (more of) an answer
+                    data += chunk
+                if writable and unsent:
+                    unsent = unsent[s.send(unsent[:65536]):]
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                continue
+            except OSError:
+                unsent = unsent[:0]  # the server stopped reading: only its answer is left to read
+        assert data, "no answer"
+        return data
     finally:
         s.close()
 
@@ -168,6 +164,30 @@ def test_body_over_the_limit_is_413(https_server, size):
             b"Content-Length: %d\r\n\r\n" % size)
     answer = _post_reading_concurrently(https_server, head, b"x" * size)
     assert answer.startswith(b"HTTP/1.1 413 "), answer[:200]
+    https_server.assert_serving()
+
+
+def test_a_refused_body_may_still_arrive_after_the_answer(https_server):
+    """After a 413 the server shuts its side and drops what the client still sends (a lingering
+    close): a plain close would reset the connection, and a reset can destroy an answer still on
+    its way. The client sees the answer, then the end, and may finish sending without error."""
+    head = (b"POST /mutate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % (8 * 1024 * 1024))
+    raw = socket.create_connection(("127.0.0.1", https_server.port), timeout=10)
+    s = https_server.context().wrap_socket(raw, server_hostname="127.0.0.1")
+    try:
+        s.sendall(head)
+        answer = b""
+        while b"\r\n\r\n" not in answer or len(answer.partition(b"\r\n\r\n")[2]) < int(
+                re.search(rb"Content-Length: (\d+)", answer, re.I).group(1)):
+            answer += s.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 413 ") and b"Connection: close" in answer, answer[:200]
+        time.sleep(0.2)  # a server that closed outright has reset the connection by now
+        for _ in range(16):  # 1 MiB more of the body: read and dropped, no reset
+            s.sendall(b"x" * 65536)
+        assert s.recv(65536) == b""  # then the end: the server shut its side after the answer
+    finally:
+        s.close()
     https_server.assert_serving()
 
 
