@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable, Dict, Iterable, List, Mapping, Optional, Set
+from typing import Callable, Dict, Iterable, KeysView, List, Mapping, Optional, Set
 
 from framework.kube.frozen import freeze
 
@@ -74,6 +74,11 @@ class Store:
 
     def index_values(self, index: str) -> List[str]:
         return list(self._indexes[index])
+
+    def indexed(self, index: str) -> KeysView:
+        """The values ``index`` files objects under, as a live read-only view (for ``in`` tests on
+        every request, without a copy)."""
+        return self._indexes[index].keys()
 
     def __len__(self) -> int:
         return len(self._items)

@@ -258,6 +258,8 @@ class EciProfile:
                   transform=self.compile_selector,
                   indexers={selectors.OBJECT_INDEX: selectors.object_anchor,
                             selectors.NAMESPACE_INDEX: selectors.namespace_anchor,
+                            selectors.OBJECT_KEY_INDEX: selectors.object_anchor_keys,
+                            selectors.NAMESPACE_KEY_INDEX: selectors.namespace_anchor_keys,
                             TIERED_INDEX: lambda e: ["true"] if e["selector"] is not None and e["selector"].tiered
                             else []}),
             Watch(name=NAMESPACES, resource="namespaces", kind="Namespace", transform=strip_namespace),

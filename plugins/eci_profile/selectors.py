@@ -333,6 +333,10 @@ def parse_tiers(value, selector_name: str) -> Tuple[Tier, ...]:
 OBJECT_INDEX = "object-anchor"
 NAMESPACE_INDEX = "namespace-anchor"
 UNANCHORED = "*"
+# The label keys of the anchors above: a pod's or namespace's label whose key no Selector is
+# anchored on is passed over without making the index values it could hit.
+OBJECT_KEY_INDEX = "object-anchor-key"
+NAMESPACE_KEY_INDEX = "namespace-anchor-key"
 
 
 def _anchors(selector: Optional[LabelSelector]) -> List[str]:
@@ -375,22 +379,36 @@ def namespace_anchor(entry: Mapping) -> List[str]:
     return index_keys(entry)[0].get(NAMESPACE_INDEX, [])
 
 
-def lookup_values(labels: Mapping[str, str]) -> List[str]:
-    """Index values a set of labels can hit."""
+def object_anchor_keys(entry: Mapping) -> List[str]:
+    return _keys_of(index_keys(entry)[0].get(OBJECT_INDEX, []))
+
+
+def namespace_anchor_keys(entry: Mapping) -> List[str]:
+    return _keys_of(namespace_anchor(entry))
+
+
+def _keys_of(anchors: List[str]) -> List[str]:
+    return sorted({anchor.partition("=")[0] for anchor in anchors})
+
+
+def lookup_values(labels: Mapping[str, str], anchored) -> List[str]:
+    """Index values a set of labels can hit, ``anchored`` being the label keys anchors have."""
     out = []
     for key, value in labels.items():
-        out.append(f"{key}={value}")
-        out.append(key)
+        if key in anchored:
+            out.append(f"{key}={value}")
+            out.append(key)
     return out
 
 
 def candidates(store, pod_labels: Mapping[str, str], namespace_labels: Mapping[str, str]) -> List[Selector]:
     """Selectors that might match (a superset), in resolution order."""
-    values = lookup_values(pod_labels)
+    values = lookup_values(pod_labels, store.indexed(OBJECT_KEY_INDEX))
     values.append(UNANCHORED)
     entries = store.by_index_any(OBJECT_INDEX, values)
     if namespace_labels:
-        entries += store.by_index_any(NAMESPACE_INDEX, lookup_values(namespace_labels))
+        entries += store.by_index_any(NAMESPACE_INDEX, lookup_values(namespace_labels,
+                                                                     store.indexed(NAMESPACE_KEY_INDEX)))
     if not entries:
         return []
     found: Dict[str, Selector] = {entry["metadata"]["name"]: entry["selector"] for entry in entries}
