@@ -30,7 +30,6 @@ class WorkQueue:
       time, and :meth:`add` makes a waiting key ready now (its reconcile decides afresh).
     - A reconcile that raises is logged, passed to ``on_error`` and retried for that key after
       :func:`retry_delay`; a success forgets the key's failures. Other keys go on meanwhile.
-
     - With several workers, a key is never reconciled by two at once: one added while it is being
       handled waits for that reconcile to end.
 
@@ -129,8 +128,10 @@ class WorkQueue:
         finally:
             with self._cond:
                 self._cond.notify_all()
+            # A reconcile still in its call after 5 s ends on its own (the threads are daemons).
+            deadline = time.monotonic() + 5.0
             for thread in threads:
-                thread.join(5.0)  # a reconcile still in its call ends on its own (the threads are daemons)
+                thread.join(max(0.0, deadline - time.monotonic()))
 
     def _work(self, stop: threading.Event, reconcile: Callable[[str], None],
               on_error: Callable[[str], None]) -> None:

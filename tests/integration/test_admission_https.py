@@ -167,14 +167,13 @@ def test_body_over_the_limit_is_413(https_server, size):
     https_server.assert_serving()
 
 
-def test_a_refused_body_may_still_arrive_after_the_answer(https_server):
+def _refused_body_then_more(server, connect) -> None:
     """After a 413 the server shuts its side and drops what the client still sends (a lingering
     close): a plain close would reset the connection, and a reset can destroy an answer still on
     its way. The client sees the answer, then the end, and may finish sending without error."""
     head = (b"POST /mutate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\n\r\n" % (8 * 1024 * 1024))
-    raw = socket.create_connection(("127.0.0.1", https_server.port), timeout=10)
-    s = https_server.context().wrap_socket(raw, server_hostname="127.0.0.1")
+            b"Content-Length: %d\r\n\r\n" % (8 * 1024 * 1024))  # over both servers' limits
+    s = connect(socket.create_connection(("127.0.0.1", server.port), timeout=10))
     try:
         s.sendall(head)
         answer = b""
@@ -188,7 +187,16 @@ def test_a_refused_body_may_still_arrive_after_the_answer(https_server):
         assert s.recv(65536) == b""  # then the end: the server shut its side after the answer
     finally:
         s.close()
-    https_server.assert_serving()
+    server.assert_serving()
+
+
+def test_a_refused_body_may_still_arrive_after_the_answer(https_server):
+    _refused_body_then_more(https_server, lambda raw: https_server.context().wrap_socket(
+        raw, server_hostname="127.0.0.1"))
+
+
+def test_a_refused_body_may_still_arrive_after_the_answer_over_plain_http(start_server):
+    _refused_body_then_more(start_server(), lambda raw: raw)
 
 
 def test_body_at_the_limit_is_read(https_server):
