@@ -217,6 +217,7 @@ class EciProfile:
         self._events: "queue.Queue" = queue.Queue(maxsize=1000)
         self._events_sent: Dict[tuple, float] = {}
         self._event_thread: Optional[threading.Thread] = None
+        self._events_lock = threading.Lock()  # admissions and the burst controller's workers post at once
         self.binding_labels = Counter("eci_profile_binding_labels", "Pods bound to virtual nodes given their "
                                       "Selector's labels, by outcome (withBinding: the API server copied them from "
                                       "the Binding; labelled: by PATCH; gone, elsewhere: the pod was deleted or bound "
@@ -763,12 +764,13 @@ class EciProfile:
         now = time.monotonic()
         dedupe = (pod_meta.get("uid"), reason, key)
         if once_per:
-            if now - self._events_sent.get(dedupe, -once_per) < once_per:
-                return
-            if len(self._events_sent) > 10000:  # forget the oldest half
-                for k, _ in sorted(self._events_sent.items(), key=lambda kv: kv[1])[:5000]:
-                    del self._events_sent[k]
-            self._events_sent[dedupe] = now
+            with self._events_lock:
+                if now - self._events_sent.get(dedupe, -once_per) < once_per:
+                    return
+                if len(self._events_sent) > 10000:  # forget the oldest half
+                    for k, _ in sorted(self._events_sent.items(), key=lambda kv: kv[1])[:5000]:
+                        del self._events_sent[k]
+                self._events_sent[dedupe] = now
         involved = {"apiVersion": api_version, "kind": kind, "name": pod_meta.get("name"),
                     "namespace": pod_meta.get("namespace"), "uid": pod_meta.get("uid") or ""}
         try:
@@ -776,9 +778,11 @@ class EciProfile:
         except queue.Full:
             log.warning("event queue full; dropped %s on %s", reason, pod_meta.get("name"))
             return
-        if self._event_thread is None:
-            self._event_thread = threading.Thread(target=self._post_events, name="eci-profile-events", daemon=True)
-            self._event_thread.start()
+        with self._events_lock:
+            if self._event_thread is None:
+                self._event_thread = threading.Thread(target=self._post_events, name="eci-profile-events",
+                                                      daemon=True)
+                self._event_thread.start()
 
     def _post_events(self) -> None:
         while True:
