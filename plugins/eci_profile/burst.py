@@ -190,7 +190,8 @@ class BurstController:
                 return
             meta, tiers = pod["metadata"], selector.tiers
             missing = self._missing_at_create(pod, selector)
-            decision, tier = None, None  # admitted while no replica answered: what admission would have added
+            decision, tier, reserved = None, None, False  # admitted while no replica answered: what admission
+            # would have added
             if not missing:
                 here = tiering.furthest(tiers, pod["tolerations"], self.profile.settings)
                 tried = key in self.failed_scheduling and "createdAt" in pod
@@ -203,7 +204,7 @@ class BurstController:
                 decision = (timing.Decision(True, self.clock(), "siblingUnschedulable", "a pod of the same "
                                             "workload was found Unschedulable there moments ago") if sibling else
                             self.decide(pod, tiers[here], self.failed_scheduling.get(key) if tried else None))
-                tier = self._next_tier(key, pod, selector, here, decision)
+                tier, reserved = self._next_tier(key, pod, selector, here, decision)
                 if tier is None:
                     return
                 missing = tiering.missing(pod["tolerations"], tiering.opening_tolerations(tier, self.profile.settings))
@@ -211,8 +212,10 @@ class BurstController:
             try:
                 patched, fresh = self._tolerate(pod, missing)
             finally:
-                if not patched and tier is not None and tier.max_pods is not None:
-                    with self._lock:  # the place _next_tier reserved is free again
+                if reserved and not patched:
+                    # The place this look took is free again. (Only this look's: a PATCH refused
+                    # because an earlier look's had landed, unseen in the cache yet, keeps that one.)
+                    with self._lock:
                         self.tolerated[tier.cap_key].discard(key)
             if fresh is not None:
                 pod = fresh  # changed under us: decide again on the pod as it is now
@@ -242,8 +245,9 @@ class BurstController:
             return
 
     def _next_tier(self, key: str, pod: dict, selector, here: int, decision: timing.Decision):
-        """The tier the pod moves on to now (the first after ``here`` with room, reserved for it
-        there), or None: it waits (told why) and is looked at again when due."""
+        """``(tier, reserved)``: the tier the pod moves on to now (the first after ``here`` with room),
+        and whether a place there was reserved for it just now; ``(None, False)``: it waits (told
+        why) and is looked at again when due."""
         meta, rules = pod["metadata"], selector.tiers[here]
         if not decision.burst:
             until = timing.iso_time(decision.at)
@@ -253,16 +257,17 @@ class BurstController:
             if rules.wait_for_autoscaler:  # the autoscaler may speak before then
                 delay = min(delay, AUTOSCALER_POLL_SECONDS)
             self.queue.add_after(key, delay)
-            return None
+            return None, False
         full = []
         for tier in selector.tiers[here + 1:]:
             if tier.max_pods is None:
-                return tier
+                return tier, False
             with self._lock:  # counted and reserved at once: two workers never take the last place
                 tolerated = self.tolerated.setdefault(tier.cap_key, set())
                 if self.profile.virtual.count(tier.cap_key) + len(tolerated - {key}) < tier.max_pods:
+                    reserved = key not in tolerated
                     tolerated.add(key)
-                    return tier
+                    return tier, reserved
             full.append(tier)  # full: passed over (fenced, so the scheduler cannot use it either)
         # Held until a place comes free (on_virtual_pod), or looked at again.
         self.profile.cap_denials.labels(selector.name, "burst").inc()
@@ -273,7 +278,7 @@ class BurstController:
         self._wait(key, selector, meta, f"{message} (when one of its pods there goes, unless a node takes it first)",
                    event_key="cap@" + ",".join(str(t.max_pods) for t in full))
         self.queue.add_after(key, 30.0)
-        return None
+        return None, False
 
     def _tolerate(self, pod: dict, missing: list) -> Tuple[bool, Optional[dict]]:
         """Add ``missing`` to the pod's tolerations if it is unchanged since cached. Returns whether

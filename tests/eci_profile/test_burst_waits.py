@@ -3,6 +3,7 @@
 import threading
 import time
 
+from framework import ApiError
 from framework.testing import pod
 from plugins.eci_profile import plugin as eci
 from plugins.eci_profile.burst import BurstController
@@ -179,3 +180,25 @@ def test_workers_reconciling_at_once_never_tolerate_past_the_cap(make_harness):
     # One place is taken: five pods are tolerated, by PATCHes under way at once, and 35 wait.
     assert len(kube.writes()) == 5 and kube.most > 1
     assert controller.waiting_count("capped") == 35
+
+
+def test_a_look_on_a_stale_cache_keeps_the_place_an_earlier_look_took(make_harness):
+    kube, clock = RecordingKube(), Clock()
+    sel = selector("capped", "normalNodePrefer", object_labels={"matchLabels": {"app": "nginx"}})
+    sel["spec"]["maxVirtualPods"] = 3
+    harness = make_harness(sel, objects=default_objects() + [on_virtual("v1")] + [
+        waiting_pod(f"w{i}") for i in range(3)], kube=kube)
+    controller = BurstController(eci.profile_of(harness.host), clock=clock)
+    controller.reconcile("default/w0")  # tolerated: one of the two free places is w0's
+    # Looked at again before the watch shows its tolerations: the PATCH is refused (its test of the
+    # tolerations fails) and the pod as it is now says it has them. Its place stays taken.
+    tolerated = waiting_pod("w0")
+    tolerated["spec"]["tolerations"] = [TOLERATION]
+    kube.objects["/api/v1/namespaces/default/pods/w0"] = tolerated
+    kube.fail_patch = ApiError(422, "the test of /spec/tolerations failed")
+    controller.reconcile("default/w0")
+    controller.reconcile("default/w1")
+    controller.reconcile("default/w2")
+    patched = [path.rsplit("/", 1)[1] for _, path, _ in kube.writes()]
+    assert patched == ["w0", "w0", "w1"], patched  # w2 waits: v1, w0 and w1 fill the cap of 3
+    assert controller.waiting_count("capped") == 1
