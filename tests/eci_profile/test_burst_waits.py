@@ -47,6 +47,15 @@ def capped_controller(make_harness, kube, clock):
     return harness, BurstController(eci.profile_of(harness.host), clock=clock)
 
 
+def capped_with_waiting(make_harness, kube, clock, cap: int, waiting: int):
+    """A Selector capped at ``cap`` with one place taken, and ``waiting`` Unschedulable pods w0, w1, ..."""
+    sel = selector("capped", "normalNodePrefer", object_labels={"matchLabels": {"app": "nginx"}})
+    sel["spec"]["maxVirtualPods"] = cap
+    harness = make_harness(sel, objects=default_objects() + [on_virtual("v1")] + [
+        waiting_pod(f"w{i}") for i in range(waiting)], kube=kube)
+    return harness, BurstController(eci.profile_of(harness.host), clock=clock)
+
+
 def burst_delayed(kube, deadline=10.0):
     """The BurstDelayed Events posted, once the poster thread has had its chance."""
     end = time.monotonic() + deadline
@@ -132,11 +141,7 @@ def test_the_resync_gives_a_look_to_unschedulable_pods_not_in_the_queue_only(mak
 
 def test_pods_tolerated_and_not_yet_bound_count_against_the_cap(make_harness):
     kube, clock = RecordingKube(), Clock()
-    sel = selector("capped", "normalNodePrefer", object_labels={"matchLabels": {"app": "nginx"}})
-    sel["spec"]["maxVirtualPods"] = 3
-    harness = make_harness(sel, objects=default_objects() + [on_virtual("v1")] + [
-        waiting_pod(f"w{i}") for i in range(5)], kube=kube)
-    controller = BurstController(eci.profile_of(harness.host), clock=clock)
+    harness, controller = capped_with_waiting(make_harness, kube, clock, cap=3, waiting=5)
     for i in range(5):
         controller.reconcile(f"default/w{i}")
     # One place is taken: two more are tolerated at once, the others wait, though none is bound yet.
@@ -163,11 +168,7 @@ def test_workers_reconciling_at_once_never_tolerate_past_the_cap(make_harness):
             return super().patch(path, body, content_type, timeout, **query)
 
     kube, clock, stop = SlowKube(), Clock(), threading.Event()
-    sel = selector("capped", "normalNodePrefer", object_labels={"matchLabels": {"app": "nginx"}})
-    sel["spec"]["maxVirtualPods"] = 6
-    harness = make_harness(sel, objects=default_objects() + [on_virtual("v1")] + [
-        waiting_pod(f"w{i:02}") for i in range(40)], kube=kube)
-    controller = BurstController(eci.profile_of(harness.host), clock=clock)
+    _, controller = capped_with_waiting(make_harness, kube, clock, cap=6, waiting=40)
     thread = threading.Thread(target=controller.run, args=(stop,))
     thread.start()
     try:
@@ -184,11 +185,7 @@ def test_workers_reconciling_at_once_never_tolerate_past_the_cap(make_harness):
 
 def test_a_look_on_a_stale_cache_keeps_the_place_an_earlier_look_took(make_harness):
     kube, clock = RecordingKube(), Clock()
-    sel = selector("capped", "normalNodePrefer", object_labels={"matchLabels": {"app": "nginx"}})
-    sel["spec"]["maxVirtualPods"] = 3
-    harness = make_harness(sel, objects=default_objects() + [on_virtual("v1")] + [
-        waiting_pod(f"w{i}") for i in range(3)], kube=kube)
-    controller = BurstController(eci.profile_of(harness.host), clock=clock)
+    _, controller = capped_with_waiting(make_harness, kube, clock, cap=3, waiting=3)
     controller.reconcile("default/w0")  # tolerated: one of the two free places is w0's
     # Looked at again before the watch shows its tolerations: the PATCH is refused (its test of the
     # tolerations fails) and the pod as it is now says it has them. Its place stays taken.
