@@ -118,11 +118,12 @@ class LingeringCloseMixin:
     def writable(self):
         return self._linger_until is None and super().writable()
 
-    def handle_read(self):
+    def handle_read_event(self):
+        # Here rather than in handle_read, which the TLS channel has its own of.
         if self._linger_until is not None:
             self.drop_input()
             return
-        super().handle_read()
+        super().handle_read_event()
 
     def handle_close(self):
         if self._refused and self._linger_until is None and self.connected and self.socket is not None:

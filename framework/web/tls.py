@@ -130,9 +130,6 @@ class TLSChannel(LingeringCloseMixin, DeadlineChannelMixin, HTTPChannel):
         return bool(self._pending) or super().writable()
 
     def handle_read(self):
-        if self._linger_until is not None:
-            self.drop_input()  # ciphertext nobody will read
-            return
         try:
             raw = self.socket.recv(self.adj.recv_bytes)
         except BlockingIOError:

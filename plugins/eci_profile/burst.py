@@ -190,8 +190,8 @@ class BurstController:
                 return
             meta, tiers = pod["metadata"], selector.tiers
             missing = self._missing_at_create(pod, selector)
-            decision, tier, reserved = None, None, False  # admitted while no replica answered: what admission
-            # would have added
+            # No decision: admitted while no replica answered, it gets what admission would have added.
+            decision, tier, reserved = None, None, False
             if not missing:
                 here = tiering.furthest(tiers, pod["tolerations"], self.profile.settings)
                 tried = key in self.failed_scheduling and "createdAt" in pod
